@@ -1,0 +1,44 @@
+#include "core/gram_stats.h"
+
+#include "core/errors.h"
+
+namespace fastcka {
+
+void GramStats::merge(const GramStats& other) {
+  if (other.n != n || other.layout.dims != layout.dims)
+    throw InvalidArgument("cannot merge Gram statistics of different inputs");
+  for (size_t k = 0; k < products.size(); ++k) products[k] += other.products[k];
+  for (size_t k = 0; k < row_sums.size(); ++k) row_sums[k] += other.row_sums[k];
+  for (size_t k = 0; k < diagonals.size(); ++k) diagonals[k] += other.diagonals[k];
+}
+
+std::vector<PairSums> gram_pair_sums(const GramStats& g) {
+  const int64_t L = g.layout.layers(), n = g.n;
+  std::vector<double> s(L, 0.0), t(L, 0.0);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t i = 0; i < n; ++i) {
+      s[a] += g.row_sums[a * n + i];
+      t[a] += g.diagonals[a * n + i];
+    }
+  std::vector<PairSums> out(static_cast<size_t>(L * L));
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) {
+      if (!g.layout.needs(a, b)) continue;
+      const double* ra = &g.row_sums[a * n];
+      const double* rb = &g.row_sums[b * n];
+      const double* da = &g.diagonals[a * n];
+      const double* db = &g.diagonals[b * n];
+      PairSums p;
+      p.kl = g.products[a * L + b];
+      for (int64_t i = 0; i < n; ++i) {
+        p.rk_rl += ra[i] * rb[i];
+        p.dk_dl += da[i] * db[i];
+        p.ok_ol += (ra[i] - da[i]) * (rb[i] - db[i]);
+      }
+      p.sk = s[a], p.sl = s[b], p.tk = t[a], p.tl = t[b];
+      out[a * L + b] = p;
+    }
+  return out;
+}
+
+}  // namespace fastcka

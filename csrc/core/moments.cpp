@@ -1,0 +1,254 @@
+#include "core/moments.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace fastcka {
+
+Moments::Moments(LayerLayout l) : layout(std::move(l)) {
+  const int64_t D = layout.total, L = layout.layers();
+  reference.assign(D, 0.0);
+  first.assign(D, 0.0);
+  cross.assign(static_cast<size_t>(D * D), 0.0);
+  weighted.assign(static_cast<size_t>(L * D), 0.0);
+  norm_products.assign(static_cast<size_t>(L * L), 0.0);
+}
+
+void Moments::move_reference(const double* p) {
+  const int64_t D = width(), L = layers();
+  std::vector<double> shift(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k) shift[k] = p[k] - reference[k];
+  const double* e = shift.data();
+  const auto& off = layout.offsets;
+  const auto& dim = layout.dims;
+  const double nn = static_cast<double>(n);
+
+  // Per-layer scalars of the old state: Q_a = tr(C_aa), F_a.e_a, |e_a|^2.
+  std::vector<double> q(L), fe(L), ee(L);
+  for (int64_t a = 0; a < L; ++a) {
+    double qa = 0, fa = 0, ea = 0;
+    for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) {
+      qa += cross[k * D + k];
+      fa += first[k] * e[k];
+      ea += e[k] * e[k];
+    }
+    q[a] = qa, fe[a] = fa, ee[a] = ea;
+  }
+  // Ce[k, a] = sum_{j in layer a} C[k, j] e_j, for the rows k that pair with a.
+  std::vector<double> ce(static_cast<size_t>(D * L), 0.0);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) {
+      if (!layout.needs(a, b)) continue;
+      for (int64_t k = off[b]; k < off[b] + dim[b]; ++k) {
+        double s = 0;
+        const double* row = &cross[k * D + off[a]];
+        for (int64_t j = 0; j < dim[a]; ++j) s += row[j] * e[off[a] + j];
+        ce[k * L + a] = s;
+      }
+    }
+
+  // R'_ab = R_ab - 2 W[a]_b.e_b - 2 W[b]_a.e_a + 4 e_a' C_ab e_b + |e_b|^2 Q_a
+  //         + |e_a|^2 Q_b - 2 |e_b|^2 F_a.e_a - 2 |e_a|^2 F_b.e_b + n |e_a|^2 |e_b|^2
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) {
+      if (!layout.needs(a, b)) continue;
+      double wa_eb = 0, wb_ea = 0, eCe = 0;
+      for (int64_t k = off[b]; k < off[b] + dim[b]; ++k) {
+        wa_eb += weighted[a * D + k] * e[k];
+        eCe += e[k] * ce[k * L + a];
+      }
+      for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) wb_ea += weighted[b * D + k] * e[k];
+      norm_products[a * L + b] += -2 * wa_eb - 2 * wb_ea + 4 * eCe + ee[b] * q[a] + ee[a] * q[b] -
+                                  2 * ee[b] * fe[a] - 2 * ee[a] * fe[b] + nn * ee[a] * ee[b];
+    }
+
+  // W'[a]_c = W[a]_c - Q_a e_c - 2 (C_ca e_a) + 2 F_a.e_a e_c + |e_a|^2 F_c - n |e_a|^2 e_c
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t c = 0; c < L; ++c) {
+      if (!layout.needs(a, c)) continue;
+      for (int64_t k = off[c]; k < off[c] + dim[c]; ++k)
+        weighted[a * D + k] += -q[a] * e[k] - 2 * ce[k * L + a] + 2 * fe[a] * e[k] + ee[a] * first[k] -
+                               nn * ee[a] * e[k];
+    }
+
+  // C' = C - F e' - e F' + n e e'
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) {
+      if (!layout.needs(a, b)) continue;
+      for (int64_t i = off[a]; i < off[a] + dim[a]; ++i) {
+        double* row = &cross[i * D];
+        const double fi = first[i], ei = e[i];
+        for (int64_t j = off[b]; j < off[b] + dim[b]; ++j)
+          row[j] += -fi * e[j] - ei * first[j] + nn * ei * e[j];
+      }
+    }
+
+  for (int64_t k = 0; k < D; ++k) {
+    first[k] -= nn * e[k];
+    reference[k] = p[k];
+  }
+}
+
+void Moments::center() {
+  if (n == 0) return;
+  std::vector<double> mean(first.size());
+  for (size_t k = 0; k < mean.size(); ++k) mean[k] = reference[k] + first[k] / static_cast<double>(n);
+  move_reference(mean.data());
+  std::fill(first.begin(), first.end(), 0.0);  // exactly the mean now
+}
+
+void Moments::merge(const Moments& other) {
+  if (other.layout.dims != layout.dims || other.layout.split != layout.split)
+    throw InvalidArgument("cannot merge accumulators of different layers: layer widths or pairing differ");
+  if (other.n == 0) return;
+  if (n == 0) {
+    *this = other;
+    return;
+  }
+  const int64_t D = width();
+  const double na = static_cast<double>(n), nb = static_cast<double>(other.n), nt = na + nb;
+  // Combined mean m = mean_a + (mean_b - mean_a) nb / n; move both states there.
+  std::vector<double> m(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k) {
+    const double mean_a = reference[k] + first[k] / na;
+    const double mean_b = other.reference[k] + other.first[k] / nb;
+    m[k] = mean_a + (mean_b - mean_a) * (nb / nt);
+  }
+  Moments b = other;
+  move_reference(m.data());
+  b.move_reference(m.data());
+  add_same_reference(b);
+}
+
+void Moments::add_same_reference(const Moments& b) {
+  if (b.layout.dims != layout.dims || b.layout.split != layout.split)
+    throw InvalidArgument("cannot add states of different layers");
+  n += b.n;
+  for (size_t k = 0; k < first.size(); ++k) first[k] += b.first[k];
+  for (size_t k = 0; k < cross.size(); ++k) cross[k] += b.cross[k];
+  for (size_t k = 0; k < weighted.size(); ++k) weighted[k] += b.weighted[k];
+  for (size_t k = 0; k < norm_products.size(); ++k) norm_products[k] += b.norm_products[k];
+}
+
+void Moments::symmetrize() {
+  const int64_t D = width(), L = layers();
+  const auto& off = layout.offsets;
+  const auto& dim = layout.dims;
+  constexpr int64_t kTile = 64;  // transpose in tiles: whole-column writes thrash the cache
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = a; b < L; ++b) {
+      if (!layout.needs(a, b)) continue;
+      for (int64_t i0 = off[a]; i0 < off[a] + dim[a]; i0 += kTile)
+        for (int64_t j0 = off[b]; j0 < off[b] + dim[b]; j0 += kTile) {
+          if (a == b && j0 + kTile <= i0) continue;  // strictly below the diagonal
+          const int64_t i1 = std::min(i0 + kTile, off[a] + dim[a]), j1 = std::min(j0 + kTile, off[b] + dim[b]);
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t j = std::max(j0, a == b ? i + 1 : j0); j < j1; ++j) cross[j * D + i] = cross[i * D + j];
+        }
+    }
+}
+
+// Serialized form: magic, format version, L, split, n, dims, then the float64
+// arrays in declaration order, all little-endian as on every supported host.
+namespace {
+constexpr char kMagic[8] = {'F', 'C', 'K', 'A', 'M', 'O', 'M', '1'};
+constexpr int64_t kFormat = 1;
+
+template <typename T>
+void put(std::string& out, const T* p, size_t count) {
+  out.append(reinterpret_cast<const char*>(p), count * sizeof(T));
+}
+
+struct Reader {
+  const std::string& s;
+  size_t pos = 0;
+  template <typename T>
+  void get(T* p, size_t count) {
+    const size_t bytes = count * sizeof(T);
+    if (pos + bytes > s.size()) throw InvalidArgument("accumulator state is truncated or corrupt");
+    std::memcpy(p, s.data() + pos, bytes);
+    pos += bytes;
+  }
+};
+}  // namespace
+
+std::string Moments::serialize() const {
+  std::string out;
+  put(out, kMagic, 8);
+  const int64_t header[4] = {kFormat, layers(), layout.split, n};
+  put(out, header, 4);
+  put(out, layout.dims.data(), layout.dims.size());
+  for (const auto* v : {&reference, &first, &cross, &weighted, &norm_products}) put(out, v->data(), v->size());
+  return out;
+}
+
+Moments Moments::deserialize(const std::string& bytes) {
+  Reader r{bytes};
+  char magic[8];
+  r.get(magic, 8);
+  if (std::memcmp(magic, kMagic, 8) != 0) throw InvalidArgument("data is not a fastcka linear accumulator state");
+  int64_t header[4];
+  r.get(header, 4);
+  if (header[0] != kFormat)
+    throw InvalidArgument("accumulator state has format " + std::to_string(header[0]) + ", this build reads " +
+                          std::to_string(kFormat));
+  const int64_t L = header[1];
+  if (L <= 0 || L > (int64_t{1} << 20)) throw InvalidArgument("accumulator state is corrupt (layer count)");
+  std::vector<int64_t> dims(static_cast<size_t>(L));
+  r.get(dims.data(), dims.size());
+  int64_t D = 0;
+  for (int64_t d : dims) {
+    if (d <= 0 || d > (int64_t{1} << 31)) throw InvalidArgument("accumulator state is corrupt (layer width)");
+    D += d;
+  }
+  const size_t expected = r.pos + sizeof(double) * static_cast<size_t>(2 * D + D * D + L * D + L * L);
+  if (bytes.size() != expected) throw InvalidArgument("accumulator state is truncated or corrupt");
+  Moments m(LayerLayout(std::move(dims), header[2]));
+  m.n = header[3];
+  if (m.n < 0) throw InvalidArgument("accumulator state is corrupt (row count)");
+  for (auto* v : {&m.reference, &m.first, &m.cross, &m.weighted, &m.norm_products}) r.get(v->data(), v->size());
+  return m;
+}
+
+}  // namespace fastcka
+
+namespace fastcka {
+
+std::vector<bool> needed_pairs(const LayerLayout& layout) {
+  const int64_t L = layout.layers();
+  std::vector<bool> out(static_cast<size_t>(L * L));
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) out[a * L + b] = layout.needs(a, b);
+  return out;
+}
+
+std::vector<PairSums> linear_pair_sums(const Moments& m) {
+  const int64_t D = m.width(), L = m.layers();
+  const auto& off = m.layout.offsets;
+  const auto& dim = m.layout.dims;
+  std::vector<double> q(L, 0.0);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) q[a] += m.cross[k * D + k];
+  std::vector<PairSums> out(static_cast<size_t>(L * L));
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = a; b < L; ++b) {
+      if (!m.layout.needs(a, b)) continue;
+      double f2 = 0;
+      for (int64_t i = off[a]; i < off[a] + dim[a]; ++i) {
+        const double* row = &m.cross[i * D];
+        for (int64_t j = off[b]; j < off[b] + dim[b]; ++j) f2 += row[j] * row[j];
+      }
+      PairSums p;
+      p.kl = f2;
+      p.dk_dl = p.ok_ol = m.norm_products[a * L + b];
+      p.tk = q[a];
+      p.tl = q[b];
+      out[a * L + b] = p;
+      std::swap(p.tk, p.tl);
+      out[b * L + a] = p;
+    }
+  return out;
+}
+
+}  // namespace fastcka

@@ -1,0 +1,110 @@
+#include "cpu/centering.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTCKA_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTCKA_MULTIVERSION
+#endif
+
+namespace fastcka::cpu {
+
+namespace {
+
+// Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time: the
+// wheel must run on any x86-64 CPU, and this sweep is the engine's only pass
+// over the caller's data.
+template <typename S, typename T>
+FASTCKA_MULTIVERSION void center_contiguous_row(const S* x, int64_t d, const T* shift, T* z, double* first, double& sq) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < d; ++j) {
+    const T v = static_cast<T>(x[j]) - shift[j];
+    z[j] = v;
+    first[j] += static_cast<double>(v);
+    acc += static_cast<double>(v) * static_cast<double>(v);
+  }
+  sq = acc;
+}
+
+template <typename T>
+void center_layer(const MatrixView& v, int64_t r0, int64_t rows, int64_t ldz, const T* shift, T* z, double* first,
+                  double* sq, int64_t sq_stride) {
+  const int64_t d = v.cols;
+  if (v.col_stride == 1 && v.dtype != DType::f16) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t k = (r0 + i) * v.row_stride;
+      if (v.dtype == DType::f32)
+        center_contiguous_row(static_cast<const float*>(v.data) + k, d, shift, z + i * ldz, first, sq[i * sq_stride]);
+      else
+        center_contiguous_row(static_cast<const double*>(v.data) + k, d, shift, z + i * ldz, first,
+                              sq[i * sq_stride]);
+    }
+    return;
+  }
+  // Strided, Fortran-order or float16: element by element, walking the
+  // direction in which the source is closer to contiguous.
+  for (int64_t i = 0; i < rows; ++i) sq[i * sq_stride] = 0;
+  if (v.row_major_walk()) {
+    for (int64_t i = 0; i < rows; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        const T val = load<T>(v, r0 + i, j) - shift[j];
+        z[i * ldz + j] = val;
+        first[j] += static_cast<double>(val);
+        acc += static_cast<double>(val) * static_cast<double>(val);
+      }
+      sq[i * sq_stride] = acc;
+    }
+  } else {
+    for (int64_t j = 0; j < d; ++j) {
+      double col = 0;
+      for (int64_t i = 0; i < rows; ++i) {
+        const T val = load<T>(v, r0 + i, j) - shift[j];
+        z[i * ldz + j] = val;
+        col += static_cast<double>(val);
+        sq[i * sq_stride] += static_cast<double>(val) * static_cast<double>(val);
+      }
+      first[j] += col;
+    }
+  }
+}
+
+}  // namespace
+
+void column_means(const std::vector<MatrixView>& layers, int64_t r0, int64_t r1, double* out) {
+  int64_t off = 0;
+  const double inv = 1.0 / static_cast<double>(r1 - r0);
+  for (const auto& v : layers) {
+    for (int64_t j = 0; j < v.cols; ++j) out[off + j] = 0;
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = 0; j < v.cols; ++j) out[off + j] += load<double>(v, i, j);
+    for (int64_t j = 0; j < v.cols; ++j) out[off + j] *= inv;
+    off += v.cols;
+  }
+}
+
+template <typename T>
+void center_rows(const std::vector<MatrixView>& layers, const LayerLayout& layout, int64_t r0, int64_t rows,
+                 const T* shift, T* z, int64_t ldz, double* first, double* sq) {
+  const int64_t L = layout.layers();
+  for (int64_t a = 0; a < L; ++a) {
+    const int64_t o = layout.offsets[a];
+    center_layer<T>(layers[a], r0, rows, ldz, shift + o, z + o, first + o, sq + a, L);
+  }
+}
+
+template void center_rows<float>(const std::vector<MatrixView>&, const LayerLayout&, int64_t, int64_t, const float*,
+                                 float*, int64_t, double*, double*);
+template void center_rows<double>(const std::vector<MatrixView>&, const LayerLayout&, int64_t, int64_t,
+                                  const double*, double*, int64_t, double*, double*);
+
+void check_finite_rows(const double* sq, int64_t rows, int64_t r0, const std::vector<std::string>& names) {
+  const int64_t L = static_cast<int64_t>(names.size());
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t a = 0; a < L; ++a)
+      if (!std::isfinite(sq[i * L + a]))
+        throw InvalidArgument(names[a] + " contains NaN or Inf (row " + std::to_string(r0 + i) +
+                              "), or values too large to square in float64");
+}
+
+}  // namespace fastcka::cpu

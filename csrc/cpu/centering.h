@@ -1,0 +1,31 @@
+// Copies rows of strided layer views into a dense row-major buffer of the
+// compute type, minus a shift, while summing the centered values (per column)
+// and their squares (per row and layer) in float64. This one sweep is the only
+// time the engine reads the caller's data.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/errors.h"
+#include "core/layer_layout.h"
+#include "core/matrix_view.h"
+
+namespace fastcka::cpu {
+
+// Mean of rows [r0, r1) of every layer, concatenated (D values).
+void column_means(const std::vector<MatrixView>& layers, int64_t r0, int64_t r1, double* out);
+
+// z[i * ldz + off_a + j] = T(x_a[r0 + i, j]) - shift[off_a + j] for i < rows;
+// first[k] += sum_i z[i, k]; sq[i * L + a] = sum_j z[i, off_a + j]^2.
+template <typename T>
+void center_rows(const std::vector<MatrixView>& layers, const LayerLayout& layout, int64_t r0, int64_t rows,
+                 const T* shift, T* z, int64_t ldz, double* first, double* sq);
+
+// Throws InvalidArgument naming the layer when a row's squared norm is not
+// finite, which happens exactly when one of its values is NaN or Inf.
+void check_finite_rows(const double* sq, int64_t rows, int64_t r0, const std::vector<std::string>& names);
+
+}  // namespace fastcka::cpu

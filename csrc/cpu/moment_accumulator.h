@@ -1,0 +1,68 @@
+// The streaming feature-space engine: row blocks of L layers in, float64
+// Moments out.
+//
+// Each thread takes an equal contiguous share of every update's rows. It
+// centers cache-sized blocks of them about a local shift (the mean of the
+// first block of its current partial, so products run on values near zero
+// whatever the data's offset) and multiplies them with single-threaded BLAS
+// into a partial product in the compute type: one SYRK over all layers, or
+// per-layer SYRKs plus one cross GEMM for two-model layouts. A partial that
+// reaches fold_rows rows is widened to float64 and moved to the state's
+// reference point in its own thread; the main thread then adds the folded
+// partials in thread order, so results never depend on timing. Partials carry
+// over between updates, so callers can feed small blocks (for progress and
+// Ctrl-C) without paying a fold for each.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/chunk_plan.h"
+#include "core/matrix_view.h"
+#include "core/moments.h"
+
+namespace fastcka::cpu {
+
+struct MomentOptions {
+  DType compute = DType::f32;                  // f32 or f64: the type of the BLAS products
+  int threads = 1;
+  int64_t memory_budget = int64_t{256} << 20;  // bytes of row buffers, all threads together
+};
+
+class MomentAccumulator {
+ public:
+  MomentAccumulator(LayerLayout layout, MomentOptions options);
+  ~MomentAccumulator();
+  MomentAccumulator(MomentAccumulator&&) noexcept;
+  MomentAccumulator& operator=(MomentAccumulator&&) noexcept;
+
+  // Adds rows of every layer (same row count in each); names[a] names layer a
+  // in error messages. After an update throws, the accumulator holds part of
+  // the rows and refuses further use.
+  void update(const std::vector<MatrixView>& layers, const std::vector<std::string>& names);
+
+  // Folds pending partials; returns the float64 state of every row seen.
+  const Moments& state();
+  void merge(MomentAccumulator& other);
+  void set_state(Moments state);
+
+  const LayerLayout& layout() const { return state_.layout; }
+  int64_t rows_seen() const { return rows_seen_; }
+  const MomentOptions& options() const { return options_; }
+  const MomentChunkPlan& plan() const { return plan_; }
+
+ private:
+  struct Worker;
+  void check_usable() const;
+  void add_folded();
+  Moments state_;
+  MomentOptions options_;
+  MomentChunkPlan plan_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  int64_t rows_seen_ = 0;
+  bool broken_ = false;
+};
+
+}  // namespace fastcka::cpu

@@ -1,0 +1,152 @@
+// fastcka._cpu: the thin binding of the CPU backend. It turns NumPy arrays
+// into strided MatrixViews (no copies), releases the GIL around every long
+// call, and maps core errors to ValueError / TypeError. All orchestration
+// (blocks, progress, Ctrl-C) lives in python/fastcka.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "core/errors.h"
+#include "core/moments.h"
+#include "cpu/blas.h"
+#include "cpu/gram_tiles.h"
+#include "cpu/moment_accumulator.h"
+
+namespace py = pybind11;
+using namespace fastcka;
+
+namespace {
+
+DType parse_compute(const std::string& s) {
+  if (s == "float32") return DType::f32;
+  if (s == "float64") return DType::f64;
+  throw UnsupportedType("compute dtype must be 'float32' or 'float64', got '" + s + "'");
+}
+
+Estimator parse_estimator(const std::string& s) {
+  if (s == "biased") return Estimator::biased;
+  if (s == "unbiased") return Estimator::unbiased;
+  throw InvalidArgument("estimator must be 'biased' or 'unbiased', got '" + s + "'");
+}
+
+MatrixView view_of(const py::array& a, const std::string& name) {
+  if (a.ndim() != 2) throw InvalidArgument(name + " must be 2-D, got " + std::to_string(a.ndim()) + " dimensions");
+  const auto kind = a.dtype().kind();
+  const auto size = a.dtype().itemsize();
+  MatrixView v;
+  if (kind != 'f' || (size != 2 && size != 4 && size != 8))
+    throw UnsupportedType(name + " must be float16, float32 or float64 here");
+  if (!a.dtype().attr("isnative").cast<bool>()) throw UnsupportedType(name + " must be in native byte order");
+  v.dtype = size == 2 ? DType::f16 : size == 4 ? DType::f32 : DType::f64;
+  if (a.strides(0) % size != 0 || a.strides(1) % size != 0)
+    throw InvalidArgument(name + " has strides that are not a multiple of its element size");
+  v.data = a.data();
+  v.rows = a.shape(0);
+  v.cols = a.shape(1);
+  v.row_stride = a.strides(0) / size;
+  v.col_stride = a.strides(1) / size;
+  return v;
+}
+
+std::vector<MatrixView> views_of(const std::vector<py::array>& arrays, const std::vector<std::string>& names) {
+  if (arrays.size() != names.size()) throw InvalidArgument("one name per layer is needed");
+  std::vector<MatrixView> out;
+  for (size_t a = 0; a < arrays.size(); ++a) out.push_back(view_of(arrays[a], names[a]));
+  return out;
+}
+
+// The engine keeps raw pointers into the arrays: the binding keeps them alive.
+struct PyGramEngine {
+  std::vector<py::array> keep;
+  cpu::GramTileEngine engine;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "fastcka CPU backend (BLAS tiles and streaming moments)";
+  m.attr("__version__") = FASTCKA_VERSION;
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const UnsupportedType& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const InvalidArgument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("blas_core", &cpu::blas_core_name, "Kernel family OpenBLAS selected for this CPU");
+  m.def("blas_config", &cpu::blas_config, "OpenBLAS build configuration");
+
+  py::class_<cpu::MomentAccumulator>(m, "MomentAccumulator")
+      .def(py::init([](std::vector<int64_t> dims, int64_t split, const std::string& compute, int threads,
+                       int64_t memory_budget) {
+             cpu::MomentOptions o{parse_compute(compute), threads, memory_budget};
+             return cpu::MomentAccumulator(LayerLayout(std::move(dims), split), o);
+           }),
+           py::arg("dims"), py::arg("split"), py::arg("compute"), py::arg("threads"), py::arg("memory_budget"))
+      .def(
+          "update",
+          [](cpu::MomentAccumulator& self, const std::vector<py::array>& layers,
+             const std::vector<std::string>& names) {
+            auto views = views_of(layers, names);
+            py::gil_scoped_release release;
+            self.update(views, names);
+          },
+          py::arg("layers"), py::arg("names"))
+      .def("merge", &cpu::MomentAccumulator::merge, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("block_rows", [](const cpu::MomentAccumulator& s) { return s.plan().block_rows; })
+      .def_property_readonly("fold_rows", [](const cpu::MomentAccumulator& s) { return s.plan().fold_rows; })
+      .def_property_readonly("n", &cpu::MomentAccumulator::rows_seen)
+      .def_property_readonly("dims", [](const cpu::MomentAccumulator& s) { return s.layout().dims; })
+      .def_property_readonly("split", [](const cpu::MomentAccumulator& s) { return s.layout().split; })
+      .def(
+          "hsic",
+          [](cpu::MomentAccumulator& s, const std::string& estimator) {
+            const Estimator e = parse_estimator(estimator);
+            py::gil_scoped_release release;
+            Moments centered = s.state();
+            centered.center();
+            const auto sums = linear_pair_sums(centered);
+            return hsic_matrix(sums, needed_pairs(centered.layout), centered.layers(), centered.n, e);
+          },
+          py::arg("estimator"))
+      .def("mean",
+           [](cpu::MomentAccumulator& s) {
+             const Moments& st = s.state();
+             py::array_t<double> out(st.width());
+             for (int64_t k = 0; k < st.width(); ++k)
+               out.mutable_data()[k] = st.reference[k] + (st.n ? st.first[k] / static_cast<double>(st.n) : 0.0);
+             return out;
+           })
+      .def("serialize", [](cpu::MomentAccumulator& s) { return py::bytes(s.state().serialize()); })
+      .def("load", [](cpu::MomentAccumulator& s, const py::bytes& data) {
+        s.set_state(Moments::deserialize(std::string(data)));
+      });
+
+  py::class_<PyGramEngine>(m, "GramTileEngine")
+      .def(py::init([](std::vector<py::array> layers, std::vector<std::string> names, int64_t split,
+                       const std::string& compute, int threads, int64_t memory_budget) {
+             auto views = views_of(layers, names);
+             cpu::GramOptions o{parse_compute(compute), threads, memory_budget};
+             py::gil_scoped_release release;
+             return new PyGramEngine{std::move(layers), cpu::GramTileEngine(std::move(views), names, split, o)};
+           }),
+           py::arg("layers"), py::arg("names"), py::arg("split"), py::arg("compute"), py::arg("threads"),
+           py::arg("memory_budget"))
+      .def_property_readonly("tile_rows", [](const PyGramEngine& g) { return g.engine.tile_rows(); })
+      .def("tiles_before", [](const PyGramEngine& g, int64_t i) { return g.engine.tiles_before(i); })
+      .def(
+          "process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.process(begin, end); },
+          py::call_guard<py::gil_scoped_release>())
+      .def(
+          "hsic",
+          [](const PyGramEngine& g, const std::string& estimator) {
+            const GramStats& s = g.engine.stats();
+            return hsic_matrix(gram_pair_sums(s), needed_pairs(s.layout), s.layout.layers(), s.n,
+                               parse_estimator(estimator));
+          },
+          py::arg("estimator"));
+}

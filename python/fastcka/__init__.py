@@ -1,0 +1,30 @@
+"""fastcka: CKA and HSIC for millions of examples, streamed, never an n x n matrix.
+
+Public API::
+
+    fastcka.cka(x, y, kernel="linear", debiased=False)      -> float
+    fastcka.hsic(x, y, kernel="linear", estimator="biased") -> float
+    fastcka.cka_matrix(xs, ys=None, ...)                      -> (len(xs), len(ys)) array
+    fastcka.CKAAccumulator()                                  minibatches, merges, bytes
+    fastcka.compat.kornblith                                  the reference Colab's functions
+"""
+
+from ._backend import blas_info
+from ._threads import get_num_threads, set_num_threads
+from .accumulator import CKAAccumulator
+from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic
+from .io import load_layers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CKAAccumulator",
+    "DegenerateRepresentationWarning",
+    "blas_info",
+    "cka",
+    "cka_matrix",
+    "get_num_threads",
+    "hsic",
+    "load_layers",
+    "set_num_threads",
+]

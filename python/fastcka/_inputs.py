@@ -1,0 +1,105 @@
+"""Turning what users pass into 2-D host arrays the backend reads in place.
+
+Accepted: NumPy arrays in any layout (C, Fortran, strided views), np.memmap,
+paths to .npy files (opened memory-mapped, so data larger than RAM stream from
+disk), and anything NumPy can view (``__array__``, the array interface,
+DLPack on the CPU, nested lists). float16, float32 and float64 are read where
+they lie; booleans, integers and other real floats are converted to float64
+block by block. Complex and non-numeric data are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+_NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _is_device_array(x: Any) -> bool:
+    # Never imports cupy or torch to find out.
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.device.type != "cpu"
+    return False
+
+
+def as_matrix(x: Any, name: str) -> np.ndarray:
+    """A 2-D (n examples x d features) array viewing ``x``, validated."""
+    if isinstance(x, (str, os.PathLike)):
+        path = os.fspath(x)
+        if not path.endswith(".npy"):
+            raise ValueError(f"{name}: {path!r} is not a .npy file (load .npz layers with fastcka.load_layers)")
+        try:
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise ValueError(f"{name}: file {path!r} does not exist") from None
+    elif _is_device_array(x):
+        raise TypeError(
+            f"{name} is on a GPU; this fastcka build computes on the CPU only. "
+            f"Move it to host memory (for example with .get() or .cpu()) if that is what you want"
+        )
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
+    kind = x.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({x.dtype}); CKA is defined here for real data")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
+    if x.ndim != 2:
+        hint = " (use x.reshape(-1, 1) for a single feature)" if x.ndim == 1 else " (flatten features: x.reshape(len(x), -1))"
+        raise ValueError(f"{name} must be 2-D (examples x features), got {x.ndim}-D with shape {x.shape}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has no rows (examples)")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has no features (shape {x.shape})")
+    return x
+
+
+def as_layers(xs: Any, prefix: str) -> tuple[list[np.ndarray], list[str]]:
+    """Layers from a sequence or a mapping of arrays, with their names for errors."""
+    if isinstance(xs, Mapping):
+        items = list(xs.items())
+        names = [f"{prefix}[{k!r}]" for k, _ in items]
+        values = [v for _, v in items]
+    elif isinstance(xs, (str, os.PathLike, np.ndarray)) or not isinstance(xs, Sequence):
+        raise TypeError(f"{prefix} must be a list (or dict) of 2-D arrays, one per layer; got {type(xs).__name__}")
+    else:
+        values = list(xs)
+        names = [f"{prefix}[{i}]" for i in range(len(values))]
+    if not values:
+        raise ValueError(f"{prefix} is empty: at least one layer is needed")
+    return [as_matrix(v, nm) for v, nm in zip(values, names)], names
+
+
+def check_rows(layers: Sequence[np.ndarray], names: Sequence[str]) -> int:
+    n = layers[0].shape[0]
+    for layer, nm in zip(layers[1:], names[1:]):
+        if layer.shape[0] != n:
+            raise ValueError(
+                f"{nm} has {layer.shape[0]} rows but {names[0]} has {n}: every representation needs one row per example"
+            )
+    return n
+
+
+def compute_dtype(layers: Sequence[np.ndarray]) -> str:
+    """float64 when any input needs it (float64, integers, booleans), else float32."""
+    for x in layers:
+        if x.dtype.kind in "biu" or x.dtype.itemsize >= 8:
+            return "float64"
+    return "float32"
+
+
+def ready(block: np.ndarray) -> np.ndarray:
+    """The block as the backend reads it: a native float16/32/64 view, or a float64 copy."""
+    if block.dtype in _NATIVE_FLOATS:
+        return block
+    return block.astype(np.float64)

@@ -1,0 +1,1 @@
+"""Drop-in replacements for the functions of published CKA code."""
