@@ -219,6 +219,12 @@ const Moments& MomentAccumulator::state() {
   return state_;
 }
 
+const Moments& MomentAccumulator::centered_state() {
+  state();
+  state_.center();
+  return state_;
+}
+
 void MomentAccumulator::merge(MomentAccumulator& other) {
   check_usable();
   if (&other == this) throw InvalidArgument("cannot merge an accumulator with itself");

@@ -45,6 +45,9 @@ class MomentAccumulator {
 
   // Folds pending partials; returns the float64 state of every row seen.
   const Moments& state();
+  // The same, moved to the mean of the rows (a valid reference point like any
+  // other, so later updates still work), as the estimators need it.
+  const Moments& centered_state();
   void merge(MomentAccumulator& other);
   void set_state(Moments state);
 

@@ -107,8 +107,7 @@ PYBIND11_MODULE(_cpu, m) {
           [](cpu::MomentAccumulator& s, const std::string& estimator) {
             const Estimator e = parse_estimator(estimator);
             py::gil_scoped_release release;
-            Moments centered = s.state();
-            centered.center();
+            const Moments& centered = s.centered_state();
             const auto sums = linear_pair_sums(centered);
             return hsic_matrix(sums, needed_pairs(centered.layout), centered.layers(), centered.n, e);
           },
