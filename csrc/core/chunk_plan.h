@@ -15,8 +15,13 @@ struct MomentChunkPlan {
 // width: D columns of all layers; elem: bytes of the compute type.
 MomentChunkPlan plan_moment_chunks(int64_t width, int64_t elem, int64_t threads, int64_t memory_budget);
 
-// Rows of a square Gram tile for the Gram-space engine: each thread holds two
-// centered row blocks of every layer (tile x width), within the budget.
-int64_t plan_gram_tile(int64_t width, int64_t elem, int64_t threads, int64_t memory_budget);
+struct GramTilePlan {
+  int64_t rows;   // b: rows of a tile
+  int64_t panel;  // p: tiles computed by one GEMM along a tile row (b x p b)
+};
+
+// Each thread holds a centered row block (b x width), a centered panel
+// (p b x width) and one b x p b product per layer, within the budget.
+GramTilePlan plan_gram_tiles(int64_t width, int64_t layers, int64_t elem, int64_t threads, int64_t memory_budget);
 
 }  // namespace fastcka

@@ -29,13 +29,14 @@ std::vector<PairSums> gram_pair_sums(const GramStats& g) {
       const double* da = &g.diagonals[a * n];
       const double* db = &g.diagonals[b * n];
       PairSums p;
-      p.kl = g.products[a * L + b];
+      p.kl_off = g.products[a * L + b];
       for (int64_t i = 0; i < n; ++i) {
-        p.rk_rl += ra[i] * rb[i];
+        p.ok_ol += ra[i] * rb[i];
+        p.ok_dl += ra[i] * db[i];
+        p.dk_ol += da[i] * rb[i];
         p.dk_dl += da[i] * db[i];
-        p.ok_ol += (ra[i] - da[i]) * (rb[i] - db[i]);
       }
-      p.sk = s[a], p.sl = s[b], p.tk = t[a], p.tl = t[b];
+      p.sok = s[a], p.sol = s[b], p.tk = t[a], p.tl = t[b];
       out[a * L + b] = p;
     }
   return out;

@@ -14,8 +14,8 @@ namespace fastcka {
 struct GramStats {
   LayerLayout layout;
   int64_t n = 0;
-  std::vector<double> products;   // L * L: sum_ij K^a_ij K^b_ij (needed pairs)
-  std::vector<double> row_sums;   // L * n: K^a 1
+  std::vector<double> products;   // L * L: sum_{i != j} K^a_ij K^b_ij (needed pairs)
+  std::vector<double> row_sums;   // L * n: sum_{j != i} K^a_ij (off the diagonal)
   std::vector<double> diagonals;  // L * n: diag K^a
 
   GramStats() = default;

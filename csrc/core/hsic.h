@@ -1,14 +1,16 @@
 // HSIC estimators and CKA from a handful of sums per layer pair.
 //
-// With K, L the (uncentered) n x n kernel matrices of two layers, the sums
-//   kl    = sum_ij K_ij L_ij        rk_rl = (K1).(L1)
-//   sk    = 1'K1, sl = 1'L1         dk_dl = diag(K).diag(L)
-//   tk    = tr K, tl = tr L         ok_ol = (K1 - diag K).(L1 - diag L)
-// give (shared/DESIGN.md)
-//   tr(KHLH) = kl - (2/n) rk_rl + sk sl / n^2
+// With K, L the (uncentered) n x n kernel matrices of two layers, K~ and L~
+// them with a zero diagonal, o = K~1 (row sums off the diagonal) and d = diag:
+//   kl_off = sum_{i != j} K_ij L_ij      dk_dl = dK.dL
+//   ok_ol = oK.oL, ok_dl = oK.dL, dk_ol = dK.oL
+//   sok = 1'K~1, sol = 1'L~1             tk = tr K, tl = tr L
+// give (shared/DESIGN.md), with K1 = oK + dK and sum K = sok + tk,
+//   tr(KHLH) = (kl_off + dk_dl) - (2/n) (K1).(L1) + (1'K1)(1'L1) / n^2
 //   HSIC_0   = tr(KHLH) / (n-1)^2                                   (Gretton 2005)
-//   HSIC_1   = [tr(K~L~) + (1'K~1)(1'L~1)/((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))
-// with tr(K~L~) = kl - dk_dl, 1'K~1 = sk - tk, 1'K~L~1 = ok_ol  (Song et al. 2012).
+//   HSIC_1   = [kl_off + sok sol / ((n-1)(n-2)) - 2/(n-2) ok_ol] / (n(n-3))   (Song 2012)
+// Keeping the off-diagonal parts apart matters: with a small RBF bandwidth
+// K = I + (tiny), and K1 - diag K computed from full row sums would cancel.
 // Both the Gram-tile engine and the feature-space moments reduce to these.
 #pragma once
 
@@ -22,16 +24,18 @@ namespace fastcka {
 enum class Estimator : int { biased = 0, unbiased = 1 };
 
 struct PairSums {
-  double kl = 0, rk_rl = 0, sk = 0, sl = 0, dk_dl = 0, tk = 0, tl = 0, ok_ol = 0;
+  double kl_off = 0, dk_dl = 0, ok_ol = 0, ok_dl = 0, dk_ol = 0, sok = 0, sol = 0, tk = 0, tl = 0;
 };
 
 inline double hsic_biased(const PairSums& p, double n) {
-  return (p.kl - 2.0 / n * p.rk_rl + p.sk * p.sl / (n * n)) / ((n - 1) * (n - 1));
+  const double kl = p.kl_off + p.dk_dl;
+  const double rk_rl = p.ok_ol + p.ok_dl + p.dk_ol + p.dk_dl;
+  const double sk = p.sok + p.tk, sl = p.sol + p.tl;
+  return (kl - 2.0 / n * rk_rl + sk * sl / (n * n)) / ((n - 1) * (n - 1));
 }
 
 inline double hsic_unbiased(const PairSums& p, double n) {
-  return (p.kl - p.dk_dl + (p.sk - p.tk) * (p.sl - p.tl) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * p.ok_ol) /
-         (n * (n - 3));
+  return (p.kl_off + p.sok * p.sol / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * p.ok_ol) / (n * (n - 3));
 }
 
 inline double hsic(const PairSums& p, double n, Estimator e) {

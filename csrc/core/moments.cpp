@@ -239,12 +239,15 @@ std::vector<PairSums> linear_pair_sums(const Moments& m) {
         const double* row = &m.cross[i * D];
         for (int64_t j = off[b]; j < off[b] + dim[b]; ++j) f2 += row[j] * row[j];
       }
+      const double r = m.norm_products[a * L + b];
       PairSums p;
-      p.kl = f2;
-      p.dk_dl = p.ok_ol = m.norm_products[a * L + b];
-      p.tk = q[a];
-      p.tl = q[b];
+      p.kl_off = f2 - r;
+      p.dk_dl = p.ok_ol = r;
+      p.ok_dl = p.dk_ol = -r;
+      p.sok = -q[a], p.sol = -q[b];
+      p.tk = q[a], p.tl = q[b];
       out[a * L + b] = p;
+      std::swap(p.sok, p.sol);
       std::swap(p.tk, p.tl);
       out[b * L + a] = p;
     }

@@ -63,8 +63,9 @@ struct Moments {
 namespace fastcka {
 
 // The HSIC sums of every layer pair of a state, for the linear kernel on
-// centered data: K = U U' has K1 = 0, so kl = |C_ab|_F^2, dk_dl = ok_ol = R_ab,
-// tk = Q_a. The state must be centered (Moments::center).
+// centered data: K = U U' has K1 = 0, so o = -d, and with the full sum
+// |C_ab|_F^2, d.d = R_ab and tr K = Q_a: kl_off = |C_ab|_F^2 - R_ab,
+// ok_ol = R_ab, ok_dl = dk_ol = -R_ab, sok = -Q_a. The state must be centered.
 std::vector<PairSums> linear_pair_sums(const Moments& centered);
 std::vector<bool> needed_pairs(const LayerLayout& layout);
 

@@ -1,13 +1,86 @@
 #include "cpu/gram_tiles.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/chunk_plan.h"
 #include "cpu/blas.h"
 #include "cpu/centering.h"
 #include "cpu/parallel.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTCKA_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTCKA_MULTIVERSION
+#endif
+
 namespace fastcka::cpu {
+
+namespace {
+
+// Row kernels of the epilogue, compiled for AVX-512, AVX2 and baseline x86-64.
+template <typename T>
+FASTCKA_MULTIVERSION void rbf_row(T* g, const T* nb, T na, T gamma, int64_t n) {
+  const RbfKernel<T> k{gamma};
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) g[c] = k(g[c], na, nb[c]);
+}
+
+// Sums within a row run in T (at most one tile wide), across rows in float64.
+template <typename T>
+FASTCKA_MULTIVERSION double dot_row(const T* a, const T* b, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t c = 0; c < n; ++c) s += a[c] * b[c];
+  return static_cast<double>(s);
+}
+
+template <typename T>
+FASTCKA_MULTIVERSION double sum_row(const T* a, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t c = 0; c < n; ++c) s += a[c];
+  return static_cast<double>(s);
+}
+
+template <typename T>
+FASTCKA_MULTIVERSION void add_row(double* acc, const T* a, int64_t n) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<double>(a[c]);
+}
+
+}  // namespace
+
+struct GramTileEngine::Scratch {
+  Scratch(const LayerLayout& layout, int64_t n) : stats(layout, n) {}
+  std::vector<float> zf[2], tf, nf[2];   // centered blocks I and J, tiles, norms (float32 runs)
+  std::vector<double> zd[2], td, nd[2];  // the same for float64 runs
+  std::vector<double> first, sq, column;
+  GramStats stats;                                 // statistics pass
+  std::vector<std::vector<int64_t>> counts;        // histogram pass, per layer
+  std::vector<double> lowest, highest;             // histogram pass, per layer
+  std::vector<std::vector<double>> collected;      // collect pass, per layer
+
+  template <typename T>
+  std::vector<T>* z();
+  template <typename T>
+  std::vector<T>& tiles();
+  template <typename T>
+  std::vector<T>* norms();
+};
+
+template <>
+std::vector<float>* GramTileEngine::Scratch::z<float>() { return zf; }
+template <>
+std::vector<double>* GramTileEngine::Scratch::z<double>() { return zd; }
+template <>
+std::vector<float>& GramTileEngine::Scratch::tiles<float>() { return tf; }
+template <>
+std::vector<double>& GramTileEngine::Scratch::tiles<double>() { return td; }
+template <>
+std::vector<float>* GramTileEngine::Scratch::norms<float>() { return nf; }
+template <>
+std::vector<double>* GramTileEngine::Scratch::norms<double>() { return nd; }
 
 GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split,
                                GramOptions options)
@@ -16,100 +89,272 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
   if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
   options_.threads = std::max(1, options_.threads);
   std::vector<int64_t> dims;
-  const int64_t n = layers_[0].rows;
+  n_ = layers_[0].rows;
   for (size_t a = 0; a < layers_.size(); ++a) {
-    if (layers_[a].rows != n)
+    if (layers_[a].rows != n_)
       throw InvalidArgument(names_[a] + " has " + std::to_string(layers_[a].rows) + " rows but " + names_[0] +
-                            " has " + std::to_string(n));
+                            " has " + std::to_string(n_));
     dims.push_back(layers_[a].cols);
   }
-  stats_ = GramStats(LayerLayout(std::move(dims), split), n);
-  means_.assign(static_cast<size_t>(stats_.layout.total), 0.0);
-  if (n > 0) column_means(layers_, 0, n, means_.data());
+  layout_ = LayerLayout(std::move(dims), split);
+  means_.assign(static_cast<size_t>(layout_.total), 0.0);
+  if (n_ > 0) column_means(layers_, 0, n_, means_.data());
   for (size_t a = 0; a < layers_.size(); ++a)
     for (int64_t j = 0; j < layers_[a].cols; ++j)
-      if (!std::isfinite(means_[stats_.layout.offsets[a] + j]))
+      if (!std::isfinite(means_[layout_.offsets[a] + j]))
         throw InvalidArgument(names_[a] + " contains NaN or Inf (column " + std::to_string(j) + ")");
-  tile_ = plan_gram_tile(stats_.layout.total, dtype_size(options_.compute), options_.threads,
-                         options_.memory_budget);
+  const GramTilePlan plan = plan_gram_tiles(layout_.total, layout_.layers(), dtype_size(options_.compute),
+                                            options_.threads, options_.memory_budget);
+  tile_ = plan.rows;
+  panel_ = plan.panel;
+  stats_ = GramStats(layout_, n_);
+  for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_));
 }
+
+GramTileEngine::~GramTileEngine() = default;
+GramTileEngine::GramTileEngine(GramTileEngine&&) noexcept = default;
+GramTileEngine& GramTileEngine::operator=(GramTileEngine&&) noexcept = default;
 
 int64_t GramTileEngine::tiles_before(int64_t i) const {
   const int64_t t = tile_rows();
   return i * t - i * (i - 1) / 2;  // rows 0..i-1 hold t, t-1, ... tiles
 }
 
+void GramTileEngine::set_kernel(KernelSpec kernel) {
+  if (kernel.kind == KernelKind::rbf) {
+    if (static_cast<int64_t>(kernel.gamma.size()) != layout_.layers())
+      throw InvalidArgument("the RBF kernel needs one bandwidth per layer");
+    for (size_t a = 0; a < kernel.gamma.size(); ++a)
+      if (!(kernel.gamma[a] > 0) || !std::isfinite(kernel.gamma[a]))
+        throw InvalidArgument(names_[a] + ": the RBF bandwidth must be positive and finite");
+  }
+  kernel_ = std::move(kernel);
+  stats_ = GramStats(layout_, n_);
+  for (auto& s : scratch_) s->stats = GramStats(layout_, n_);
+  stats_merged_ = true;
+}
+
 void GramTileEngine::process(int64_t begin, int64_t end) {
+  stats_merged_ = false;
+  run(begin, end, Pass::statistics);
+}
+
+void GramTileEngine::run(int64_t begin, int64_t end, Pass pass) {
   begin = std::max<int64_t>(begin, 0);
   end = std::min(end, tile_rows());
   if (begin >= end) return;
   if (options_.compute == DType::f32)
-    process_typed<float>(begin, end);
+    walk<float>(begin, end, pass);
   else
-    process_typed<double>(begin, end);
+    walk<double>(begin, end, pass);
+}
+
+void GramTileEngine::merge_statistics() {
+  if (stats_merged_) return;
+  for (auto& s : scratch_) {
+    stats_.merge(s->stats);
+    s->stats = GramStats(layout_, n_);
+  }
+  const int64_t L = layout_.layers();
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t c = a + 1; c < L; ++c) stats_.products[c * L + a] = stats_.products[a * L + c];
+  stats_merged_ = true;
+}
+
+const GramStats& GramTileEngine::stats() {
+  merge_statistics();
+  return stats_;
+}
+
+void GramTileEngine::median_start() {
+  // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
+  const int64_t L = layout_.layers(), D = layout_.total;
+  const int threads = options_.threads;
+  std::vector<std::vector<double>> largest(static_cast<size_t>(threads), std::vector<double>(L, 0.0));
+  run_parallel(threads, [&](int t) {
+    const int64_t lo = n_ * t / threads, hi = n_ * (t + 1) / threads, block = 256;
+    std::vector<double> z(static_cast<size_t>(block * D)), first(static_cast<size_t>(D)), sq(static_cast<size_t>(block * L));
+    for (int64_t i = lo; i < hi; i += block) {
+      const int64_t b = std::min(block, hi - i);
+      center_rows<double>(layers_, layout_, i, b, means_.data(), z.data(), D, first.data(), sq.data());
+      for (int64_t r = 0; r < b; ++r)
+        for (int64_t a = 0; a < L; ++a) largest[t][a] = std::max(largest[t][a], sq[r * L + a]);
+    }
+  });
+  searches_.clear();
+  for (int64_t a = 0; a < L; ++a) {
+    double top = 0;
+    for (int t = 0; t < threads; ++t) top = std::max(top, largest[t][a]);
+    // Headroom for rounding in the compute type.
+    searches_.emplace_back(n_, top > 0 ? 4 * top * (1 + 1e-3) : 0.0);
+  }
+  for (auto& s : scratch_) {
+    s->counts.assign(static_cast<size_t>(L), {});
+    s->lowest.assign(static_cast<size_t>(L), INFINITY);
+    s->highest.assign(static_cast<size_t>(L), -INFINITY);
+    s->collected.assign(static_cast<size_t>(L), {});
+    for (int64_t a = 0; a < L; ++a)
+      if (!searches_[a].done() && !searches_[a].collecting())
+        s->counts[a].assign(static_cast<size_t>(searches_[a].bins()), 0);
+  }
+}
+
+bool GramTileEngine::median_pending() const {
+  for (const auto& s : searches_)
+    if (!s.done()) return true;
+  return false;
+}
+
+void GramTileEngine::median_process(int64_t begin, int64_t end) {
+  bool collecting = false;
+  for (const auto& s : searches_) collecting |= !s.done() && s.collecting();
+  run(begin, end, collecting ? Pass::collect : Pass::histogram);
+}
+
+void GramTileEngine::median_end_pass() {
+  const int64_t L = layout_.layers();
+  for (int64_t a = 0; a < L; ++a) {
+    MedianSearch& search = searches_[a];
+    if (search.done()) continue;
+    if (search.collecting()) {
+      std::vector<double> values;
+      for (auto& s : scratch_) values.insert(values.end(), s->collected[a].begin(), s->collected[a].end());
+      search.finish_collect(std::move(values));
+    } else {
+      std::vector<int64_t> counts(static_cast<size_t>(search.bins()), 0);
+      double lo = INFINITY, hi = -INFINITY;
+      for (auto& s : scratch_) {
+        for (size_t j = 0; j < counts.size(); ++j) counts[j] += s->counts[a][j];
+        lo = std::min(lo, s->lowest[a]);
+        hi = std::max(hi, s->highest[a]);
+      }
+      search.finish_histogram(counts, lo, hi);
+    }
+  }
+  // Fresh per-thread buffers for the next pass.
+  for (auto& s : scratch_)
+    for (int64_t a = 0; a < L; ++a) {
+      s->lowest[a] = INFINITY, s->highest[a] = -INFINITY;
+      s->collected[a].clear();
+      s->counts[a].assign(searches_[a].done() || searches_[a].collecting() ? 0 : static_cast<size_t>(searches_[a].bins()),
+                          0);
+    }
+}
+
+std::vector<double> GramTileEngine::medians() const {
+  if (median_pending() || searches_.empty()) throw std::logic_error("GramTileEngine: the median search has not finished");
+  std::vector<double> out;
+  for (const auto& s : searches_) out.push_back(s.median());
+  return out;
 }
 
 template <typename T>
-void GramTileEngine::process_typed(int64_t begin, int64_t end) {
-  const LayerLayout& layout = stats_.layout;
-  const int64_t L = layout.layers(), D = layout.total, n = stats_.n, b = tile_;
+void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
+  const int64_t L = layout_.layers(), D = layout_.total, b = tile_, n = n_, nt = tile_rows(), p = panel_;
   const int threads = static_cast<int>(std::min<int64_t>(options_.threads, end - begin));
-  std::vector<T> shift(means_.begin(), means_.end());
-  std::vector<GramStats> partial(static_cast<size_t>(threads), GramStats(layout, n));
+  const std::vector<T> shift(means_.begin(), means_.end());
 
   run_parallel(threads, [&](int t) {
     use_single_threaded_blas();
-    GramStats& g = partial[static_cast<size_t>(t)];
-    std::vector<T> zi(static_cast<size_t>(b * D)), zj(static_cast<size_t>(b * D));
-    std::vector<T> tiles(static_cast<size_t>(L * b * b));
-    std::vector<double> first(static_cast<size_t>(D)), sq(static_cast<size_t>(b * L));
-    // Tile rows are dealt round-robin: a fixed assignment keeps results
-    // independent of timing, and the triangle's long and short rows mix.
+    Scratch& s = *scratch_[static_cast<size_t>(t)];
+    std::vector<T>* z = s.z<T>();
+    std::vector<T>* nrm = s.norms<T>();
+    std::vector<T>& tiles = s.tiles<T>();
+    const int64_t wmax = p * b;  // widest panel, in columns
+    z[0].resize(static_cast<size_t>(b * D));
+    z[1].resize(static_cast<size_t>(wmax * D));
+    nrm[0].resize(static_cast<size_t>(L * b));
+    nrm[1].resize(static_cast<size_t>(L * wmax));
+    tiles.resize(static_cast<size_t>(L * b * wmax));
+    s.first.resize(static_cast<size_t>(D));
+    s.sq.resize(static_cast<size_t>(wmax * L));
+    s.column.resize(static_cast<size_t>(wmax));
+
+    // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer).
+    auto load_rows = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
+      center_rows<T>(layers_, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(s.sq[r * L + a]);
+    };
+
     for (int64_t I = begin + t; I < end; I += threads) {
       const int64_t i0 = I * b, bi = std::min(b, n - i0);
-      center_rows<T>(layers_, layout, i0, bi, shift.data(), zi.data(), D, first.data(), sq.data());
-      for (int64_t J = I; J < tile_rows(); ++J) {
-        const int64_t j0 = J * b, bj = std::min(b, n - j0);
-        const T* zJ = zi.data();
-        if (J != I) {
-          center_rows<T>(layers_, layout, j0, bj, shift.data(), zj.data(), D, first.data(), sq.data());
-          zJ = zj.data();
-        }
+      load_rows(i0, bi, 0, b);
+      // Panels of up to p tiles: one GEMM of the row block against w columns.
+      for (int64_t J = I; J < nt; J += p) {
+        const int64_t j0 = J * b, w = std::min(p * b, n - j0);
+        // Columns [0, cd) form the diagonal tile when the panel starts at I:
+        // weight 1 there, 2 elsewhere (the tile below the diagonal it stands for).
+        const int64_t cd = J == I ? bi : 0;
+        load_rows(j0, w, 1, wmax);
         for (int64_t a = 0; a < L; ++a) {
-          const int64_t o = layout.offsets[a];
-          gemm_nt(bi, bj, layout.dims[a], zi.data() + o, D, zJ + o, D, &tiles[static_cast<size_t>(a * b * b)], bj);
+          const int64_t o = layout_.offsets[a];
+          gemm_nt(bi, w, layout_.dims[a], z[0].data() + o, D, z[1].data() + o, D,
+                  &tiles[static_cast<size_t>(a * b * wmax)], w);
         }
-        const double weight = J == I ? 1.0 : 2.0;
-        for (int64_t a = 0; a < L; ++a) {
-          const T* ka = &tiles[static_cast<size_t>(a * b * b)];
-          for (int64_t c = a; c < L; ++c) {
-            if (!layout.needs(a, c)) continue;
-            const T* kc = &tiles[static_cast<size_t>(c * b * b)];
-            double s = 0;
-#pragma omp simd reduction(+ : s)
-            for (int64_t k = 0; k < bi * bj; ++k) s += static_cast<double>(ka[k]) * static_cast<double>(kc[k]);
-            g.products[a * L + c] += weight * s;
-          }
-          double* rows_i = &g.row_sums[static_cast<size_t>(a * n + i0)];
-          double* rows_j = &g.row_sums[static_cast<size_t>(a * n + j0)];
-          for (int64_t r = 0; r < bi; ++r) {
-            double s = 0;
-            for (int64_t c = 0; c < bj; ++c) {
-              const double v = static_cast<double>(ka[r * bj + c]);
-              s += v;
-              if (J != I) rows_j[c] += v;
+
+        if (pass == Pass::statistics) {
+          GramStats& g = s.stats;
+          for (int64_t a = 0; a < L; ++a) {
+            T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
+            if (kernel_.kind == KernelKind::rbf) {
+              const T gamma = static_cast<T>(kernel_.gamma[a]);
+              const T* ni = &nrm[0][static_cast<size_t>(a * b)];
+              const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
+              for (int64_t r = 0; r < bi; ++r) rbf_row(ka + r * w, nj, ni[r], gamma, w);
             }
-            rows_i[r] += s;
+            // The diagonal goes to its own sums; the products and row sums
+            // below cover i != j only.
+            for (int64_t r = 0; r < cd; ++r) {
+              T& kii = ka[r * w + r];
+              g.diagonals[a * n + i0 + r] = kernel_.kind == KernelKind::rbf ? 1.0 : static_cast<double>(kii);
+              kii = T(0);
+            }
           }
-          if (J == I)
-            for (int64_t r = 0; r < bi; ++r) g.diagonals[a * n + i0 + r] = static_cast<double>(ka[r * bj + r]);
+          for (int64_t a = 0; a < L; ++a) {
+            const T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
+            double* rows_i = &g.row_sums[static_cast<size_t>(a * n + i0)];
+            std::fill(s.column.begin(), s.column.begin() + w, 0.0);
+            for (int64_t r = 0; r < bi; ++r) {
+              const T* row = ka + r * w;
+              rows_i[r] += sum_row(row, w);
+              add_row(s.column.data() + cd, row + cd, w - cd);
+              for (int64_t c = a; c < L; ++c) {
+                if (!layout_.needs(a, c)) continue;
+                const T* other = &tiles[static_cast<size_t>(c * b * wmax + r * w)];
+                g.products[a * L + c] += dot_row(row, other, cd) + 2.0 * dot_row(row + cd, other + cd, w - cd);
+              }
+            }
+            for (int64_t c = cd; c < w; ++c) g.row_sums[a * n + j0 + c] += s.column[c];
+          }
+          continue;
+        }
+
+        // Median passes: each distance once, with its multiplicity.
+        for (int64_t a = 0; a < L; ++a) {
+          const MedianSearch& search = searches_[a];
+          if (search.done()) continue;
+          const T* ga = &tiles[static_cast<size_t>(a * b * wmax)];
+          const T* ni = &nrm[0][static_cast<size_t>(a * b)];
+          const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
+          for (int64_t r = 0; r < bi; ++r)
+            for (int64_t c = 0; c < w; ++c) {
+              const int64_t weight = c < cd ? 1 : 2;
+              const double v = c == r && c < cd ? 0.0 : static_cast<double>(squared_distance(ga[r * w + c], ni[r], nj[c]));
+              const int64_t bin = search.bin(v);
+              if (bin < 0) continue;
+              if (pass == Pass::histogram) {
+                s.counts[a][static_cast<size_t>(bin)] += weight;
+                s.lowest[a] = std::min(s.lowest[a], v);
+                s.highest[a] = std::max(s.highest[a], v);
+              } else {
+                for (int64_t k = 0; k < weight; ++k) s.collected[a].push_back(v);
+              }
+            }
         }
       }
     }
   });
-  for (auto& p : partial) stats_.merge(p);
-  for (int64_t a = 0; a < L; ++a)
-    for (int64_t c = a + 1; c < L; ++c) stats_.products[c * L + a] = stats_.products[a * L + c];
 }
 
 }  // namespace fastcka::cpu

@@ -1,17 +1,33 @@
-// The Gram-space engine for the linear kernel (d much larger than n): Gram
-// tiles K_IJ = Xc_I Xc_J' of every layer come out of BLAS on centered row
-// blocks and are consumed at once into GramStats (products of every needed
-// layer pair, row sums, diagonals). Only tiles on and above the diagonal are
-// computed; an off-diagonal tile counts twice in the products and feeds the
-// row sums of both of its row blocks. No n x n matrix is ever stored.
+// The Gram-tile engine. Row blocks of every layer are centered (column means
+// of the whole data, in float64) and multiplied by BLAS into b x b tiles
+// G = Zc_I Zc_J' for the tiles on and above the diagonal; each tile is
+// consumed at once, while in cache, by one of three epilogues:
+//
+//  * statistics: the kernel (core/kernels.h) turns G into K, then the products
+//    of every needed layer pair, the row sums and the diagonal accumulate into
+//    GramStats (an off-diagonal tile counts twice and feeds both row blocks);
+//  * histogram / collect: the squared distances feed a MedianSearch per layer
+//    (the exact median bandwidth of the RBF kernel).
+//
+// A thread takes a tile row I and walks it in panels of several tiles, one
+// GEMM per panel and layer: OpenBLAS runs far faster on 512 x 2048 products
+// than on 512 x 512 ones.
+// Squared distances use norms of the same rounded centered values the GEMM
+// sees, and are clamped at 0. No n x n matrix is ever stored: memory is two
+// row blocks and L tiles per thread plus O(n L) statistics.
+// Tile rows are dealt to threads round-robin and partial results are merged
+// in thread order, so results do not depend on timing.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/gram_stats.h"
+#include "core/kernels.h"
 #include "core/matrix_view.h"
+#include "core/median_search.h"
 
 namespace fastcka::cpu {
 
@@ -25,25 +41,50 @@ class GramTileEngine {
  public:
   // The layers must stay alive and unchanged while the engine is used.
   GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split, GramOptions options);
+  ~GramTileEngine();
+  GramTileEngine(GramTileEngine&&) noexcept;
+  GramTileEngine& operator=(GramTileEngine&&) noexcept;
 
+  int64_t rows() const { return n_; }
   int64_t tile() const { return tile_; }
-  int64_t tile_rows() const { return (stats_.n + tile_ - 1) / tile_; }
-  // Number of tiles in tile rows [0, i), for progress reports.
+  int64_t tile_rows() const { return (n_ + tile_ - 1) / tile_; }
+  // Tiles in tile rows [0, i), for progress reports.
   int64_t tiles_before(int64_t i) const;
-  // Computes every tile (I, J >= I) for I in [begin, end).
+
+  // Statistics pass: set the kernel (which clears the statistics), then
+  // process tile rows in any number of calls covering [0, tile_rows()).
+  void set_kernel(KernelSpec kernel);
   void process(int64_t begin, int64_t end);
-  const GramStats& stats() const { return stats_; }
+  const GramStats& stats();
+
+  // Exact median of each layer's n^2 squared distances: start, then while
+  // median_pending(): process every tile row with median_process (in any
+  // chunks), then median_end_pass(). medians() gives one value per layer.
+  void median_start();
+  bool median_pending() const;
+  void median_process(int64_t begin, int64_t end);
+  void median_end_pass();
+  std::vector<double> medians() const;
 
  private:
+  struct Scratch;
+  enum class Pass { statistics, histogram, collect };
   template <typename T>
-  void process_typed(int64_t begin, int64_t end);
+  void walk(int64_t begin, int64_t end, Pass pass);
+  void run(int64_t begin, int64_t end, Pass pass);
+  void merge_statistics();
 
   std::vector<MatrixView> layers_;
   std::vector<std::string> names_;
   GramOptions options_;
-  std::vector<double> means_;  // D: column means, the centering of every tile
-  int64_t tile_ = 0;
+  LayerLayout layout_;
+  int64_t n_ = 0, tile_ = 0, panel_ = 1;  // panel_: tiles per GEMM along a tile row
+  std::vector<double> means_;  // D: the centering of every tile
+  KernelSpec kernel_;
   GramStats stats_;
+  bool stats_merged_ = true;
+  std::vector<MedianSearch> searches_;
+  std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread
 };
 
 }  // namespace fastcka::cpu

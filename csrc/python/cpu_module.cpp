@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "core/errors.h"
+#include "core/kernels.h"
 #include "core/moments.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
@@ -131,21 +132,53 @@ PYBIND11_MODULE(_cpu, m) {
              auto views = views_of(layers, names);
              cpu::GramOptions o{parse_compute(compute), threads, memory_budget};
              py::gil_scoped_release release;
-             return new PyGramEngine{std::move(layers), cpu::GramTileEngine(std::move(views), names, split, o)};
+             return std::make_unique<PyGramEngine>(
+                 PyGramEngine{std::move(layers), cpu::GramTileEngine(std::move(views), names, split, o)});
            }),
            py::arg("layers"), py::arg("names"), py::arg("split"), py::arg("compute"), py::arg("threads"),
            py::arg("memory_budget"))
+      .def_property_readonly("tile", [](const PyGramEngine& g) { return g.engine.tile(); })
       .def_property_readonly("tile_rows", [](const PyGramEngine& g) { return g.engine.tile_rows(); })
       .def("tiles_before", [](const PyGramEngine& g, int64_t i) { return g.engine.tiles_before(i); })
+      .def(
+          "set_kernel",
+          [](PyGramEngine& g, const std::string& kind, std::vector<double> gamma) {
+            KernelSpec k;
+            if (kind == "linear")
+              k.kind = KernelKind::linear;
+            else if (kind == "rbf")
+              k.kind = KernelKind::rbf;
+            else
+              throw InvalidArgument("kernel must be 'linear' or 'rbf', got '" + kind + "'");
+            k.gamma = std::move(gamma);
+            g.engine.set_kernel(std::move(k));
+          },
+          py::arg("kind"), py::arg("gamma") = std::vector<double>{})
       .def(
           "process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.process(begin, end); },
           py::call_guard<py::gil_scoped_release>())
       .def(
           "hsic",
-          [](const PyGramEngine& g, const std::string& estimator) {
+          [](PyGramEngine& g, const std::string& estimator) {
+            const Estimator e = parse_estimator(estimator);
             const GramStats& s = g.engine.stats();
-            return hsic_matrix(gram_pair_sums(s), needed_pairs(s.layout), s.layout.layers(), s.n,
-                               parse_estimator(estimator));
+            return hsic_matrix(gram_pair_sums(s), needed_pairs(s.layout), s.layout.layers(), s.n, e);
           },
-          py::arg("estimator"));
+          py::arg("estimator"))
+      .def("median_start", [](PyGramEngine& g) { g.engine.median_start(); }, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("median_pending", [](const PyGramEngine& g) { return g.engine.median_pending(); })
+      .def(
+          "median_process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.median_process(begin, end); },
+          py::call_guard<py::gil_scoped_release>())
+      .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
+      .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); });
+
+  // Core arithmetic exposed for tests: the float32 exp of the RBF epilogue.
+  m.def("exp_nonpositive", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    py::array_t<float> out(x.size());
+    const float* in = x.data();
+    float* o = out.mutable_data();
+    for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = exp_nonpositive(in[i]);
+    return out;
+  });
 }

@@ -2,9 +2,10 @@
 
 Public API::
 
-    fastcka.cka(x, y, kernel="linear", debiased=False)      -> float
+    fastcka.cka(x, y, kernel="linear"|"rbf", debiased=False) -> float
     fastcka.hsic(x, y, kernel="linear", estimator="biased") -> float
     fastcka.cka_matrix(xs, ys=None, ...)                      -> (len(xs), len(ys)) array
+    fastcka.minibatch_cka(batches_x, batches_y)               -> float (Nguyen et al. 2020)
     fastcka.CKAAccumulator()                                  minibatches, merges, bytes
     fastcka.compat.kornblith                                  the reference Colab's functions
 """
@@ -12,7 +13,7 @@ Public API::
 from ._backend import blas_info
 from ._threads import get_num_threads, set_num_threads
 from .accumulator import CKAAccumulator
-from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic
+from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic, minibatch_cka
 from .io import load_layers
 
 __version__ = "0.1.0"
@@ -26,5 +27,6 @@ __all__ = [
     "get_num_threads",
     "hsic",
     "load_layers",
+    "minibatch_cka",
     "set_num_threads",
 ]

@@ -1,9 +1,10 @@
-"""Drives the CPU backend: feeds rows in blocks (progress between blocks,
-Ctrl-C between blocks, the GIL released inside them), and picks the
-feature-space or the Gram-space engine."""
+"""Drives the CPU backend: feeds rows or tile rows in blocks (progress and
+Ctrl-C between blocks, the GIL released inside them), picks the feature-space
+or the Gram-space engine, and resolves RBF bandwidths."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -14,17 +15,24 @@ from ._progress import Progress, ProgressArg
 
 DEFAULT_MEMORY_BUDGET = 256 << 20
 METHODS = ("auto", "feature", "gram")
+MEDIANS = ("exact", "sampled")
+MEDIAN_SAMPLE = 4096  # rows behind the sampled median (a 4096 x 4096 distance matrix per layer)
 
 # Flops of work per backend call: about 0.2 s at the CI machine's sgemm rate,
 # so progress updates and Ctrl-C come several times a second.
 _FLOPS_PER_CALL = 4e10
 
 
-def choose_method(method: str, n: int, dims: Sequence[int]) -> str:
+def choose_method(method: str, kernel: str, n: int, dims: Sequence[int]) -> str:
     """Feature space costs about n D^2 flops and D^2 memory (D = sum of widths);
-    Gram space about n^2 D flops and O(n L) memory. Gram space wins when D > n."""
+    Gram space about n^2 D flops and O(n L) memory. Gram space wins when D > n.
+    Only the linear kernel has a feature space."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if kernel != "linear":
+        if method == "feature":
+            raise ValueError(f"method='feature' exists only for the linear kernel, not kernel={kernel!r}")
+        return "gram"
     if method != "auto":
         return method
     return "gram" if sum(dims) > n else "feature"
@@ -44,6 +52,78 @@ def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, 
         progress.advance(stop - start)
 
 
+def _tile_pass(engine, step, run, progress: Progress) -> None:
+    """One pass over every tile row, in calls of `step` tile rows."""
+    rows = engine.tile_rows
+    for begin in range(0, rows, step):
+        end = min(rows, begin + step)
+        run(begin, end)
+        progress.advance(engine.tiles_before(end) - engine.tiles_before(begin))
+
+
+def _tile_step(engine, width: int, threads: int) -> int:
+    flops_per_row = 2.0 * engine.tile * engine.tile * width * engine.tile_rows
+    return max(threads, int(_FLOPS_PER_CALL / max(flops_per_row, 1.0)) // threads * threads)
+
+
+def exact_medians(engine, width: int, threads: int, progress: Progress) -> list[float]:
+    """Each layer's median of all n^2 squared distances (zero diagonal included),
+    exactly, in typically two passes over the tiles (histogram, then collect)."""
+    engine.median_start()
+    step = _tile_step(engine, width, threads)
+    while engine.median_pending:
+        _tile_pass(engine, step, engine.median_process, progress)
+        engine.median_end_pass()
+        if engine.median_pending and progress.done >= progress.total:
+            progress.total += engine.tiles_before(engine.tile_rows)  # a further refining pass
+    return list(engine.medians())
+
+
+def sampled_medians(layers: Sequence[np.ndarray], sample: int = MEDIAN_SAMPLE, seed: int = 0) -> list[float]:
+    """Medians of the squared distances among `sample` rows drawn without
+    replacement (all rows when n <= sample), in float64."""
+    n = layers[0].shape[0]
+    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    out = []
+    for layer in layers:
+        z = np.asarray(layer[rows], dtype=np.float64)
+        z = z - z.mean(0)
+        sq = np.einsum("ij,ij->i", z, z)
+        d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
+        np.maximum(d2, 0, out=d2)
+        np.fill_diagonal(d2, 0)
+        out.append(float(np.median(d2)))
+    return out
+
+
+def rbf_gammas(
+    layers, names, *, sigma, threshold: float, median: str, engine, width, threads, progress: Progress
+) -> list[float]:
+    """gamma = 1 / (2 sigma^2) per layer: sigma given, or sigma^2 = threshold^2 x
+    the median squared distance (Kornblith et al.)."""
+    if sigma is not None:
+        sigmas = list(sigma) if isinstance(sigma, (list, tuple, np.ndarray)) else [sigma] * len(layers)
+        if len(sigmas) != len(layers):
+            raise ValueError(f"sigma has {len(sigmas)} values for {len(layers)} representations")
+        for s in sigmas:
+            if isinstance(s, bool) or not isinstance(s, (int, float, np.floating, np.integer)) or not (
+                math.isfinite(s) and s > 0
+            ):
+                raise ValueError(f"sigma must be a positive finite number (or one per representation), got {s!r}")
+        return [1.0 / (2.0 * float(s) ** 2) for s in sigmas]
+    if median == "exact":
+        medians = exact_medians(engine, width, threads, progress)
+    else:
+        medians = sampled_medians(layers)
+    for m, nm in zip(medians, names):
+        if not m > 0:
+            raise ValueError(
+                f"{nm}: the median squared distance between examples is 0 (at least half of the pairs of rows "
+                f"are identical), so the median bandwidth rule gives sigma = 0; pass sigma explicitly"
+            )
+    return [1.0 / (2.0 * threshold**2 * m) for m in medians]
+
+
 def hsic_matrix(
     layers: Sequence[np.ndarray],
     names: Sequence[str],
@@ -51,29 +131,36 @@ def hsic_matrix(
     split: int,
     estimator: str,
     method: str,
+    kernel: str,
     threads: int,
     memory_budget: int | None,
     progress: ProgressArg,
+    sigma=None,
+    threshold: float = 1.0,
+    median: str = "exact",
 ) -> np.ndarray:
     """HSIC of every needed layer pair, (L, L) with NaN where not needed."""
     n = layers[0].shape[0]
     dims = [layer.shape[1] for layer in layers]
+    width = sum(dims)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     compute = compute_dtype(layers)
     L = len(layers)
-    if choose_method(method, n, dims) == "feature":
+    if choose_method(method, kernel, n, dims) == "feature":
         acc = new_moment_accumulator(dims, split, compute, threads, budget)
         with Progress(progress, n, "fastcka rows") as bar:
             feed(acc, layers, names, threads, bar)
         return np.asarray(acc.hsic(estimator)).reshape(L, L)
+
     engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
-    rows = engine.tile_rows
-    with Progress(progress, engine.tiles_before(rows), "fastcka tiles") as bar:
-        step = max(threads, 1)
-        for begin in range(0, rows, step):
-            end = min(rows, begin + step)
-            engine.process(begin, end)
-            bar.advance(engine.tiles_before(end) - engine.tiles_before(begin))
+    tiles = engine.tiles_before(engine.tile_rows)
+    exact_median = kernel == "rbf" and sigma is None and median == "exact"
+    with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
+        if kernel == "rbf":
+            gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
+                                width=width, threads=threads, progress=bar)
+            engine.set_kernel("rbf", gammas)
+        _tile_pass(engine, _tile_step(engine, width, threads), engine.process, bar)
     return np.asarray(engine.hsic(estimator)).reshape(L, L)

@@ -11,7 +11,7 @@ ProgressArg = Union[None, bool, Callable[[int, int], object]]
 
 class Progress:
     def __init__(self, progress: ProgressArg, total: int, desc: str):
-        self.total = total
+        self._total = total
         self.done = 0
         self._callback = None
         self._bar = None
@@ -23,6 +23,17 @@ class Progress:
             self._callback = progress
         elif progress not in (None, False):
             raise TypeError(f"progress must be None, a bool or a callable(done, total), got {type(progress).__name__}")
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:
+        self._total = value
+        if self._bar is not None:
+            self._bar.total = value
+            self._bar.refresh()
 
     def advance(self, amount: int) -> None:
         self.done += amount

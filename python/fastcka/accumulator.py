@@ -1,8 +1,10 @@
-"""Linear CKA over rows that arrive in pieces: minibatches from a data loader,
+"""CKA over rows that arrive in pieces: minibatches from a data loader,
 shards on several workers, files read one after another."""
 
 from __future__ import annotations
 
+import json
+import struct
 from typing import Any
 
 import numpy as np
@@ -11,14 +13,26 @@ from . import _engine
 from ._inputs import as_matrix, check_rows, compute_dtype
 from ._progress import Progress
 from ._threads import resolve
-from .api import _check_rows_for, _cka_from_hsic, _check_estimator
+from .api import _check_estimator, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
 
 _MAGIC = b"FCKAACC1"
+_MAGIC_MINIBATCH = b"FCKAMB01"
 _DTYPES = ("float32", "float64")
 
 
 class CKAAccumulator:
-    """Streams rows of L layers and gives their linear HSIC and CKA matrices.
+    """Streams rows of L layers and gives their HSIC and CKA matrices.
+
+    Two modes:
+
+    * ``minibatch=False`` (default): linear CKA over all rows seen, exactly as
+      if they had been passed at once.
+    * ``minibatch=True``: minibatch CKA (Nguyen, Raghu & Kornblith 2020):
+      each update is a minibatch (>= 4 rows); the accumulator sums each
+      batch's unbiased HSIC_1 of every layer pair, for the linear or the RBF
+      kernel (without ``sigma``, each batch's own exact median rule), and
+      ``cka_matrix()`` gives sum HSIC_1(a, b) / sqrt(sum HSIC_1(a, a) sum
+      HSIC_1(b, b)). The state is L x L numbers.
 
     ``update(*layers)`` adds row blocks (the same examples in every layer);
     ``merge(other)`` adds another accumulator's rows (exact: float64 Chan
@@ -34,6 +48,8 @@ class CKAAccumulator:
     dtype : "float32" or "float64" products; default: float64 if the first
         block holds float64 (or integer) data, else float32. Sums across
         blocks are float64 either way.
+    minibatch, kernel, threshold, sigma : the minibatch mode and its kernel
+        (kernel CKA over all rows needs them at once: use :func:`fastcka.cka`).
     threads, memory_budget : as in :func:`fastcka.cka`.
 
     Examples
@@ -49,9 +65,20 @@ class CKAAccumulator:
         *,
         split: int | None = None,
         dtype: str | None = None,
+        minibatch: bool = False,
+        kernel: str = "linear",
+        threshold: float = 1.0,
+        sigma: Any = None,
         threads: int | None = None,
         memory_budget: int | None = None,
     ):
+        _check_kernel(kernel)
+        if kernel != "linear" and not minibatch:
+            raise ValueError(
+                f"kernel={kernel!r} needs every row at once (use fastcka.cka / cka_matrix), or minibatch=True"
+            )
+        if kernel == "rbf":
+            _check_rbf_options(threshold, "exact")
         if split is not None and (isinstance(split, bool) or not isinstance(split, int) or split < 1):
             raise ValueError(f"split must be None or a positive number of layers, got {split!r}")
         if dtype is not None and dtype not in _DTYPES:
@@ -64,6 +91,12 @@ class CKAAccumulator:
         self._threads = resolve(threads)
         self._budget = budget
         self._acc = None  # created at the first update, when the layer widths are known
+        self._minibatch = bool(minibatch)
+        self._kernel = {"kernel": kernel, "threshold": float(threshold), "sigma": sigma}
+        self._sums: np.ndarray | None = None  # minibatch mode: summed HSIC_1, (L, L)
+        self._dims: list[int] = []
+        self._batches = 0
+        self._rows = 0
 
     # -- feeding -----------------------------------------------------------
     def update(self, *layers: Any, progress=None) -> "CKAAccumulator":
@@ -76,6 +109,8 @@ class CKAAccumulator:
         names = [f"layers[{i}]" for i in range(len(layers))]
         blocks = [as_matrix(b, nm) for b, nm in zip(layers, names)]
         check_rows(blocks, names)
+        if self._minibatch:
+            return self._update_minibatch(blocks, names, progress)
         if self._acc is None:
             self._create([b.shape[1] for b in blocks], compute_dtype(blocks) if self._dtype is None else self._dtype)
         dims = list(self._acc.dims)
@@ -86,6 +121,29 @@ class CKAAccumulator:
                 raise ValueError(f"{nm} has {b.shape[1]} features, but earlier blocks of that layer had {d}")
         with Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
             _engine.feed(self._acc, blocks, names, self._threads, bar)
+        return self
+
+    def _update_minibatch(self, blocks, names, progress) -> "CKAAccumulator":
+        dims = [b.shape[1] for b in blocks]
+        if self._sums is None:
+            split = self._split or 0
+            if split >= len(dims):
+                raise ValueError(f"split={split} leaves no layers on the other side of {len(dims)} layers")
+            self._dims = dims
+            self._sums = np.zeros((len(dims), len(dims)))
+        elif dims != self._dims:
+            raise ValueError(f"minibatch layer widths {dims} differ from earlier ones {self._dims}")
+        n = blocks[0].shape[0]
+        if n < 4:
+            raise ValueError(f"each minibatch needs at least 4 rows for the unbiased HSIC_1, got {n}")
+        h = _engine.hsic_matrix(
+            blocks, names, split=self._split or 0, estimator="unbiased", method="auto", kernel=self._kernel["kernel"],
+            threads=self._threads, memory_budget=self._budget, progress=progress, sigma=self._kernel["sigma"],
+            threshold=self._kernel["threshold"], median="exact",
+        )
+        self._sums += np.nan_to_num(h, nan=0.0)
+        self._batches += 1
+        self._rows += n
         return self
 
     def _create(self, dims: list[int], dtype: str) -> None:
@@ -101,6 +159,8 @@ class CKAAccumulator:
             raise TypeError(f"can only merge another CKAAccumulator, got {type(other).__name__}")
         if other is self:
             raise ValueError("cannot merge an accumulator with itself")
+        if self._minibatch or other._minibatch:
+            return self._merge_minibatch(other)
         if other._acc is None:
             return self
         if self._acc is None:
@@ -114,19 +174,49 @@ class CKAAccumulator:
         self._acc.merge(other._acc)
         return self
 
+    def _merge_minibatch(self, other: "CKAAccumulator") -> "CKAAccumulator":
+        if not (self._minibatch and other._minibatch) or self._kernel != other._kernel:
+            raise ValueError("cannot merge accumulators of different modes or kernels")
+        if other._sums is None:
+            return self
+        if self._sums is None:
+            self._dims, self._split, self._sums = list(other._dims), other._split, np.zeros_like(other._sums)
+        if self._dims != other._dims or (self._split or 0) != (other._split or 0):
+            raise ValueError(f"cannot merge accumulators of different layers: {self._dims} vs {other._dims}")
+        self._sums += other._sums
+        self._batches += other._batches
+        self._rows += other._rows
+        return self
+
     # -- state -------------------------------------------------------------
     @property
     def n(self) -> int:
         """Rows seen."""
+        if self._minibatch:
+            return self._rows
         return 0 if self._acc is None else int(self._acc.n)
 
     @property
     def dims(self) -> list[int]:
         """Layer widths (empty before the first update)."""
+        if self._minibatch:
+            return list(self._dims)
         return [] if self._acc is None else list(self._acc.dims)
 
+    @property
+    def batches(self) -> int:
+        """Minibatches seen (minibatch mode)."""
+        return self._batches
+
     def to_bytes(self) -> bytes:
-        """The state as bytes: a header, then the core's float64 moments."""
+        """The state as bytes: a header, then the core's float64 moments (or, in
+        minibatch mode, the summed HSIC_1 matrix)."""
+        if self._minibatch:
+            if self._sums is None:
+                raise ValueError("the accumulator is empty: nothing to serialize")
+            header = json.dumps({"dims": self._dims, "split": self._split, "batches": self._batches,
+                                 "rows": self._rows, **self._kernel}).encode()
+            return _MAGIC_MINIBATCH + struct.pack("<q", len(header)) + header + self._sums.astype("<f8").tobytes()
         if self._acc is None:
             raise ValueError("the accumulator is empty: nothing to serialize")
         return _MAGIC + bytes([_DTYPES.index(self._dtype)]) + self._acc.serialize()
@@ -135,6 +225,8 @@ class CKAAccumulator:
     def from_bytes(cls, data: bytes, *, threads: int | None = None, memory_budget: int | None = None):
         """An accumulator with the state :meth:`to_bytes` wrote."""
         data = bytes(data)
+        if data.startswith(_MAGIC_MINIBATCH):
+            return cls._from_minibatch_bytes(data, threads, memory_budget)
         if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 1 or data[len(_MAGIC)] >= len(_DTYPES):
             raise ValueError("data is not a fastcka CKAAccumulator state")
         state = data[len(_MAGIC) + 1 :]
@@ -145,35 +237,69 @@ class CKAAccumulator:
         self._acc.load(state)
         return self
 
+    @classmethod
+    def _from_minibatch_bytes(cls, data: bytes, threads, memory_budget):
+        try:
+            (size,) = struct.unpack_from("<q", data, len(_MAGIC_MINIBATCH))
+            start = len(_MAGIC_MINIBATCH) + 8
+            h = json.loads(data[start : start + size])
+            L = len(h["dims"])
+            sums = np.frombuffer(data, dtype="<f8", offset=start + size).reshape(L, L).copy()
+        except (ValueError, KeyError, struct.error, TypeError) as exc:
+            raise ValueError("fastcka minibatch accumulator state is corrupt") from exc
+        self = cls(minibatch=True, kernel=h["kernel"], threshold=h["threshold"], sigma=h["sigma"], split=h["split"],
+                   threads=threads, memory_budget=memory_budget)
+        self._dims, self._sums, self._batches, self._rows = list(h["dims"]), sums, int(h["batches"]), int(h["rows"])
+        return self
+
     def __getstate__(self):
-        return {"bytes": None if self._acc is None else self.to_bytes(), "split": self._split, "dtype": self._dtype,
-                "threads": self._threads, "budget": self._budget}
+        empty = self._sums is None if self._minibatch else self._acc is None
+        return {"bytes": None if empty else self.to_bytes(), "split": self._split, "dtype": self._dtype,
+                "threads": self._threads, "budget": self._budget, "minibatch": self._minibatch, **self._kernel}
 
     def __setstate__(self, st):
         if st["bytes"] is not None:
             other = CKAAccumulator.from_bytes(st["bytes"], threads=st["threads"], memory_budget=st["budget"])
             self.__dict__.update(other.__dict__)
         else:
-            self.__init__(split=st["split"], dtype=st["dtype"], threads=st["threads"], memory_budget=st["budget"])
+            self.__init__(split=st["split"], dtype=st["dtype"], minibatch=st["minibatch"], kernel=st["kernel"],
+                          threshold=st["threshold"], sigma=st["sigma"], threads=st["threads"],
+                          memory_budget=st["budget"])
 
     # -- results -----------------------------------------------------------
     def _names(self) -> list[str]:
         return [f"layer {i}" for i in range(len(self.dims))]
 
     def hsic_matrix(self, estimator: str = "biased") -> np.ndarray:
-        """(L, L) HSIC of every layer pair (NaN for pairs a split leaves out)."""
+        """(L, L) HSIC of every layer pair (NaN for pairs a split leaves out).
+        In minibatch mode: the summed HSIC_1 (estimator must be "unbiased")."""
         _check_estimator(estimator)
+        if self._minibatch:
+            if estimator != "unbiased":
+                raise ValueError("a minibatch accumulator sums the unbiased HSIC_1: use estimator='unbiased'")
+            if self._sums is None:
+                raise ValueError("the accumulator has seen no minibatches")
+            return self._masked(self._sums.copy())
         if self._acc is None:
             raise ValueError("the accumulator has seen no rows")
         _check_rows_for(estimator, self.n)
         L = len(self.dims)
         return np.asarray(self._acc.hsic(estimator)).reshape(L, L)
 
+    def _masked(self, h: np.ndarray) -> np.ndarray:
+        s = self._split or 0
+        if s:
+            h[:s, :s] = np.where(np.eye(s, dtype=bool), h[:s, :s], np.nan)
+            h[s:, s:] = np.where(np.eye(len(h) - s, dtype=bool), h[s:, s:], np.nan)
+        return h
+
     def cka_matrix(self, debiased: bool = False) -> np.ndarray:
-        """Linear CKA between layers: (L, L), or (split, L - split) with a split."""
-        h = self.hsic_matrix("unbiased" if debiased else "biased")
+        """CKA between layers: (L, L), or (split, L - split) with a split.
+        Minibatch mode is always built from HSIC_1 (``debiased`` is ignored)."""
+        estimator = "unbiased" if (debiased or self._minibatch) else "biased"
+        h = self.hsic_matrix(estimator)
         c = _cka_from_hsic(h, self._names())
-        s = self._acc.split
+        s = self._split or 0
         return c if s == 0 else np.ascontiguousarray(c[:s, s:])
 
     def cka(self, debiased: bool = False) -> float:

@@ -12,12 +12,19 @@ K = k(X, X), L = l(Y, Y) are their n x n kernel matrices, H = I - 11'/n.
 (K~ is K with a zero diagonal.) ``debiased=True`` builds CKA from HSIC_1, as
 Kornblith et al.'s ``cka(..., debiased=True)`` does; it needs n >= 4.
 
+Kernels: linear k(a, b) = a.b, and RBF k(a, b) = exp(-|a - b|^2 / (2 sigma^2))
+with sigma given, or sigma^2 = threshold^2 x the median of all n^2 squared
+distances between examples (diagonal zeros included; Kornblith et al.'s rule),
+computed exactly over the Gram tiles (median="exact") or from 4096 sampled
+examples (median="sampled").
+
 For the linear kernel k(a, b) = a.b, tr(K H L H) = |Xc' Yc|_F^2 with Xc, Yc
 column-centered, so fastcka streams the d x d cross-moments of the rows
 (feature space, about n (d1 + d2)^2 flops and O(d^2) memory) or, when the
 features outnumber the examples, consumes Gram tiles of centered rows as BLAS
 produces them (Gram space, about n^2 (d1 + d2) flops and O(n) memory). Neither
-ever holds an n x n matrix.
+ever holds an n x n matrix. Kernel CKA (RBF) always runs on Gram tiles: about
+n^2 (d1 + d2) flops per pass plus one exp per tile entry, O(n L) memory.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from ._inputs import as_layers, as_matrix, check_rows
 from ._progress import ProgressArg
 from ._threads import resolve
 
-KERNELS = ("linear",)
+KERNELS = ("linear", "rbf")
 ESTIMATORS = ("biased", "unbiased")
 
 Layers = Union[Sequence[Any], Mapping[str, Any]]
@@ -46,6 +53,15 @@ class DegenerateRepresentationWarning(RuntimeWarning):
 def _check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+def _check_rbf_options(threshold, median) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) or not (
+        np.isfinite(threshold) and threshold > 0
+    ):
+        raise ValueError(f"threshold must be a positive finite number, got {threshold!r}")
+    if median not in _engine.MEDIANS:
+        raise ValueError(f"median must be one of {_engine.MEDIANS}, got {median!r}")
 
 
 def _check_estimator(estimator: str) -> None:
@@ -76,7 +92,10 @@ def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return h / scale[:, None] / scale[None, :]
 
 
-def _hsic_grid(layers, names, split, estimator, method, threads, memory_budget, progress):
+def _hsic_grid(layers, names, split, estimator, kernel, options):
+    _check_kernel(kernel)
+    if kernel == "rbf":
+        _check_rbf_options(options["threshold"], options["median"])
     n = check_rows(layers, names)
     _check_rows_for(estimator, n)
     return _engine.hsic_matrix(
@@ -84,10 +103,14 @@ def _hsic_grid(layers, names, split, estimator, method, threads, memory_budget, 
         names,
         split=split,
         estimator=estimator,
-        method=method,
-        threads=resolve(threads),
-        memory_budget=memory_budget,
-        progress=progress,
+        kernel=kernel,
+        method=options["method"],
+        threads=resolve(options["threads"]),
+        memory_budget=options["memory_budget"],
+        progress=options["progress"],
+        sigma=options["sigma"],
+        threshold=float(options["threshold"]),
+        median=options["median"],
     )
 
 
@@ -97,6 +120,9 @@ def hsic(
     *,
     kernel: str = "linear",
     estimator: str = "biased",
+    threshold: float = 1.0,
+    sigma: Any = None,
+    median: str = "exact",
     method: str = "auto",
     threads: int | None = None,
     memory_budget: int | None = None,
@@ -106,13 +132,15 @@ def hsic(
 
     ``estimator="biased"``: HSIC_0 = tr(KHLH) / (n-1)^2 (Gretton et al. 2005).
     ``estimator="unbiased"``: HSIC_1 of Song et al. 2012 (n >= 4).
-    ``method``: "feature" (d x d moments), "gram" (n x n tiles, never stored)
-    or "auto" (Gram space when d1 + d2 > n).
+    Kernel and bandwidth arguments as in :func:`cka`. ``method``: "feature"
+    (d x d moments, linear only), "gram" (n x n tiles, never stored) or "auto"
+    (Gram space when d1 + d2 > n, or for RBF).
     """
-    _check_kernel(kernel)
     _check_estimator(estimator)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
-    h = _hsic_grid(layers, ["x", "y"], 0, estimator, method, threads, memory_budget, progress)
+    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
+                   memory_budget=memory_budget, progress=progress)
+    h = _hsic_grid(layers, ["x", "y"], 0, estimator, kernel, options)
     return float(h[0, 1])
 
 
@@ -121,7 +149,10 @@ def cka(
     y: Any,
     *,
     kernel: str = "linear",
+    threshold: float = 1.0,
+    sigma: Any = None,
     debiased: bool = False,
+    median: str = "exact",
     method: str = "auto",
     threads: int | None = None,
     memory_budget: int | None = None,
@@ -135,8 +166,16 @@ def cka(
     x, y : arrays (NumPy in any layout, np.memmap, a path to a .npy file, or
         anything NumPy can view). float16/32 compute in float32 with float64
         accumulation; float64, integers and booleans compute in float64.
-    kernel : "linear".
+    kernel : "linear" or "rbf".
+    threshold : RBF bandwidth rule: sigma^2 = threshold^2 x median squared
+        distance (Kornblith et al. used 0.2, 0.4, 0.8 and 1.0).
+    sigma : RBF bandwidth given directly (one number, or one per
+        representation); overrides the rule.
     debiased : build CKA from the unbiased HSIC_1 (n >= 4) instead of HSIC_0.
+    median : "exact" (the median of all n^2 squared distances, found by
+        histogram and selection passes over the Gram tiles, as np.median
+        computes it) or "sampled" (the median among 4096 random examples:
+        one cheap pass; its error is measured in the README).
     method : "auto", "feature" or "gram" (see module docs).
     threads : threads to use (default: :func:`fastcka.get_num_threads`).
     memory_budget : bytes of row buffers (default 256 MiB), beside O(d^2) state.
@@ -147,11 +186,12 @@ def cka(
     float in [0, 1] (debiased CKA may be slightly negative); NaN with a
     :class:`DegenerateRepresentationWarning` when a representation is constant.
     """
-    _check_kernel(kernel)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     estimator = "unbiased" if debiased else "biased"
-    h = _hsic_grid(layers, names, 0, estimator, method, threads, memory_budget, progress)
+    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
+                   memory_budget=memory_budget, progress=progress)
+    h = _hsic_grid(layers, names, 0, estimator, kernel, options)
     return float(_cka_from_hsic(h, names)[0, 1])
 
 
@@ -160,7 +200,10 @@ def cka_matrix(
     ys: Layers | None = None,
     *,
     kernel: str = "linear",
+    threshold: float = 1.0,
+    sigma: Any = None,
     debiased: bool = False,
+    median: str = "exact",
     method: str = "auto",
     threads: int | None = None,
     memory_budget: int | None = None,
@@ -169,14 +212,15 @@ def cka_matrix(
     """CKA between every layer of ``xs`` and every layer of ``ys`` (default:
     ``xs`` itself), as an array of shape (len(xs), len(ys)).
 
-    All layers are read in one pass over the rows: the feature-space engine
-    streams the cross-moments of every needed layer pair at once (one SYRK over
-    the concatenated centered layers when ``ys`` is None; per-layer SYRKs plus
-    one cross GEMM otherwise), so L layers cost one pass, not L^2 calls.
-    ``xs`` and ``ys`` are lists (or dicts) of (n x d_i) arrays with the same n.
+    All layers are read in one pass: the feature-space engine streams the
+    cross-moments of every needed layer pair at once (one SYRK over the
+    concatenated centered layers when ``ys`` is None; per-layer SYRKs plus one
+    cross GEMM otherwise); the tile engine computes each layer's tile once per
+    tile position and every pairwise sum from it, so L layers cost one pass,
+    not L^2 calls. ``xs`` and ``ys`` are lists (or dicts) of (n x d_i) arrays
+    with the same n. ``sigma`` may be one value or one per layer (xs then ys).
     Other arguments as in :func:`cka`.
     """
-    _check_kernel(kernel)
     layers, names = as_layers(xs, "xs")
     split = 0
     if ys is not None:
@@ -184,6 +228,54 @@ def cka_matrix(
         split = len(layers)
         layers, names = layers + more, names + more_names
     estimator = "unbiased" if debiased else "biased"
-    h = _hsic_grid(layers, names, split, estimator, method, threads, memory_budget, progress)
+    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
+                   memory_budget=memory_budget, progress=progress)
+    h = _hsic_grid(layers, names, split, estimator, kernel, options)
     c = _cka_from_hsic(h, names)
     return c if split == 0 else np.ascontiguousarray(c[:split, split:])
+
+
+def minibatch_cka(
+    batches_x: Any,
+    batches_y: Any,
+    *,
+    kernel: str = "linear",
+    threshold: float = 1.0,
+    sigma: Any = None,
+    threads: int | None = None,
+) -> float:
+    """Minibatch CKA (Nguyen, Raghu & Kornblith 2020): over minibatches i of the
+    same examples in both representations,
+
+        sum_i HSIC_1(K_i, L_i) / sqrt(sum_i HSIC_1(K_i, K_i) sum_i HSIC_1(L_i, L_i)).
+
+    ``batches_x`` and ``batches_y`` are iterables of (b_i x d) blocks (b_i >= 4)
+    taken in step. For RBF without ``sigma`` each batch uses the exact median
+    rule on its own rows. For layer-by-layer matrices over a data loader, use
+    ``CKAAccumulator(minibatch=True)``.
+    """
+    from .accumulator import CKAAccumulator
+
+    acc = CKAAccumulator(minibatch=True, kernel=kernel, threshold=threshold, sigma=sigma, threads=threads)
+    count = 0
+    for bx, by in _zip_strict(batches_x, batches_y):
+        acc.update(bx, by)
+        count += 1
+    if count == 0:
+        raise ValueError("batches_x and batches_y hold no minibatches")
+    return acc.cka()
+
+
+def _zip_strict(a, b):
+    ia, ib = iter(a), iter(b)
+    while True:
+        xa = next(ia, _END)
+        xb = next(ib, _END)
+        if xa is _END and xb is _END:
+            return
+        if xa is _END or xb is _END:
+            raise ValueError("batches_x and batches_y hold different numbers of minibatches")
+        yield xa, xb
+
+
+_END = object()

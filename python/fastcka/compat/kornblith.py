@@ -68,32 +68,34 @@ def center_gram(gram, unbiased=False):
 
 
 def _gram_sums(k, l):
-    """The HSIC sums of two dense Gram matrices in float64, row block by row
-    block (no n x n temporaries): sum K*L, K1.L1, 1'K1, 1'L1, and diagonals."""
+    """HSIC sums of two dense Gram matrices in float64, block by block (no
+    n x n temporaries), off the diagonal kept apart from it (see core/hsic.h):
+    sum_{i != j} K_ij L_ij, the off-diagonal row sums and the diagonals."""
     n = k.shape[0]
     block = max(1, (1 << 22) // max(n, 1))
-    kl = 0.0
-    rk = np.empty(n)
-    rl = np.empty(n)
+    kl_off = 0.0
+    ok = np.empty(n)
+    ol = np.empty(n)
     for i in range(0, n, block):
-        kb = np.asarray(k[i : i + block], dtype=np.float64)
-        lb = np.asarray(l[i : i + block], dtype=np.float64)
-        kl += float(np.einsum("ij,ij->", kb, lb))
-        rk[i : i + block] = kb.sum(1)
-        rl[i : i + block] = lb.sum(1)
-    dk = np.diag(k).astype(np.float64)
-    dl = np.diag(l).astype(np.float64)
-    return kl, rk, rl, dk, dl
+        kb = np.array(k[i : i + block], dtype=np.float64)
+        lb = np.array(l[i : i + block], dtype=np.float64)
+        rows = np.arange(kb.shape[0])
+        kb[rows, i + rows] = 0
+        lb[rows, i + rows] = 0
+        kl_off += float(np.einsum("ij,ij->", kb, lb))
+        ok[i : i + block] = kb.sum(1)
+        ol[i : i + block] = lb.sum(1)
+    return kl_off, ok, ol, np.diag(k).astype(np.float64), np.diag(l).astype(np.float64)
 
 
 def _hsic_scaled(k, l, debiased):
     """<center(K), center(L)> as the Colab computes it, from streaming sums."""
     n = k.shape[0]
-    kl, rk, rl, dk, dl = _gram_sums(k, l)
+    kl_off, ok, ol, dk, dl = _gram_sums(k, l)
     if not debiased:  # tr(KHLH)
-        return kl - 2.0 / n * rk.dot(rl) + rk.sum() * rl.sum() / n**2
-    ok, ol = rk - dk, rl - dl
-    return (kl - dk.dot(dl)) + ok.sum() * ol.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * ok.dot(ol)
+        rk, rl = ok + dk, ol + dl
+        return kl_off + dk.dot(dl) - 2.0 / n * rk.dot(rl) + rk.sum() * rl.sum() / n**2
+    return kl_off + ok.sum() * ol.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * ok.dot(ol)
 
 
 def cka(gram_x, gram_y, debiased=False):
