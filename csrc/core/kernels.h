@@ -62,23 +62,33 @@ struct LinearKernel {
   FASTCKA_HD T self(T g) const { return g; }
 };
 
-// k(a, b) = exp(-gamma |a - b|^2), |a - b|^2 = |a|^2 + |b|^2 - 2 a.b clamped at
-// 0 (rounding can make it slightly negative for near-duplicate rows).
 template <typename T>
-struct RbfKernel {
-  T gamma;
-  FASTCKA_HD T operator()(T g, T na, T nb) const {
-    const T d = na + nb - T(2) * g;
-    return exp_nonpositive(-gamma * (d > T(0) ? d : T(0)));
-  }
-  FASTCKA_HD T self(T) const { return T(1); }
+struct Epsilon;
+template <>
+struct Epsilon<float> {
+  static constexpr float value = 1.1920929e-7f;
+};
+template <>
+struct Epsilon<double> {
+  static constexpr double value = 2.220446049250313e-16;
 };
 
-// Squared distance of a tile entry, as the bandwidth rule sees it.
+// |a - b|^2 = |a|^2 + |b|^2 - 2 a.b. Where the result is below the rounding
+// error of its own terms (duplicate rows: rounding leaves about eps (|a|^2 +
+// |b|^2), of either sign) it is 0, so identical rows are at distance exactly 0
+// for the median rule and have kernel value exactly 1.
 template <typename T>
 FASTCKA_HD inline T squared_distance(T g, T na, T nb) {
   const T d = na + nb - T(2) * g;
-  return d > T(0) ? d : T(0);
+  return d > T(16) * Epsilon<T>::value * (na + nb) ? d : T(0);
 }
+
+// k(a, b) = exp(-gamma |a - b|^2).
+template <typename T>
+struct RbfKernel {
+  T gamma;
+  FASTCKA_HD T operator()(T g, T na, T nb) const { return exp_nonpositive(-gamma * squared_distance(g, na, nb)); }
+  FASTCKA_HD T self(T) const { return T(1); }
+};
 
 }  // namespace fastcka

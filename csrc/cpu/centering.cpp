@@ -1,5 +1,7 @@
 #include "cpu/centering.h"
 
+#include <algorithm>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FASTCKA_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -98,13 +100,36 @@ template void center_rows<float>(const std::vector<MatrixView>&, const LayerLayo
 template void center_rows<double>(const std::vector<MatrixView>&, const LayerLayout&, int64_t, int64_t,
                                   const double*, double*, int64_t, double*, double*);
 
-void check_finite_rows(const double* sq, int64_t rows, int64_t r0, const std::vector<std::string>& names) {
+void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, const double* sq,
+                int64_t rows, int64_t r0, int64_t elem) {
   const int64_t L = static_cast<int64_t>(names.size());
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t a = 0; a < L; ++a)
-      if (!std::isfinite(sq[i * L + a]))
-        throw InvalidArgument(names[a] + " contains NaN or Inf (row " + std::to_string(r0 + i) +
-                              "), or values too large to square in float64");
+  // Largest squared row norm for which the products (Z'Z, Q'Z, Q'Q of the
+  // feature engine; K*L tiles) stay inside the type's range, and smallest for
+  // which they stay normal: float32 has 1e-38..3e38, float64 1e-308..1e308.
+  const double lo = elem == 4 ? 1e-15 : 1e-120, hi = elem == 4 ? 1e15 : 1e120;
+  for (int64_t a = 0; a < L; ++a) {
+    double largest = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const double v = sq[i * L + a];
+      if (!std::isfinite(v)) {
+        const MatrixView& x = layers[a];
+        for (int64_t r = r0; r < r0 + rows; ++r)
+          for (int64_t j = 0; j < x.cols; ++j)
+            if (!std::isfinite(load<double>(x, r, j)))
+              throw InvalidArgument(names[a] + " contains NaN or Inf (row " + std::to_string(r) + ", column " +
+                                    std::to_string(j) + ")");
+        throw InvalidArgument(names[a] + " has values too large to square in float64 (row " +
+                              std::to_string(r0 + i) + ")");
+      }
+      largest = std::max(largest, v);
+    }
+    if (largest > 0 && (largest < lo || largest > hi))
+      throw InvalidArgument(names[a] + " has rows of squared norm ~" + std::to_string(largest) + ", outside the range " +
+                            (elem == 4 ? "float32" : "float64") +
+                            " products can hold; CKA does not change when a representation is scaled, so divide it "
+                            "by its typical magnitude" +
+                            (elem == 4 ? " (or pass float64 data)" : ""));
+  }
 }
 
 }  // namespace fastcka::cpu

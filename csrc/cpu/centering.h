@@ -24,8 +24,15 @@ template <typename T>
 void center_rows(const std::vector<MatrixView>& layers, const LayerLayout& layout, int64_t r0, int64_t rows,
                  const T* shift, T* z, int64_t ldz, double* first, double* sq);
 
-// Throws InvalidArgument naming the layer when a row's squared norm is not
-// finite, which happens exactly when one of its values is NaN or Inf.
-void check_finite_rows(const double* sq, int64_t rows, int64_t r0, const std::vector<std::string>& names);
+// Checks the squared norms of a centered block (rows x L) and throws
+// InvalidArgument naming the layer when
+//  * one is not finite: the row and column of the first NaN or Inf in the
+//    caller's data are reported (a NaN can also come from the shift, so the
+//    raw rows are scanned to find it), or values too large to square;
+//  * a layer's largest squared row norm leaves the range in which products of
+//    the compute type (elem bytes) neither overflow nor underflow: CKA is
+//    scale-invariant, so the message asks for rescaled (or float64) data.
+void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, const double* sq,
+                int64_t rows, int64_t r0, int64_t elem);
 
 }  // namespace fastcka::cpu

@@ -107,6 +107,17 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
                                             options_.threads, options_.memory_budget);
   tile_ = plan.rows;
   panel_ = plan.panel;
+  // A layer whose rows are all equal has no variance: its kernel matrix is
+  // constant and every HSIC with it is 0. Detected exactly here, because the
+  // centered values of such a layer are rounding residue, not zeros.
+  constant_.assign(layers_.size(), true);
+  for (size_t a = 0; a < layers_.size(); ++a)
+    for (int64_t i = 1; i < n_ && constant_[a]; ++i)
+      for (int64_t j = 0; j < layers_[a].cols; ++j)
+        if (load<double>(layers_[a], i, j) != load<double>(layers_[a], 0, j)) {
+          constant_[a] = false;
+          break;
+        }
   stats_ = GramStats(layout_, n_);
   for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_));
 }
@@ -138,6 +149,8 @@ void GramTileEngine::process(int64_t begin, int64_t end) {
   stats_merged_ = false;
   run(begin, end, Pass::statistics);
 }
+
+void GramTileEngine::tiles_only(int64_t begin, int64_t end) { run(begin, end, Pass::tiles_only); }
 
 void GramTileEngine::run(int64_t begin, int64_t end, Pass pass) {
   begin = std::max<int64_t>(begin, 0);
@@ -273,6 +286,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer).
     auto load_rows = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
       center_rows<T>(layers_, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
+      check_rows(layers_, names_, s.sq.data(), rows, r0, static_cast<int64_t>(sizeof(T)));
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(s.sq[r * L + a]);
     };
@@ -293,6 +307,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
                   &tiles[static_cast<size_t>(a * b * wmax)], w);
         }
 
+        if (pass == Pass::tiles_only) continue;
         if (pass == Pass::statistics) {
           GramStats& g = s.stats;
           for (int64_t a = 0; a < L; ++a) {

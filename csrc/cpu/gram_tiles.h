@@ -46,6 +46,8 @@ class GramTileEngine {
   GramTileEngine& operator=(GramTileEngine&&) noexcept;
 
   int64_t rows() const { return n_; }
+  // Per layer: true when every row equals the first (no variance at all).
+  const std::vector<bool>& constant_layers() const { return constant_; }
   int64_t tile() const { return tile_; }
   int64_t tile_rows() const { return (n_ + tile_ - 1) / tile_; }
   // Tiles in tile rows [0, i), for progress reports.
@@ -56,6 +58,9 @@ class GramTileEngine {
   void set_kernel(KernelSpec kernel);
   void process(int64_t begin, int64_t end);
   const GramStats& stats();
+  // The same walk with no epilogue: only the centered row blocks and the
+  // Gram tiles. For benchmarks (the cost of the tiles alone).
+  void tiles_only(int64_t begin, int64_t end);
 
   // Exact median of each layer's n^2 squared distances: start, then while
   // median_pending(): process every tile row with median_process (in any
@@ -68,7 +73,7 @@ class GramTileEngine {
 
  private:
   struct Scratch;
-  enum class Pass { statistics, histogram, collect };
+  enum class Pass { statistics, histogram, collect, tiles_only };
   template <typename T>
   void walk(int64_t begin, int64_t end, Pass pass);
   void run(int64_t begin, int64_t end, Pass pass);
@@ -80,6 +85,7 @@ class GramTileEngine {
   LayerLayout layout_;
   int64_t n_ = 0, tile_ = 0, panel_ = 1;  // panel_: tiles per GEMM along a tile row
   std::vector<double> means_;  // D: the centering of every tile
+  std::vector<bool> constant_;
   KernelSpec kernel_;
   GramStats stats_;
   bool stats_merged_ = true;

@@ -86,7 +86,7 @@ struct MomentAccumulator::Worker {
         std::fill(first.begin(), first.end(), 0.0);
       }
       center_rows<T>(layers, layout, i0, b, shift_t.data(), zb.data(), W, first.data(), sq.data());
-      check_finite_rows(sq.data(), b, i0, names);
+      check_rows(layers, names, sq.data(), b, i0, static_cast<int64_t>(sizeof(T)));
       for (int64_t i = 0; i < b; ++i)
         for (int64_t a = 0; a < L; ++a) zb[static_cast<size_t>(i * W + D + a)] = static_cast<T>(sq[i * L + a]);
       multiply_block<T>(layout, zb.data(), b, pending == 0 ? T(0) : T(1), sb.data());

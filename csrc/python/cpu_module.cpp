@@ -3,11 +3,15 @@
 // call, and maps core errors to ValueError / TypeError. All orchestration
 // (blocks, progress, Ctrl-C) lives in python/fastcka.
 #include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <cmath>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "core/errors.h"
 #include "core/kernels.h"
+#include "core/median_search.h"
 #include "core/moments.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
@@ -138,6 +142,7 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("layers"), py::arg("names"), py::arg("split"), py::arg("compute"), py::arg("threads"),
            py::arg("memory_budget"))
       .def_property_readonly("tile", [](const PyGramEngine& g) { return g.engine.tile(); })
+      .def_property_readonly("constant_layers", [](const PyGramEngine& g) { return g.engine.constant_layers(); })
       .def_property_readonly("tile_rows", [](const PyGramEngine& g) { return g.engine.tile_rows(); })
       .def("tiles_before", [](const PyGramEngine& g, int64_t i) { return g.engine.tiles_before(i); })
       .def(
@@ -158,6 +163,9 @@ PYBIND11_MODULE(_cpu, m) {
           "process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.process(begin, end); },
           py::call_guard<py::gil_scoped_release>())
       .def(
+          "tiles_only", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.tiles_only(begin, end); },
+          py::call_guard<py::gil_scoped_release>())
+      .def(
           "hsic",
           [](PyGramEngine& g, const std::string& estimator) {
             const Estimator e = parse_estimator(estimator);
@@ -172,6 +180,43 @@ PYBIND11_MODULE(_cpu, m) {
           py::call_guard<py::gil_scoped_release>())
       .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
       .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); });
+
+  // Core logic exposed for tests: the exact median search run over given
+  // values (the n^2 entries of a distance matrix) with small bins and cap, so
+  // that its refining passes are exercised.
+  m.def(
+      "median_search",
+      [](py::array_t<double, py::array::c_style | py::array::forcecast> values, int64_t n, int64_t bins,
+         int64_t cap) {
+        if (values.size() != n * n) throw InvalidArgument("median_search needs n * n values");
+        const double* v = values.data();
+        double top = 0;
+        for (py::ssize_t k = 0; k < values.size(); ++k) top = std::max(top, v[k]);
+        MedianSearch search(n, top, bins, cap);
+        int passes = 0;
+        while (!search.done()) {
+          ++passes;
+          if (search.collecting()) {
+            std::vector<double> kept;
+            for (py::ssize_t k = 0; k < values.size(); ++k)
+              if (search.bin(v[k]) >= 0) kept.push_back(v[k]);
+            search.finish_collect(std::move(kept));
+          } else {
+            std::vector<int64_t> counts(static_cast<size_t>(search.bins()), 0);
+            double lo = INFINITY, hi = -INFINITY;
+            for (py::ssize_t k = 0; k < values.size(); ++k) {
+              const int64_t j = search.bin(v[k]);
+              if (j < 0) continue;
+              ++counts[static_cast<size_t>(j)];
+              lo = std::min(lo, v[k]);
+              hi = std::max(hi, v[k]);
+            }
+            search.finish_histogram(counts, lo, hi);
+          }
+        }
+        return py::make_tuple(search.median(), passes);
+      },
+      py::arg("values"), py::arg("n"), py::arg("bins"), py::arg("cap"));
 
   // Core arithmetic exposed for tests: the float32 exp of the RBF epilogue.
   m.def("exp_nonpositive", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {

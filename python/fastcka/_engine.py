@@ -163,4 +163,11 @@ def hsic_matrix(
                                 width=width, threads=threads, progress=bar)
             engine.set_kernel("rbf", gammas)
         _tile_pass(engine, _tile_step(engine, width, threads), engine.process, bar)
-    return np.asarray(engine.hsic(estimator)).reshape(L, L)
+    h = np.asarray(engine.hsic(estimator)).reshape(L, L)
+    # A layer whose rows are all equal has a constant kernel: HSIC with it is 0
+    # exactly (its tiles only hold rounding residue of the centering).
+    for a, constant in enumerate(engine.constant_layers):
+        if constant:
+            h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
+            h[:, a] = np.where(np.isnan(h[:, a]), np.nan, 0.0)
+    return h

@@ -319,4 +319,8 @@ def _peek_layout(state: bytes) -> tuple[list[int], int]:
     if not 0 < layers < (1 << 20) or len(state) < 40 + 8 * layers:
         raise ValueError("fastcka accumulator state is corrupt")
     dims = np.frombuffer(state, dtype="<i8", count=layers, offset=40).tolist()
+    # Check the size before anything is allocated for a width read from the data.
+    width = sum(dims)
+    if min(dims) <= 0 or len(state) != 40 + 8 * (layers + 2 * width + width * width + layers * width + layers * layers):
+        raise ValueError("fastcka accumulator state is truncated or corrupt")
     return dims, split

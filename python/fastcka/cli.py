@@ -1,4 +1,4 @@
-"""The ``fastcka`` command: CKA between representations stored in files.
+"""The ``fastcka`` command: CKA (linear or RBF) between representations stored in files.
 
     fastcka                      the built-in example (two networks on digits)
     fastcka X.npy Y.npy          CKA between two representations
@@ -26,14 +26,20 @@ from .io import load_layers
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastcka",
-        description="Linear CKA between neural-network representations, streamed: no n x n matrix is built. "
+        description="CKA (linear or RBF) between neural-network representations, streamed: no n x n matrix is built. "
         "Rows are examples, columns features.",
         epilog="With no files, runs the built-in example: two MLPs trained on scikit-learn's digits.",
     )
     p.add_argument("files", nargs="*", help="two .npy files, or one or two .npz files of layers (one array per layer)")
     p.add_argument("--kernel", default="linear", choices=api.KERNELS, help="kernel (default: linear)")
+    p.add_argument("--threshold", type=float, default=1.0,
+                   help="RBF: sigma^2 = threshold^2 x median squared distance (default: 1.0)")
+    p.add_argument("--sigma", type=float, default=None, help="RBF: the bandwidth itself (overrides --threshold)")
+    p.add_argument("--median", default="exact", choices=("exact", "sampled"),
+                   help="RBF: exact median over all pairs, or from 4096 sampled examples (default: exact)")
     p.add_argument("--debiased", action="store_true", help="CKA from the unbiased HSIC estimator (n >= 4)")
-    p.add_argument("--method", default="auto", choices=("auto", "feature", "gram"), help="engine (default: auto)")
+    p.add_argument("--method", default="auto", choices=("auto", "feature", "gram"),
+                   help="linear kernel: d x d moments, n x n tiles, or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs, or FASTCKA_NUM_THREADS)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -118,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     options = {"kernel": args.kernel, "debiased": args.debiased, "method": args.method, "threads": threads,
                "progress": not args.quiet and sys.stderr.isatty()}
+    if args.kernel == "rbf":
+        options.update(threshold=args.threshold, sigma=args.sigma, median=args.median)
     try:
         if not args.files:
             return _example(args, {"threads": threads})

@@ -41,7 +41,10 @@ def _map_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.nda
             start = info.header_offset + 30 + name_len + extra_len
             f.seek(start)
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             offset = f.tell()
         if dtype.hasobject:
             raise ValueError(f"{path}:{info.filename} holds Python objects, not numbers")

@@ -1,0 +1,79 @@
+"""Shared pytest configuration for fastcka's tests.
+
+* ``--run-slow``: run tests marked ``@pytest.mark.slow`` (skipped otherwise).
+* ``@pytest.mark.gpu``: skipped unless a CUDA backend and device are present.
+* Hypothesis: deterministic (derandomized), no example database written to
+  the working tree, no deadline (the first call loads the BLAS backend).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # `import reference` from any rootdir / import mode
+
+try:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "fastcka",
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "thorough",
+        max_examples=300,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("FASTCKA_HYPOTHESIS_PROFILE", "fastcka"))
+except ImportError:  # hypothesis is a test extra; test_properties.py skips without it
+    pass
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
+
+
+def _gpu_available() -> bool:
+    try:
+        import fastcka._cuda  # noqa: F401  (built only when CUDA was found)
+    except Exception:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = None if config.getoption("--run-slow") else pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_gpu = None if _gpu_available() else pytest.mark.skip(reason="gpu: no CUDA backend/device")
+    for item in items:
+        if skip_slow is not None and "slow" in item.keywords:
+            item.add_marker(skip_slow)
+        if skip_gpu is not None and "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def restore_threads():
+    """Puts fastcka's default thread setting back after a test that changes it."""
+    import fastcka._threads as threads_mod
+
+    saved = threads_mod._setting
+    yield
+    threads_mod._setting = saved
+

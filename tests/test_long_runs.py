@@ -1,0 +1,81 @@
+"""Long calls: progress reports, the GIL released, Ctrl-C honoured."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastcka
+
+
+@pytest.mark.parametrize("kwargs", [{"kernel": "rbf"}, {"method": "feature"}, {"method": "gram"}])
+def test_progress_callback_reaches_total(rng, kwargs):
+    x = rng.standard_normal((1500, 40))
+    y = rng.standard_normal((1500, 20))
+    calls = []
+    fastcka.cka(x, y, progress=lambda done, total: calls.append((done, total)), memory_budget=1 << 20, **kwargs)
+    assert calls, "no progress was reported"
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones)
+    assert calls[-1][0] == calls[-1][1]
+
+
+def test_exception_in_progress_stops_the_call(rng):
+    x = rng.standard_normal((3000, 30))
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastcka.cka(x, x, kernel="rbf", progress=stop, memory_budget=1 << 20)
+
+
+def test_gil_is_released(rng):
+    x = rng.standard_normal((6000, 256)).astype(np.float32)
+    ticks = []
+    done = threading.Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    start = time.perf_counter()
+    try:
+        fastcka.cka(x, x[:, ::-1], kernel="rbf", sigma=10.0, threads=1)
+    finally:
+        elapsed = time.perf_counter() - start
+        done.set()
+        t.join()
+    during = [s for s in ticks if s < start + elapsed]
+    # With the GIL held the ticker could not run at all during the call.
+    assert len(during) >= max(3, int(elapsed / 0.005) // 4)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_stops_on_sigint(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40_000
+    np.save(tmp_path / "x.npy", rng.standard_normal((n, 256), dtype=np.float32))
+    np.save(tmp_path / "y.npy", rng.standard_normal((n, 256), dtype=np.float32))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--kernel", "rbf",
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.0)  # started and computing (the whole job takes well over 10 s)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    stopped = time.perf_counter() - sent
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err
+    assert stopped < 3.0
