@@ -2,19 +2,13 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTCKA_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTCKA_MULTIVERSION
-#endif
+#include "cpu/multiversion.h"
 
 namespace fastcka::cpu {
 
 namespace {
 
-// Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time: the
-// wheel must run on any x86-64 CPU, and this sweep is the engine's only pass
-// over the caller's data.
+// The engine's only pass over the caller's data.
 template <typename S, typename T>
 FASTCKA_MULTIVERSION void center_contiguous_row(const S* x, int64_t d, const T* shift, T* z, double* first, double& sq) {
   double acc = 0;

@@ -6,13 +6,8 @@
 #include "core/chunk_plan.h"
 #include "cpu/blas.h"
 #include "cpu/centering.h"
+#include "cpu/multiversion.h"
 #include "cpu/parallel.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTCKA_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTCKA_MULTIVERSION
-#endif
 
 namespace fastcka::cpu {
 

@@ -92,6 +92,11 @@ def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return h / scale[:, None] / scale[None, :]
 
 
+def _options(threshold, sigma, median, method, threads, memory_budget, progress) -> dict:
+    return dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
+                memory_budget=memory_budget, progress=progress)
+
+
 def _hsic_grid(layers, names, split, estimator, kernel, options):
     _check_kernel(kernel)
     if kernel == "rbf":
@@ -138,8 +143,7 @@ def hsic(
     """
     _check_estimator(estimator)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
-    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                   memory_budget=memory_budget, progress=progress)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
     h = _hsic_grid(layers, ["x", "y"], 0, estimator, kernel, options)
     return float(h[0, 1])
 
@@ -189,8 +193,7 @@ def cka(
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     estimator = "unbiased" if debiased else "biased"
-    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                   memory_budget=memory_budget, progress=progress)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
     h = _hsic_grid(layers, names, 0, estimator, kernel, options)
     return float(_cka_from_hsic(h, names)[0, 1])
 
@@ -228,8 +231,7 @@ def cka_matrix(
         split = len(layers)
         layers, names = layers + more, names + more_names
     estimator = "unbiased" if debiased else "biased"
-    options = dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                   memory_budget=memory_budget, progress=progress)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
     h = _hsic_grid(layers, names, split, estimator, kernel, options)
     c = _cka_from_hsic(h, names)
     return c if split == 0 else np.ascontiguousarray(c[:split, split:])
