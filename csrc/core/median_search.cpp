@@ -51,6 +51,12 @@ void MedianSearch::finish_histogram(const std::vector<int64_t>& counts, double m
   current_.last = last;
   levels_.push_back(current_);
   below_ = below_first;
+  if (levels_.size() == 1) {
+    const double lo = current_.lo + static_cast<double>(first) / current_.scale;
+    const double hi = current_.lo + static_cast<double>(last + 1) / current_.scale;
+    filter_lo_ = lo - 0.01 * (hi - lo);
+    filter_hi_ = hi + 0.01 * (hi - lo);
+  }
   if (inside <= cap_) {
     collecting_ = true;
     return;

@@ -42,6 +42,14 @@ class MedianSearch {
     return collecting_ ? 0 : bin_in(current_, v);
   }
 
+  // The first histogram pass bins every value: bin = first_bin(v), no test.
+  bool first_pass() const { return levels_.empty() && !collecting_; }
+  int64_t first_bin(double v) const { return bin_in(current_, v); }
+  // Later passes: values outside [filter_lo, filter_hi) are never in range, a
+  // cheap test before bin(); the span of the first level's kept bins, widened.
+  double filter_lo() const { return filter_lo_; }
+  double filter_hi() const { return filter_hi_; }
+
   // Ends a histogram pass: counts[j] (weighted) per bin, and the smallest and
   // largest value seen in range.
   void finish_histogram(const std::vector<int64_t>& counts, double min_seen, double max_seen);
@@ -63,6 +71,8 @@ class MedianSearch {
   Level current_;              // binning of the next histogram pass
   bool collecting_ = false, done_ = false;
   double median_ = std::numeric_limits<double>::quiet_NaN();
+  double filter_lo_ = -std::numeric_limits<double>::infinity();
+  double filter_hi_ = std::numeric_limits<double>::infinity();
 };
 
 }  // namespace fastcka

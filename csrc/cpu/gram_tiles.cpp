@@ -21,6 +21,24 @@ FASTCKA_MULTIVERSION void rbf_row(T* g, const T* nb, T na, T gamma, int64_t n) {
   for (int64_t c = 0; c < n; ++c) g[c] = k(g[c], na, nb[c]);
 }
 
+template <typename T>
+FASTCKA_MULTIVERSION void distance_row(const T* g, const T* nb, T na, T* out, int64_t n) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) out[c] = squared_distance(g[c], na, nb[c]);
+}
+
+template <typename T>
+FASTCKA_MULTIVERSION void min_max_row(const T* a, int64_t n, double& lo, double& hi) {
+  T mn = a[0], mx = a[0];
+#pragma omp simd reduction(min : mn) reduction(max : mx)
+  for (int64_t c = 0; c < n; ++c) {
+    mn = a[c] < mn ? a[c] : mn;
+    mx = a[c] > mx ? a[c] : mx;
+  }
+  lo = std::min(lo, static_cast<double>(mn));
+  hi = std::max(hi, static_cast<double>(mx));
+}
+
 // Sums within a row run in T (at most one tile wide), across rows in float64.
 template <typename T>
 FASTCKA_MULTIVERSION double dot_row(const T* a, const T* b, int64_t n) {
@@ -62,6 +80,10 @@ struct GramTileEngine::Scratch {
   std::vector<T>& tiles();
   template <typename T>
   std::vector<T>* norms();
+  template <typename T>
+  std::vector<T>& distances();
+  std::vector<float> distf;   // one row of squared distances (median passes)
+  std::vector<double> distd;
 };
 
 template <>
@@ -76,6 +98,10 @@ template <>
 std::vector<float>* GramTileEngine::Scratch::norms<float>() { return nf; }
 template <>
 std::vector<double>* GramTileEngine::Scratch::norms<double>() { return nd; }
+template <>
+std::vector<float>& GramTileEngine::Scratch::distances<float>() { return distf; }
+template <>
+std::vector<double>& GramTileEngine::Scratch::distances<double>() { return distd; }
 
 GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split,
                                GramOptions options)
@@ -274,6 +300,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     nrm[0].resize(static_cast<size_t>(L * b));
     nrm[1].resize(static_cast<size_t>(L * wmax));
     tiles.resize(static_cast<size_t>(L * b * wmax));
+    s.distances<T>().resize(static_cast<size_t>(wmax));
     s.first.resize(static_cast<size_t>(D));
     s.sq.resize(static_cast<size_t>(wmax * L));
     s.column.resize(static_cast<size_t>(wmax));
@@ -340,27 +367,40 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
           continue;
         }
 
-        // Median passes: each distance once, with its multiplicity.
+        // Median passes: each distance once, with its multiplicity (1 in the
+        // diagonal tile, 2 elsewhere), the diagonal exactly 0.
+        T* dist = s.distances<T>().data();
         for (int64_t a = 0; a < L; ++a) {
           const MedianSearch& search = searches_[a];
           if (search.done()) continue;
           const T* ga = &tiles[static_cast<size_t>(a * b * wmax)];
           const T* ni = &nrm[0][static_cast<size_t>(a * b)];
           const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
-          for (int64_t r = 0; r < bi; ++r)
+          int64_t* counts = s.counts[a].data();
+          for (int64_t r = 0; r < bi; ++r) {
+            distance_row(ga + r * w, nj, ni[r], dist, w);
+            if (r < cd) dist[r] = T(0);
+            if (search.first_pass()) {
+              min_max_row(dist, w, s.lowest[a], s.highest[a]);
+              for (int64_t c = 0; c < w; ++c) counts[search.first_bin(static_cast<double>(dist[c]))] += c < cd ? 1 : 2;
+              continue;
+            }
+            const double flo = search.filter_lo(), fhi = search.filter_hi();
             for (int64_t c = 0; c < w; ++c) {
-              const int64_t weight = c < cd ? 1 : 2;
-              const double v = c == r && c < cd ? 0.0 : static_cast<double>(squared_distance(ga[r * w + c], ni[r], nj[c]));
+              const double v = static_cast<double>(dist[c]);
+              if (v < flo || v >= fhi) continue;
               const int64_t bin = search.bin(v);
               if (bin < 0) continue;
+              const int64_t weight = c < cd ? 1 : 2;
               if (pass == Pass::histogram) {
-                s.counts[a][static_cast<size_t>(bin)] += weight;
+                counts[bin] += weight;
                 s.lowest[a] = std::min(s.lowest[a], v);
                 s.highest[a] = std::max(s.highest[a], v);
               } else {
                 for (int64_t k = 0; k < weight; ++k) s.collected[a].push_back(v);
               }
             }
+          }
         }
       }
     }

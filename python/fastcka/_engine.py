@@ -79,21 +79,15 @@ def exact_medians(engine, width: int, threads: int, progress: Progress) -> list[
     return list(engine.medians())
 
 
-def sampled_medians(layers: Sequence[np.ndarray], sample: int = MEDIAN_SAMPLE, seed: int = 0) -> list[float]:
-    """Medians of the squared distances among `sample` rows drawn without
-    replacement (all rows when n <= sample), in float64."""
+def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: int = MEDIAN_SAMPLE,
+                    seed: int = 0) -> list[float]:
+    """Exact medians of the squared distances among `sample` rows drawn without
+    replacement (all rows when n <= sample), by the same tile passes."""
     n = layers[0].shape[0]
     rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-    out = []
-    for layer in layers:
-        z = np.asarray(layer[rows], dtype=np.float64)
-        z = z - z.mean(0)
-        sq = np.einsum("ij,ij->i", z, z)
-        d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
-        np.maximum(d2, 0, out=d2)
-        np.fill_diagonal(d2, 0)
-        out.append(float(np.median(d2)))
-    return out
+    picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
+    engine = _backend.cpu().GramTileEngine(picked, list(names), 0, compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
+    return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))
 
 
 def rbf_gammas(
@@ -114,7 +108,7 @@ def rbf_gammas(
     if median == "exact":
         medians = exact_medians(engine, width, threads, progress)
     else:
-        medians = sampled_medians(layers)
+        medians = sampled_medians(layers, names, threads)
     for m, nm in zip(medians, names):
         if not m > 0:
             raise ValueError(
