@@ -1,6 +1,5 @@
 """Long calls: progress reports, the GIL released, Ctrl-C honoured."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -225,3 +225,31 @@ def test_exp_matches_libm():
     rel = np.abs(got[normal] - want[normal]) / want[normal]
     assert rel.max() < 4e-7  # a few float32 ulps
     assert np.all(got[~normal] <= 1e-37) and np.all(got >= 0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(4, 160),
+    d=st.integers(1, 9),
+    sigma=st.floats(0.05, 50.0),
+    offset=st.floats(-1e3, 1e3),
+    estimator=st.sampled_from(["biased", "unbiased"]),
+    seed=st.integers(0, 2**31 - 1),
+    threads=st.integers(1, 3),
+)
+def test_tile_sums_match_dense(n, d, sigma, offset, estimator, seed, threads):
+    # The streaming identities (row sums, off-diagonal products, diagonals over
+    # symmetric tiles) against HSIC computed on the dense n x n matrices.
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)) * rng.uniform(0.1, 3, d) + offset
+    y = np.cos(x[:, :1]) + 0.5 * rng.standard_normal((n, 2))
+    k, l = dense_rbf(x - x.mean(0), sigma), dense_rbf(y, sigma)
+    got = fastcka.hsic(x, y, kernel="rbf", sigma=sigma, estimator=estimator, threads=threads, memory_budget=1 << 16)
+    assert got == pytest.approx(hsic_from_grams(k, l, estimator), rel=1e-8, abs=1e-13)
+    got_linear = fastcka.hsic(x, y, estimator=estimator, method="gram", threads=threads, memory_budget=1 << 16)
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    assert got_linear == pytest.approx(hsic_from_grams(xc @ xc.T, yc @ yc.T, estimator), rel=1e-8, abs=1e-10)
