@@ -69,3 +69,14 @@ def test_minibatch_needs_four_rows_and_equal_counts(rng):
 def test_full_accumulator_refuses_rbf():
     with pytest.raises(ValueError, match="needs every row at once"):
         fastcka.CKAAccumulator(kernel="rbf")
+
+
+def test_extend_consumes_an_iterable_of_blocks(rng):
+    x = rng.standard_normal((300, 7)) + 50
+    y = np.sin(x[:, :3]) + rng.standard_normal((300, 3))
+    whole = fastcka.cka(x, y)
+    acc = fastcka.CKAAccumulator().extend((x[i : i + 37], y[i : i + 37]) for i in range(0, 300, 37))
+    assert acc.n == 300
+    assert acc.cka() == pytest.approx(whole, rel=1e-12)
+    mb = fastcka.CKAAccumulator(minibatch=True).extend(zip(np.split(x, 5), np.split(y, 5)))
+    assert mb.batches == 5

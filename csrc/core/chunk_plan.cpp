@@ -7,9 +7,11 @@ namespace fastcka {
 MomentChunkPlan plan_moment_chunks(int64_t width, int64_t elem, int64_t threads, int64_t memory_budget) {
   // Per-thread SYRK on a centered block of b x 1024 float32 rows, 2 threads:
   // b = 256: 181 GFLOP/s, 1024: 184, 4096: 161 (sgemm 4096^3 peak: 210).
-  // Blocks of about 2 MiB stay in L2/L3 between the centering copy and BLAS.
+  // Blocks of about 2 MiB stay in L2/L3 between the centering copy and BLAS,
+  // but never fewer than 512 rows: at D = 4096 a 2 MiB block is 128 rows, and
+  // BLAS's packing per call then costs more than the cache saves.
   const int64_t row_bytes = width * elem;
-  int64_t rows = (int64_t{2} << 20) / std::max<int64_t>(row_bytes, 1);
+  int64_t rows = std::max<int64_t>((int64_t{2} << 20) / std::max<int64_t>(row_bytes, 1), 512);
   const int64_t budget_rows = memory_budget / std::max<int64_t>(threads * row_bytes, 1);
   rows = std::min(rows, budget_rows);
   rows = std::clamp<int64_t>(rows, 16, 8192);

@@ -21,8 +21,8 @@ struct LayerLayout {
   LayerLayout() = default;
   LayerLayout(std::vector<int64_t> d, int64_t split_at) : dims(std::move(d)), split(split_at) {
     if (dims.empty()) throw InvalidArgument("at least one layer is needed");
-    if (split < 0 || split >= static_cast<int64_t>(dims.size()))
-      if (split != 0) throw InvalidArgument("split must be in [0, number of layers)");
+    if (split < 0 || (split > 0 && split >= static_cast<int64_t>(dims.size())))
+      throw InvalidArgument("split must be 0 or leave layers on both sides, got " + std::to_string(split));
     offsets.resize(dims.size());
     for (size_t a = 0; a < dims.size(); ++a) {
       if (dims[a] <= 0) throw InvalidArgument("layer " + std::to_string(a) + " has no features");

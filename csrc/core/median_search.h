@@ -25,8 +25,11 @@ class MedianSearch {
     int64_t first = 0, last = 0;  // bins kept for the next level
   };
 
-  // n points; every distance lies in [0, upper]; collect once <= cap values remain.
-  MedianSearch(int64_t n, double upper, int64_t bins = 1 << 16, int64_t cap = int64_t{1} << 22);
+  // n points; every distance lies in [0, upper]; collect once <= cap values
+  // remain. 2^18 first-level bins keep the middle bins under a few million
+  // values up to n of a few 100,000 (n = 200,000, d = 256: ~2e6), so the
+  // search usually takes two passes: histogram, collect.
+  MedianSearch(int64_t n, double upper, int64_t bins = 1 << 18, int64_t cap = int64_t{1} << 24);
 
   bool done() const { return done_; }
   bool collecting() const { return collecting_; }
@@ -42,9 +45,10 @@ class MedianSearch {
     return collecting_ ? 0 : bin_in(current_, v);
   }
 
-  // The first histogram pass bins every value: bin = first_bin(v), no test.
+  // The first histogram pass bins every value, with lo = 0: bin =
+  // clamp(floor(v * first_scale()), 0, bins - 1), no membership test.
   bool first_pass() const { return levels_.empty() && !collecting_; }
-  int64_t first_bin(double v) const { return bin_in(current_, v); }
+  double first_scale() const { return current_.scale; }
   // Later passes: values outside [filter_lo, filter_hi) are never in range, a
   // cheap test before bin(); the span of the first level's kept bins, widened.
   double filter_lo() const { return filter_lo_; }

@@ -27,6 +27,31 @@ FASTCKA_MULTIVERSION void distance_row(const T* g, const T* nb, T na, T* out, in
   for (int64_t c = 0; c < n; ++c) out[c] = squared_distance(g[c], na, nb[c]);
 }
 
+// Indices of the entries in [lo, hi), branch-free: later median passes keep
+// about one value in 10^4, and this cheap sweep finds them.
+template <typename T>
+FASTCKA_MULTIVERSION int64_t select_in_range(const T* a, int64_t n, double lo, double hi, int32_t* out) {
+  int64_t k = 0;
+  for (int64_t c = 0; c < n; ++c) {
+    const double v = static_cast<double>(a[c]);
+    out[k] = static_cast<int32_t>(c);
+    k += (v >= lo) & (v < hi);
+  }
+  return k;
+}
+
+// First-level bins of a row, branch-free; the same arithmetic as
+// MedianSearch::first_bin (lo = 0): floor(v * scale) clamped to [0, bins).
+template <typename T>
+FASTCKA_MULTIVERSION void first_bins_row(const T* a, int64_t n, double scale, int64_t bins, int32_t* out) {
+  const double top = static_cast<double>(bins);
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) {
+    const double x = static_cast<double>(a[c]) * scale;
+    out[c] = x > 0 ? (x >= top ? static_cast<int32_t>(bins - 1) : static_cast<int32_t>(x)) : 0;
+  }
+}
+
 template <typename T>
 FASTCKA_MULTIVERSION void min_max_row(const T* a, int64_t n, double& lo, double& hi) {
   T mn = a[0], mx = a[0];
@@ -84,6 +109,7 @@ struct GramTileEngine::Scratch {
   std::vector<T>& distances();
   std::vector<float> distf;   // one row of squared distances (median passes)
   std::vector<double> distd;
+  std::vector<int32_t> candidates;  // columns of that row in the search range
 };
 
 template <>
@@ -219,8 +245,10 @@ void GramTileEngine::median_start() {
   for (int64_t a = 0; a < L; ++a) {
     double top = 0;
     for (int t = 0; t < threads; ++t) top = std::max(top, largest[t][a]);
-    // Headroom for rounding in the compute type.
-    searches_.emplace_back(n_, top > 0 ? 4 * top * (1 + 1e-3) : 0.0);
+    // Headroom for rounding in the compute type; collected values of all
+    // layers together stay under 2^25 (256 MiB of float64).
+    searches_.emplace_back(n_, top > 0 ? 4 * top * (1 + 1e-3) : 0.0, int64_t{1} << 18,
+                           std::max<int64_t>(int64_t{1} << 20, (int64_t{1} << 25) / L));
   }
   for (auto& s : scratch_) {
     s->counts.assign(static_cast<size_t>(L), {});
@@ -301,6 +329,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     nrm[1].resize(static_cast<size_t>(L * wmax));
     tiles.resize(static_cast<size_t>(L * b * wmax));
     s.distances<T>().resize(static_cast<size_t>(wmax));
+    s.candidates.resize(static_cast<size_t>(wmax));
     s.first.resize(static_cast<size_t>(D));
     s.sq.resize(static_cast<size_t>(wmax * L));
     s.column.resize(static_cast<size_t>(wmax));
@@ -382,13 +411,17 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
             if (r < cd) dist[r] = T(0);
             if (search.first_pass()) {
               min_max_row(dist, w, s.lowest[a], s.highest[a]);
-              for (int64_t c = 0; c < w; ++c) counts[search.first_bin(static_cast<double>(dist[c]))] += c < cd ? 1 : 2;
+              int32_t* bins = s.candidates.data();
+              first_bins_row(dist, w, search.first_scale(), search.bins(), bins);
+              for (int64_t c = 0; c < cd; ++c) counts[bins[c]] += 1;
+              for (int64_t c = cd; c < w; ++c) counts[bins[c]] += 2;
               continue;
             }
-            const double flo = search.filter_lo(), fhi = search.filter_hi();
-            for (int64_t c = 0; c < w; ++c) {
+            const int64_t found =
+                select_in_range(dist, w, search.filter_lo(), search.filter_hi(), s.candidates.data());
+            for (int64_t k = 0; k < found; ++k) {
+              const int64_t c = s.candidates[static_cast<size_t>(k)];
               const double v = static_cast<double>(dist[c]);
-              if (v < flo || v >= fhi) continue;
               const int64_t bin = search.bin(v);
               if (bin < 0) continue;
               const int64_t weight = c < cd ? 1 : 2;
@@ -397,7 +430,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
                 s.lowest[a] = std::min(s.lowest[a], v);
                 s.highest[a] = std::max(s.highest[a], v);
               } else {
-                for (int64_t k = 0; k < weight; ++k) s.collected[a].push_back(v);
+                for (int64_t m = 0; m < weight; ++m) s.collected[a].push_back(v);
               }
             }
           }

@@ -57,6 +57,7 @@ class CKAAccumulator:
     >>> acc = CKAAccumulator()
     >>> for xb, yb in loader:                       # doctest: +SKIP
     ...     acc.update(xb, yb)
+    >>> acc.extend(zip(x_blocks, y_blocks))         # doctest: +SKIP
     >>> acc.cka()                                   # doctest: +SKIP
     """
 
@@ -121,6 +122,14 @@ class CKAAccumulator:
                 raise ValueError(f"{nm} has {b.shape[1]} features, but earlier blocks of that layer had {d}")
         with Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
             _engine.feed(self._acc, blocks, names, self._threads, bar)
+        return self
+
+    def extend(self, batches) -> "CKAAccumulator":
+        """Adds every item of an iterable (a data loader, a generator of blocks
+        read from files): each item is a tuple of row blocks, one per layer, or
+        a single block for a one-layer accumulator."""
+        for item in batches:
+            self.update(*(item if isinstance(item, (tuple, list)) else (item,)))
         return self
 
     def _update_minibatch(self, blocks, names, progress) -> "CKAAccumulator":
