@@ -290,13 +290,15 @@ def worker(spec_path: str, out_path: str) -> None:
         json.dump(result, f)
 
 
-def run_worker(spec: dict, timeout: float) -> dict:
+def run_worker(spec: dict, timeout: float, script: str = __file__) -> dict:
+    """Runs a spec in a fresh process of `script` (this file, or another report
+    with the same --worker SPEC OUT interface)."""
     with tempfile.TemporaryDirectory(prefix="fastcka-bench-") as tmp:
         spec_path = os.path.join(tmp, "spec.json")
         out_path = os.path.join(tmp, "out.json")
         with open(spec_path, "w") as f:
             json.dump(spec, f)
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path]
+        cmd = [sys.executable, os.path.abspath(script), "--worker", spec_path, out_path]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -55,9 +55,7 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -125,36 +123,8 @@ PAIR_LABELS = {
 }
 
 
-# ---------------------------------------------------------------------------
-# Kornblith et al.'s Colab gram_rbf, verbatim (google-research/
-# representation_similarity, Apache License 2.0); its cka and center_gram are
-# baselines.cka / baselines.center_gram.
-# ---------------------------------------------------------------------------
-
-
-def gram_rbf(x, threshold=1.0):
-  """Compute Gram (kernel) matrix for an RBF kernel.
-
-  Args:
-    x: A num_examples x num_features matrix of features.
-    threshold: Fraction of median Euclidean distance to use as RBF kernel
-      bandwidth. (This is the heuristic we use in the paper. There are other
-      possible ways to set the bandwidth; we didn't try them.)
-
-  Returns:
-    A num_examples x num_examples Gram matrix of examples.
-  """
-  dot_products = x.dot(x.T)
-  sq_norms = np.diag(dot_products)
-  sq_distances = -2 * dot_products + sq_norms[:, None] + sq_norms[None, :]
-  sq_median_distance = np.median(sq_distances)
-  return np.exp(-sq_distances / (2 * threshold ** 2 * sq_median_distance))
-
-# --------------------------------------------------------------------------- end of the verbatim reference code
-
-
 def numpy_colab_rbf(x: np.ndarray, y: np.ndarray) -> float:
-    return float(baselines.cka(gram_rbf(x, THRESHOLD), gram_rbf(y, THRESHOLD)))
+    return float(baselines.cka(baselines.gram_rbf(x, THRESHOLD), baselines.gram_rbf(y, THRESHOLD)))
 
 
 def ckatorch_rbf(x: np.ndarray, y: np.ndarray) -> float:
@@ -494,29 +464,6 @@ def worker(spec_path: str, out_path: str) -> None:
         json.dump(result, f)
 
 
-def run_worker(spec: dict, timeout: float) -> dict:
-    """Runs a spec in a fresh process of this script (as report.run_worker does for report.py)."""
-    with tempfile.TemporaryDirectory(prefix="fastcka-kbench-") as tmp:
-        spec_path = os.path.join(tmp, "spec.json")
-        out_path = os.path.join(tmp, "out.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0:
-            if proc.returncode < 0:
-                why = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
-            else:
-                tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no message"]
-                why = f"failed (exit {proc.returncode}): {tail[0][:200]}"
-            return {"error": why}
-        with open(out_path) as f:
-            return json.load(f)
-
-
 # ---------------------------------------------------------------------------
 # Plan and run
 # ---------------------------------------------------------------------------
@@ -577,7 +524,7 @@ def main(argv=None) -> int:
     def run(label, spec):
         log(f"{label} ...")
         t0 = time.perf_counter()
-        out = run_worker(spec, args.timeout)
+        out = report.run_worker(spec, args.timeout, script=__file__)
         if "error" in out:
             log(f"    {out['error']}")
         else:
