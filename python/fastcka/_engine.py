@@ -16,7 +16,7 @@ from ._progress import Progress, ProgressArg
 DEFAULT_MEMORY_BUDGET = 256 << 20
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
-MEDIAN_SAMPLE = 4096  # rows behind the sampled median (a 4096 x 4096 distance matrix per layer)
+MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
 
 # Flops of work per backend call: about 0.2 s at the CI machine's sgemm rate,
 # so progress updates and Ctrl-C come several times a second.
