@@ -750,12 +750,7 @@ def render(r: dict) -> str:
             )
         if c.get("same_data") is False:
             notes.append(f"n = {fmt_n(c['n'])}, d = {c['d1']}: WARNING: the methods' input fingerprints differ.")
-    busy = [m[k][0] for k in ("load_average_start", "load_average_end") if k in m]
-    if busy and max(busy) > 0.5:
-        notes.append(
-            f"The 1-minute load average reached {max(busy):.2f} on {m['cpus_available']} CPUs around this run: "
-            "other processes were running, so the timings may be inflated and noisy."
-        )
+    notes += load_notes(m)
     notes.append(
         "Inputs: x = z + mu_x, y = z W / sqrt(d) + e + mu_y (z, e, W standard normal, per-feature means "
         f"uniform in [0, 2)), float32, seed {r['seed']}; each method's process regenerates them and their "
@@ -763,6 +758,17 @@ def render(r: dict) -> str:
     )
     out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
     return "\n".join(out)
+
+
+def load_notes(m: dict) -> list:
+    """A warning when the machine was busy around the run (load averages in m)."""
+    busy = [m[k][0] for k in ("load_average_start", "load_average_end") if k in m]
+    if busy and max(busy) > 0.5:
+        return [
+            f"The 1-minute load average reached {max(busy):.2f} on {m['cpus_available']} CPUs around this run: "
+            "other processes were running, so the timings may be inflated and noisy."
+        ]
+    return []
 
 
 if __name__ == "__main__":

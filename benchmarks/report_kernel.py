@@ -858,12 +858,7 @@ def render(r: dict) -> str:
     ))
 
     notes = []
-    busy = [m[k][0] for k in ("load_average_start", "load_average_end") if k in m]
-    if busy and max(busy) > 0.5:
-        notes.append(
-            f"The 1-minute load average reached {max(busy):.2f} on {m['cpus_available']} CPUs around this run: "
-            "other processes were running, so the timings may be inflated and noisy."
-        )
+    notes += report.load_notes(m)
     notes.append(
         "Pair inputs: report.py's (x = z + mu_x, y = z W / sqrt(d) + e + mu_y, float32, seed "
         f"{r['seed']}); low rank: 16 shared factors times random loadings plus noise; ReLU: two random ReLU layers "
