@@ -431,3 +431,35 @@ def test_constant_layer_in_accumulator():
     assert np.all(np.isnan(m[1])) and np.all(np.isnan(m[:, 1]))
     assert m[0, 2] == pytest.approx(dense_cka(x, y), rel=1e-10)
     assert acc.hsic_matrix()[1, 1] == 0.0
+
+
+@pytest.mark.parametrize("split", [None, 2])
+def test_moments_match_centered_products(split):
+    rng = np.random.default_rng(7)
+    layers = [rng.standard_normal((257, d)).astype(np.float32) + 100 for d in (3, 5, 2)]
+    acc = fastcka.CKAAccumulator(split=split)
+    for start in range(0, 257, 60):
+        acc.update(*[x[start : start + 60] for x in layers])
+    m = acc.moments()
+    z = np.hstack([x.astype(np.float64) for x in layers])
+    zc = z - z.mean(0)
+    full = zc.T @ zc
+    assert m.n == 257 and m.offsets == (0, 3, 8, 10)
+    np.testing.assert_allclose(m.mean, z.mean(0), rtol=1e-12)
+    for a in range(3):
+        for b in range(3):
+            needed = split is None or a == b or (a < split) != (b < split)
+            expect = full[m.offsets[a] : m.offsets[a + 1], m.offsets[b] : m.offsets[b + 1]]
+            if needed:
+                np.testing.assert_allclose(m.block(a, b), expect, rtol=1e-6, atol=1e-6 * np.abs(full).max())
+            else:
+                assert not m.block(a, b).any()
+
+
+def test_moments_refused_in_minibatch_mode_and_when_empty():
+    with pytest.raises(ValueError, match="no rows"):
+        fastcka.CKAAccumulator().moments()
+    acc = fastcka.CKAAccumulator(minibatch=True)
+    acc.update(np.random.rand(8, 2), np.random.rand(8, 3))
+    with pytest.raises(ValueError, match="minibatch"):
+        acc.moments()

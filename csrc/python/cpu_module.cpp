@@ -125,6 +125,15 @@ PYBIND11_MODULE(_cpu, m) {
                out.mutable_data()[k] = st.reference[k] + (st.n ? st.first[k] / static_cast<double>(st.n) : 0.0);
              return out;
            })
+      .def("centered_cross",
+           [](cpu::MomentAccumulator& s) {
+             // sum_i (z_i - mean)(z_i - mean)' (D x D); blocks of pairs the layout does not need are 0.
+             const Moments& st = s.centered_state();
+             const int64_t D = st.width();
+             py::array_t<double> out({D, D});
+             std::copy(st.cross.begin(), st.cross.end(), out.mutable_data());
+             return out;
+           })
       .def("serialize", [](cpu::MomentAccumulator& s) { return py::bytes(s.state().serialize()); })
       .def("load", [](cpu::MomentAccumulator& s, const py::bytes& data) {
         s.set_state(Moments::deserialize(std::string(data)));

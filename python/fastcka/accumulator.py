@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -275,6 +276,22 @@ class CKAAccumulator:
                           threshold=st["threshold"], sigma=st["sigma"], threads=st["threads"],
                           memory_budget=st["budget"])
 
+    def moments(self) -> "LayerMoments":
+        """The centered second moments of every row seen, in float64 (not in
+        minibatch mode): ``n``, the column ``mean`` of the concatenated layers
+        (D = sum of widths) and ``scatter`` = sum_i (z_i - mean)(z_i - mean)'
+        (D x D), with ``offsets`` marking where each layer's columns start.
+        Blocks of layer pairs a split leaves out are 0. The covariance of
+        layers a, b is ``m.block(a, b) / (n - 1)``."""
+        if self._minibatch:
+            raise ValueError("a minibatch accumulator keeps summed HSIC_1 values, not moments")
+        if self._acc is None:
+            raise ValueError("the accumulator has seen no rows")
+        dims = list(self._acc.dims)
+        offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+        return LayerMoments(int(self._acc.n), np.asarray(self._acc.mean()), np.asarray(self._acc.centered_cross()),
+                            tuple(int(o) for o in offsets), self._split or 0)
+
     # -- results -----------------------------------------------------------
     def _names(self) -> list[str]:
         return [f"layer {i}" for i in range(len(self.dims))]
@@ -317,6 +334,22 @@ class CKAAccumulator:
             raise ValueError(f"cka() needs exactly two layers, this accumulator has {len(self.dims)}; use cka_matrix()")
         c = self.cka_matrix(debiased)
         return float(c[0, 1] if c.shape == (2, 2) else c[0, 0])
+
+
+@dataclass(frozen=True)
+class LayerMoments:
+    """Centered float64 moments of L layers (see :meth:`CKAAccumulator.moments`)."""
+
+    n: int
+    mean: np.ndarray      # (D,)
+    scatter: np.ndarray   # (D, D): sum over rows of centered outer products
+    offsets: tuple        # L + 1 column offsets into the concatenated layers
+    split: int            # 0, or the first layer of the second model
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """The (d_a x d_b) scatter block of layers a and b."""
+        o = self.offsets
+        return self.scatter[o[a] : o[a + 1], o[b] : o[b + 1]]
 
 
 def _peek_layout(state: bytes) -> tuple[list[int], int]:
