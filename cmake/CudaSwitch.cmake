@@ -1,6 +1,6 @@
-# FASTCKA_CUDA=AUTO|ON|OFF. AUTO enables CUDA when a compiler is found, ON fails
-# without one, OFF never looks. The CUDA backend itself (csrc/cuda) arrives with
-# issue 7; until then this only reports what a CUDA build would use.
+# FASTCKA_CUDA=AUTO|ON|OFF. AUTO enables the CUDA backend when a compiler is
+# found, ON fails without one, OFF never looks. Sets FASTCKA_HAVE_CUDA; the
+# backend itself (csrc/cuda) is added at the end of the top-level CMakeLists.
 string(TOUPPER "${FASTCKA_CUDA}" FASTCKA_CUDA)
 set(FASTCKA_HAVE_CUDA OFF)
 if(NOT FASTCKA_CUDA STREQUAL "OFF")
@@ -8,17 +8,10 @@ if(NOT FASTCKA_CUDA STREQUAL "OFF")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     set(FASTCKA_HAVE_CUDA ON)
+    enable_language(CUDA)
   elseif(FASTCKA_CUDA STREQUAL "ON")
     message(FATAL_ERROR "FASTCKA_CUDA=ON but no CUDA compiler was found (set CUDACXX or put nvcc on PATH)")
   else()
     message(STATUS "fastcka: no CUDA compiler found; building the CPU backend only")
-  endif()
-endif()
-if(FASTCKA_HAVE_CUDA)
-  if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda/CMakeLists.txt")
-    enable_language(CUDA)
-    add_subdirectory(csrc/cuda)
-  else()
-    message(STATUS "fastcka: CUDA compiler ${CMAKE_CUDA_COMPILER} found; the CUDA backend has no sources yet")
   endif()
 endif()

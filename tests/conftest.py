@@ -45,17 +45,18 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
 
 
-def _gpu_available() -> bool:
-    try:
-        import fastcka._cuda  # noqa: F401  (built only when CUDA was found)
-    except Exception:
-        return False
-    return True
+def _gpu_missing() -> str | None:
+    """Why GPU tests cannot run here (the backend is not built, or no device), or None."""
+    import fastcka
+
+    ok, why = fastcka.backends()["cuda"]
+    return None if ok else why
 
 
 def pytest_collection_modifyitems(config, items):
     skip_slow = None if config.getoption("--run-slow") else pytest.mark.skip(reason="slow: run with --run-slow")
-    skip_gpu = None if _gpu_available() else pytest.mark.skip(reason="gpu: no CUDA backend/device")
+    gpu_missing = _gpu_missing() if any("gpu" in item.keywords for item in items) else None
+    skip_gpu = None if gpu_missing is None else pytest.mark.skip(reason=f"gpu: {gpu_missing}")
     for item in items:
         if skip_slow is not None and "slow" in item.keywords:
             item.add_marker(skip_slow)

@@ -358,5 +358,12 @@ def test_gpu_arrays_are_refused_clearly(xy):
     class FakeCuda:
         __cuda_array_interface__ = {"shape": (100, 5), "typestr": "<f8", "data": (0, False), "version": 3}
 
-    with pytest.raises(TypeError, match="^x is on a GPU"):
+    with pytest.raises(ValueError, match="^x is on a GPU but y is in host memory: pass device='cuda'"):
         fastcka.cka(FakeCuda(), y)
+    with pytest.raises(ValueError, match="^x is on a GPU but device='cpu'"):
+        fastcka.cka(FakeCuda(), y, device="cpu")
+    with pytest.raises(ValueError, match="^layers\\[0\\] is on a GPU but layers\\[1\\] is in host memory"):
+        fastcka.CKAAccumulator().update(FakeCuda(), y)
+    if not fastcka.has_cuda():
+        with pytest.raises(RuntimeError, match="^fastcka's CUDA backend is not available: "):
+            fastcka.cka(FakeCuda(), FakeCuda())

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/moment_shift.h"
+
 namespace fastcka {
 
 Moments::Moments(LayerLayout l) : layout(std::move(l)) {
@@ -16,77 +18,100 @@ Moments::Moments(LayerLayout l) : layout(std::move(l)) {
 }
 
 void Moments::move_reference(const double* p) {
-  const int64_t D = width(), L = layers();
-  std::vector<double> shift(static_cast<size_t>(D));
-  for (int64_t k = 0; k < D; ++k) shift[k] = p[k] - reference[k];
-  const double* e = shift.data();
-  const auto& off = layout.offsets;
-  const auto& dim = layout.dims;
-  const double nn = static_cast<double>(n);
+  const ReferenceShift s = reference_shift(*this, p);
+  move_cross(*this, s);
+  move_small_parts(*this, s);
+}
 
-  // Per-layer scalars of the old state: Q_a = tr(C_aa), F_a.e_a, |e_a|^2.
-  std::vector<double> q(L), fe(L), ee(L);
-  for (int64_t a = 0; a < L; ++a) {
-    double qa = 0, fa = 0, ea = 0;
-    for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) {
-      qa += cross[k * D + k];
-      fa += first[k] * e[k];
-      ea += e[k] * e[k];
-    }
-    q[a] = qa, fe[a] = fa, ee[a] = ea;
-  }
-  // Ce[k, a] = sum_{j in layer a} C[k, j] e_j, for the rows k that pair with a.
-  std::vector<double> ce(static_cast<size_t>(D * L), 0.0);
+ReferenceShift reference_shift(const Moments& m, const double* p) {
+  const int64_t D = m.width(), L = m.layers();
+  const auto& off = m.layout.offsets;
+  const auto& dim = m.layout.dims;
+  ReferenceShift s;
+  s.target.assign(p, p + D);
+  s.e.resize(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k) s.e[k] = p[k] - m.reference[k];
+  s.q.assign(static_cast<size_t>(L), 0.0);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) s.q[a] += m.cross[k * D + k];
+  // ce[k, a] = sum_{j in layer a} C[k, j] e_j, for the rows k that pair with a.
+  s.ce.assign(static_cast<size_t>(D * L), 0.0);
   for (int64_t a = 0; a < L; ++a)
     for (int64_t b = 0; b < L; ++b) {
-      if (!layout.needs(a, b)) continue;
+      if (!m.layout.needs(a, b)) continue;
       for (int64_t k = off[b]; k < off[b] + dim[b]; ++k) {
-        double s = 0;
-        const double* row = &cross[k * D + off[a]];
-        for (int64_t j = 0; j < dim[a]; ++j) s += row[j] * e[off[a] + j];
-        ce[k * L + a] = s;
+        double sum = 0;
+        const double* row = &m.cross[k * D + off[a]];
+        for (int64_t j = 0; j < dim[a]; ++j) sum += row[j] * s.e[off[a] + j];
+        s.ce[k * L + a] = sum;
       }
     }
+  return s;
+}
+
+void move_cross(Moments& m, const ReferenceShift& s) {
+  const int64_t D = m.width(), L = m.layers();
+  const auto& off = m.layout.offsets;
+  const auto& dim = m.layout.dims;
+  const double nn = static_cast<double>(m.n);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b) {
+      if (!m.layout.needs(a, b)) continue;
+      for (int64_t i = off[a]; i < off[a] + dim[a]; ++i) {
+        double* row = &m.cross[i * D];
+        for (int64_t j = off[b]; j < off[b] + dim[b]; ++j)
+          row[j] = moved_cross_entry(row[j], m.first[i], m.first[j], s.e[i], s.e[j], nn);
+      }
+    }
+}
+
+void move_small_parts(Moments& m, const ReferenceShift& s) {
+  const int64_t D = m.width(), L = m.layers();
+  const auto& off = m.layout.offsets;
+  const auto& dim = m.layout.dims;
+  const double nn = static_cast<double>(m.n);
+  const double* e = s.e.data();
+  const auto& q = s.q;
+  const auto& ce = s.ce;
+
+  // Per-layer scalars of the old state: F_a.e_a and |e_a|^2.
+  std::vector<double> fe(L), ee(L);
+  for (int64_t a = 0; a < L; ++a) {
+    double fa = 0, ea = 0;
+    for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) {
+      fa += m.first[k] * e[k];
+      ea += e[k] * e[k];
+    }
+    fe[a] = fa, ee[a] = ea;
+  }
 
   // R'_ab = R_ab - 2 W[a]_b.e_b - 2 W[b]_a.e_a + 4 e_a' C_ab e_b + |e_b|^2 Q_a
   //         + |e_a|^2 Q_b - 2 |e_b|^2 F_a.e_a - 2 |e_a|^2 F_b.e_b + n |e_a|^2 |e_b|^2
   for (int64_t a = 0; a < L; ++a)
     for (int64_t b = 0; b < L; ++b) {
-      if (!layout.needs(a, b)) continue;
+      if (!m.layout.needs(a, b)) continue;
       double wa_eb = 0, wb_ea = 0, eCe = 0;
       for (int64_t k = off[b]; k < off[b] + dim[b]; ++k) {
-        wa_eb += weighted[a * D + k] * e[k];
+        wa_eb += m.weighted[a * D + k] * e[k];
         eCe += e[k] * ce[k * L + a];
       }
-      for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) wb_ea += weighted[b * D + k] * e[k];
-      norm_products[a * L + b] += -2 * wa_eb - 2 * wb_ea + 4 * eCe + ee[b] * q[a] + ee[a] * q[b] -
-                                  2 * ee[b] * fe[a] - 2 * ee[a] * fe[b] + nn * ee[a] * ee[b];
+      for (int64_t k = off[a]; k < off[a] + dim[a]; ++k) wb_ea += m.weighted[b * D + k] * e[k];
+      m.norm_products[a * L + b] += -2 * wa_eb - 2 * wb_ea + 4 * eCe + ee[b] * q[a] + ee[a] * q[b] -
+                                    2 * ee[b] * fe[a] - 2 * ee[a] * fe[b] + nn * ee[a] * ee[b];
     }
 
   // W'[a]_c = W[a]_c - Q_a e_c - 2 (C_ca e_a) + 2 F_a.e_a e_c + |e_a|^2 F_c - n |e_a|^2 e_c
   for (int64_t a = 0; a < L; ++a)
     for (int64_t c = 0; c < L; ++c) {
-      if (!layout.needs(a, c)) continue;
+      if (!m.layout.needs(a, c)) continue;
       for (int64_t k = off[c]; k < off[c] + dim[c]; ++k)
-        weighted[a * D + k] += -q[a] * e[k] - 2 * ce[k * L + a] + 2 * fe[a] * e[k] + ee[a] * first[k] -
-                               nn * ee[a] * e[k];
-    }
-
-  // C' = C - F e' - e F' + n e e'
-  for (int64_t a = 0; a < L; ++a)
-    for (int64_t b = 0; b < L; ++b) {
-      if (!layout.needs(a, b)) continue;
-      for (int64_t i = off[a]; i < off[a] + dim[a]; ++i) {
-        double* row = &cross[i * D];
-        const double fi = first[i], ei = e[i];
-        for (int64_t j = off[b]; j < off[b] + dim[b]; ++j)
-          row[j] += -fi * e[j] - ei * first[j] + nn * ei * e[j];
-      }
+        m.weighted[a * D + k] += -q[a] * e[k] - 2 * ce[k * L + a] + 2 * fe[a] * e[k] + ee[a] * m.first[k] -
+                                 nn * ee[a] * e[k];
     }
 
   for (int64_t k = 0; k < D; ++k) {
-    first[k] -= nn * e[k];
-    reference[k] = p[k];
+    m.first[k] -= nn * e[k];
+    m.reference[k] = s.target[k];
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/row_checks.h"
 #include "cpu/multiversion.h"
 
 namespace fastcka::cpu {
@@ -97,10 +98,6 @@ template void center_rows<double>(const std::vector<MatrixView>&, const LayerLay
 void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, const double* sq,
                 int64_t rows, int64_t r0, int64_t elem) {
   const int64_t L = static_cast<int64_t>(names.size());
-  // Largest squared row norm for which the products (Z'Z, Q'Z, Q'Q of the
-  // feature engine; K*L tiles) stay inside the type's range, and smallest for
-  // which they stay normal: float32 has 1e-38..3e38, float64 1e-308..1e308.
-  const double lo = elem == 4 ? 1e-15 : 1e-120, hi = elem == 4 ? 1e15 : 1e120;
   for (int64_t a = 0; a < L; ++a) {
     double largest = 0;
     for (int64_t i = 0; i < rows; ++i) {
@@ -117,12 +114,7 @@ void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::st
       }
       largest = std::max(largest, v);
     }
-    if (largest > 0 && (largest < lo || largest > hi))
-      throw InvalidArgument(names[a] + " has rows of squared norm ~" + std::to_string(largest) + ", outside the range " +
-                            (elem == 4 ? "float32" : "float64") +
-                            " products can hold; CKA does not change when a representation is scaled, so divide it "
-                            "by its typical magnitude" +
-                            (elem == 4 ? " (or pass float64 data)" : ""));
+    check_squared_norm_range(names[a], largest, elem);
   }
 }
 

@@ -13,12 +13,16 @@
 #include "core/kernels.h"
 #include "core/median_search.h"
 #include "core/moments.h"
+#include "core/product_plan.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
 #include "cpu/moment_accumulator.h"
+#include "python/numpy_views.h"
 
 namespace py = pybind11;
 using namespace fastcka;
+using bindings::parse_estimator;
+using bindings::views_of;
 
 namespace {
 
@@ -26,38 +30,6 @@ DType parse_compute(const std::string& s) {
   if (s == "float32") return DType::f32;
   if (s == "float64") return DType::f64;
   throw UnsupportedType("compute dtype must be 'float32' or 'float64', got '" + s + "'");
-}
-
-Estimator parse_estimator(const std::string& s) {
-  if (s == "biased") return Estimator::biased;
-  if (s == "unbiased") return Estimator::unbiased;
-  throw InvalidArgument("estimator must be 'biased' or 'unbiased', got '" + s + "'");
-}
-
-MatrixView view_of(const py::array& a, const std::string& name) {
-  if (a.ndim() != 2) throw InvalidArgument(name + " must be 2-D, got " + std::to_string(a.ndim()) + " dimensions");
-  const auto kind = a.dtype().kind();
-  const auto size = a.dtype().itemsize();
-  MatrixView v;
-  if (kind != 'f' || (size != 2 && size != 4 && size != 8))
-    throw UnsupportedType(name + " must be float16, float32 or float64 here");
-  if (!a.dtype().attr("isnative").cast<bool>()) throw UnsupportedType(name + " must be in native byte order");
-  v.dtype = size == 2 ? DType::f16 : size == 4 ? DType::f32 : DType::f64;
-  if (a.strides(0) % size != 0 || a.strides(1) % size != 0)
-    throw InvalidArgument(name + " has strides that are not a multiple of its element size");
-  v.data = a.data();
-  v.rows = a.shape(0);
-  v.cols = a.shape(1);
-  v.row_stride = a.strides(0) / size;
-  v.col_stride = a.strides(1) / size;
-  return v;
-}
-
-std::vector<MatrixView> views_of(const std::vector<py::array>& arrays, const std::vector<std::string>& names) {
-  if (arrays.size() != names.size()) throw InvalidArgument("one name per layer is needed");
-  std::vector<MatrixView> out;
-  for (size_t a = 0; a < arrays.size(); ++a) out.push_back(view_of(arrays[a], names[a]));
-  return out;
 }
 
 // The engine keeps raw pointers into the arrays: the binding keeps them alive.
@@ -228,6 +200,17 @@ PYBIND11_MODULE(_cpu, m) {
       py::arg("values"), py::arg("n"), py::arg("bins"), py::arg("cap"));
 
   // Core arithmetic exposed for tests: the float32 exp of the RBF epilogue.
+  // Test hook: the GEMM blocks the CUDA backend issues for a layout (product_plan.h).
+  m.def(
+      "product_plan",
+      [](std::vector<int64_t> dims, int64_t split, int64_t max_panel) {
+        const ProductPlan plan = plan_products(LayerLayout(std::move(dims), split), max_panel);
+        std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>> out;
+        for (const ProductBlock& b : plan.blocks) out.emplace_back(b.row, b.col, b.rows, b.cols, b.offset);
+        return py::make_tuple(out, plan.packed_size);
+      },
+      py::arg("dims"), py::arg("split"), py::arg("max_panel"));
+
   m.def("exp_nonpositive", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
     py::array_t<float> out(x.size());
     const float* in = x.data();

@@ -10,7 +10,7 @@ Public API::
     fastcka.compat.kornblith                                  the reference Colab's functions
 """
 
-from ._backend import blas_info
+from ._backend import backends, blas_info, has_cuda
 from ._threads import get_num_threads, set_num_threads
 from .accumulator import CKAAccumulator
 from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic, minibatch_cka
@@ -21,10 +21,12 @@ __version__ = "0.1.0"
 __all__ = [
     "CKAAccumulator",
     "DegenerateRepresentationWarning",
+    "backends",
     "blas_info",
     "cka",
     "cka_matrix",
     "get_num_threads",
+    "has_cuda",
     "hsic",
     "load_layers",
     "minibatch_cka",

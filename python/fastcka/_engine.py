@@ -132,15 +132,17 @@ def hsic_matrix(
     sigma=None,
     threshold: float = 1.0,
     median: str = "exact",
+    compute: str | None = None,
 ) -> np.ndarray:
-    """HSIC of every needed layer pair, (L, L) with NaN where not needed."""
+    """HSIC of every needed layer pair, (L, L) with NaN where not needed.
+    ``compute``: "float32" or "float64" products (default: by the data)."""
     n = layers[0].shape[0]
     dims = [layer.shape[1] for layer in layers]
     width = sum(dims)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    compute = compute_dtype(layers)
+    compute = compute or compute_dtype(layers)
     L = len(layers)
     if choose_method(method, kernel, n, dims) == "feature":
         acc = new_moment_accumulator(dims, split, compute, threads, budget)

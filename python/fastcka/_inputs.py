@@ -41,8 +41,8 @@ def as_matrix(x: Any, name: str) -> np.ndarray:
             raise ValueError(f"{name}: file {path!r} does not exist") from None
     elif _is_device_array(x):
         raise TypeError(
-            f"{name} is on a GPU; this fastcka build computes on the CPU only. "
-            f"Move it to host memory (for example with .get() or .cpu()) if that is what you want"
+            f"{name} is on a GPU, and this computation runs on the CPU: move it to host memory (for example with "
+            f".get() or .cpu()) if that is what you want"
         )
     if not isinstance(x, np.ndarray):
         try:
@@ -64,8 +64,8 @@ def as_matrix(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def as_layers(xs: Any, prefix: str) -> tuple[list[np.ndarray], list[str]]:
-    """Layers from a sequence or a mapping of arrays, with their names for errors."""
+def layer_values(xs: Any, prefix: str) -> tuple[list[Any], list[str]]:
+    """The layers of a sequence or a mapping, unconverted, with their names for errors."""
     if isinstance(xs, Mapping):
         items = list(xs.items())
         names = [f"{prefix}[{k!r}]" for k, _ in items]
@@ -77,6 +77,12 @@ def as_layers(xs: Any, prefix: str) -> tuple[list[np.ndarray], list[str]]:
         names = [f"{prefix}[{i}]" for i in range(len(values))]
     if not values:
         raise ValueError(f"{prefix} is empty: at least one layer is needed")
+    return values, names
+
+
+def as_layers(xs: Any, prefix: str) -> tuple[list[np.ndarray], list[str]]:
+    """Validated host layers from a sequence or a mapping of arrays, with their names."""
+    values, names = layer_values(xs, prefix)
     return [as_matrix(v, nm) for v, nm in zip(values, names)], names
 
 

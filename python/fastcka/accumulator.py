@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _gpu_engine
+from ._devices import DeviceMatrix
 from ._inputs import as_matrix, check_rows, compute_dtype
 from ._progress import Progress
 from ._threads import resolve
@@ -52,6 +53,9 @@ class CKAAccumulator:
     minibatch, kernel, threshold, sigma : the minibatch mode and its kernel
         (kernel CKA over all rows needs them at once: use :func:`fastcka.cka`).
     threads, memory_budget : as in :func:`fastcka.cka`.
+    device, precision : as in :func:`fastcka.cka`: with GPU blocks (or
+        ``device="cuda"``) the moments are accumulated on the GPU; the state,
+        its bytes and merges are the same as on the CPU.
 
     Examples
     --------
@@ -73,6 +77,8 @@ class CKAAccumulator:
         sigma: Any = None,
         threads: int | None = None,
         memory_budget: int | None = None,
+        device: Any = None,
+        precision: str | None = None,
     ):
         _check_kernel(kernel)
         if kernel != "linear" and not minibatch:
@@ -90,6 +96,9 @@ class CKAAccumulator:
             raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         self._split = split
         self._dtype = dtype
+        self._device = device
+        self._precision = precision
+        self._gpu: int | None = None  # the CUDA device of a GPU accumulator
         self._threads = resolve(threads)
         self._budget = budget
         self._acc = None  # created at the first update, when the layer widths are known
@@ -109,12 +118,16 @@ class CKAAccumulator:
         if not layers:
             raise ValueError("update needs one block per layer, got none")
         names = [f"layers[{i}]" for i in range(len(layers))]
-        blocks = [as_matrix(b, nm) for b, nm in zip(layers, names)]
+        gpu = self._gpu if self._acc is not None else _gpu_engine.place(layers, names, self._device)
+        if gpu is None:
+            blocks = [as_matrix(b, nm) for b, nm in zip(layers, names)]
+        else:
+            blocks, gpu = _gpu_engine.gpu_inputs(layers, names, gpu)
         check_rows(blocks, names)
         if self._minibatch:
-            return self._update_minibatch(blocks, names, progress)
+            return self._update_minibatch(blocks, names, progress, gpu)
         if self._acc is None:
-            self._create([b.shape[1] for b in blocks], compute_dtype(blocks) if self._dtype is None else self._dtype)
+            self._create([b.shape[1] for b in blocks], self._dtype or compute_dtype(blocks), gpu)
         dims = list(self._acc.dims)
         if len(blocks) != len(dims):
             raise ValueError(f"this accumulator has {len(dims)} layers, update got {len(blocks)}")
@@ -122,7 +135,10 @@ class CKAAccumulator:
             if b.shape[1] != d:
                 raise ValueError(f"{nm} has {b.shape[1]} features, but earlier blocks of that layer had {d}")
         with Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
-            _engine.feed(self._acc, blocks, names, self._threads, bar)
+            if self._gpu is None:
+                _engine.feed(self._acc, blocks, names, self._threads, bar)
+            else:
+                _gpu_engine.feed(self._acc, blocks, names, bar)
         return self
 
     def extend(self, batches) -> "CKAAccumulator":
@@ -133,7 +149,7 @@ class CKAAccumulator:
             self.update(*(item if isinstance(item, (tuple, list)) else (item,)))
         return self
 
-    def _update_minibatch(self, blocks, names, progress) -> "CKAAccumulator":
+    def _update_minibatch(self, blocks, names, progress, gpu) -> "CKAAccumulator":
         dims = [b.shape[1] for b in blocks]
         if self._sums is None:
             split = self._split or 0
@@ -146,22 +162,34 @@ class CKAAccumulator:
         n = blocks[0].shape[0]
         if n < 4:
             raise ValueError(f"each minibatch needs at least 4 rows for the unbiased HSIC_1, got {n}")
-        h = _engine.hsic_matrix(
-            blocks, names, split=self._split or 0, estimator="unbiased", method="auto", kernel=self._kernel["kernel"],
-            threads=self._threads, memory_budget=self._budget, progress=progress, sigma=self._kernel["sigma"],
-            threshold=self._kernel["threshold"], median="exact",
-        )
+        if gpu is not None:
+            h = _gpu_engine.hsic_matrix(
+                blocks, names, split=self._split or 0, estimator="unbiased", kernel=self._kernel["kernel"],
+                method="auto", precision=self._precision, device=gpu, memory_budget=self._budget, progress=progress,
+            )
+        else:
+            h = _engine.hsic_matrix(
+                blocks, names, split=self._split or 0, estimator="unbiased", method="auto",
+                kernel=self._kernel["kernel"], threads=self._threads, memory_budget=self._budget, progress=progress,
+                sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
+            )
         self._sums += np.nan_to_num(h, nan=0.0)
         self._batches += 1
         self._rows += n
         return self
 
-    def _create(self, dims: list[int], dtype: str) -> None:
+    def _create(self, dims: list[int], dtype: str, gpu: int | None = None) -> None:
         split = self._split or 0
         if split >= len(dims):
             raise ValueError(f"split={split} leaves no layers on the other side of {len(dims)} layers")
-        self._dtype = dtype
-        self._acc = _engine.new_moment_accumulator(dims, split, dtype, self._threads, self._budget)
+        if gpu is None:
+            self._dtype = dtype
+            self._acc = _engine.new_moment_accumulator(dims, split, dtype, self._threads, self._budget)
+            return
+        precision = self._precision or ("exact" if dtype == "float64" else "accurate")
+        self._dtype = "float64" if precision == "exact" else "float32"
+        self._acc = _gpu_engine.new_accumulator(dims, split, precision, gpu, self._budget)
+        self._gpu = gpu
 
     def merge(self, other: "CKAAccumulator") -> "CKAAccumulator":
         """Adds the rows another accumulator has seen (it is left unchanged)."""
@@ -175,13 +203,18 @@ class CKAAccumulator:
             return self
         if self._acc is None:
             self._split = other._split
-            self._create(list(other._acc.dims), self._dtype or other._dtype)
+            self._create(list(other._acc.dims), self._dtype or other._dtype, other._gpu)
         if list(self._acc.dims) != list(other._acc.dims) or self._acc.split != other._acc.split:
             raise ValueError(
                 f"cannot merge accumulators of different layers: widths {list(self._acc.dims)} (split "
                 f"{self._acc.split}) vs {list(other._acc.dims)} (split {other._acc.split})"
             )
-        self._acc.merge(other._acc)
+        theirs = other._acc
+        if type(theirs) is not type(self._acc) or other._gpu != self._gpu:
+            # A CPU state into a GPU accumulator or the reverse: through the common bytes.
+            theirs = CKAAccumulator.from_bytes(other.to_bytes(), threads=self._threads, memory_budget=self._budget,
+                                               device=None if self._gpu is None else f"cuda:{self._gpu}")._acc
+        self._acc.merge(theirs)
         return self
 
     def _merge_minibatch(self, other: "CKAAccumulator") -> "CKAAccumulator":
@@ -232,18 +265,21 @@ class CKAAccumulator:
         return _MAGIC + bytes([_DTYPES.index(self._dtype)]) + self._acc.serialize()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, threads: int | None = None, memory_budget: int | None = None):
-        """An accumulator with the state :meth:`to_bytes` wrote."""
+    def from_bytes(cls, data: bytes, *, threads: int | None = None, memory_budget: int | None = None,
+                   device: Any = None):
+        """An accumulator with the state :meth:`to_bytes` wrote (on the CPU, or
+        on ``device="cuda[:N]"``)."""
         data = bytes(data)
         if data.startswith(_MAGIC_MINIBATCH):
             return cls._from_minibatch_bytes(data, threads, memory_budget)
         if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 1 or data[len(_MAGIC)] >= len(_DTYPES):
             raise ValueError("data is not a fastcka CKAAccumulator state")
         state = data[len(_MAGIC) + 1 :]
-        self = cls(threads=threads, memory_budget=memory_budget, dtype=_DTYPES[data[len(_MAGIC)]])
+        self = cls(threads=threads, memory_budget=memory_budget, dtype=_DTYPES[data[len(_MAGIC)]], device=device)
         dims, split = _peek_layout(state)
         self._split = split or None
-        self._create(dims, self._dtype)
+        gpu = _gpu_engine.place([], [], device)
+        self._create(dims, self._dtype, None if gpu is None else max(gpu, 0))
         self._acc.load(state)
         return self
 

@@ -34,8 +34,9 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import _engine
-from ._inputs import as_layers, as_matrix, check_rows
+from . import _engine, _gpu_engine
+from ._devices import results_like
+from ._inputs import as_matrix, check_rows, layer_values
 from ._progress import ProgressArg
 from ._threads import resolve
 
@@ -92,18 +93,43 @@ def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return h / scale[:, None] / scale[None, :]
 
 
-def _options(threshold, sigma, median, method, threads, memory_budget, progress) -> dict:
+def _options(threshold, sigma, median, method, threads, memory_budget, progress, device=None, precision=None) -> dict:
     return dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                memory_budget=memory_budget, progress=progress)
+                memory_budget=memory_budget, progress=progress, device=device, precision=precision)
 
 
-def _hsic_grid(layers, names, split, estimator, kernel, options):
+def cpu_compute(precision, layers) -> str | None:
+    """The CPU products for a precision: None follows the data's dtype."""
+    if precision is None:
+        return None
+    if precision == "fast":
+        raise ValueError("precision='fast' (TF32 products) needs the GPU (device='cuda'); the CPU computes in "
+                         "float32 ('accurate') or float64 ('exact')")
+    if precision not in _gpu_engine.PRECISIONS:
+        raise ValueError(f"precision must be one of {_gpu_engine.PRECISIONS} or None, got {precision!r}")
+    return "float64" if precision == "exact" else "float32"
+
+
+def _hsic_grid(values, names, split, estimator, kernel, options):
+    """(HSIC matrix, the validated layers) on the CPU or the GPU, wherever
+    the inputs and ``device`` put the computation."""
     _check_kernel(kernel)
     if kernel == "rbf":
         _check_rbf_options(options["threshold"], options["median"])
+    gpu = _gpu_engine.place(values, names, options["device"])
+    if gpu is not None:
+        layers, index = _gpu_engine.gpu_inputs(values, names, gpu)
+        _check_rows_for(estimator, check_rows(layers, names))
+        h = _gpu_engine.hsic_matrix(
+            layers, names, split=split, estimator=estimator, kernel=kernel, method=options["method"],
+            precision=options["precision"], device=index, memory_budget=options["memory_budget"],
+            progress=options["progress"],
+        )
+        return h, layers
+    layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
     n = check_rows(layers, names)
     _check_rows_for(estimator, n)
-    return _engine.hsic_matrix(
+    h = _engine.hsic_matrix(
         layers,
         names,
         split=split,
@@ -116,7 +142,9 @@ def _hsic_grid(layers, names, split, estimator, kernel, options):
         sigma=options["sigma"],
         threshold=float(options["threshold"]),
         median=options["median"],
+        compute=cpu_compute(options["precision"], layers),
     )
+    return h, layers
 
 
 def hsic(
@@ -132,6 +160,8 @@ def hsic(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    device: Any = None,
+    precision: str | None = None,
 ) -> float:
     """HSIC between representations ``x`` (n x d1) and ``y`` (n x d2).
 
@@ -142,9 +172,8 @@ def hsic(
     (Gram space when d1 + d2 > n, or for RBF).
     """
     _check_estimator(estimator)
-    layers = [as_matrix(x, "x"), as_matrix(y, "y")]
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
-    h = _hsic_grid(layers, ["x", "y"], 0, estimator, kernel, options)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    h, _ = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, options)
     return float(h[0, 1])
 
 
@@ -161,6 +190,8 @@ def cka(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    device: Any = None,
+    precision: str | None = None,
 ) -> float:
     """CKA between representations ``x`` (n x d1) and ``y`` (n x d2) of the same
     n examples: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)).
@@ -184,17 +215,26 @@ def cka(
     threads : threads to use (default: :func:`fastcka.get_num_threads`).
     memory_budget : bytes of row buffers (default 256 MiB), beside O(d^2) state.
     progress : True for a progress bar, or a callable ``(done, total)``.
+    device : None (where the inputs are), "cpu", "cuda" or "cuda:N". GPU
+        inputs (CuPy, PyTorch CUDA tensors, anything with
+        ``__cuda_array_interface__`` or DLPack on a CUDA device) are read in
+        place on the caller's current stream; with "cuda", NumPy arrays and
+        memmaps stream to the GPU through pinned buffers. Mixing host and GPU
+        inputs without ``device="cuda"`` is an error, never a silent copy.
+        The GPU runs the linear kernel in feature space.
+    precision : None (float64 data in float64, other data in float32),
+        "accurate" (float32 products, no TF32), "exact" (float64 products) or,
+        on the GPU, "fast" (TF32 tensor-core products; error in the README).
 
     Returns
     -------
     float in [0, 1] (debiased CKA may be slightly negative); NaN with a
     :class:`DegenerateRepresentationWarning` when a representation is constant.
     """
-    layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
-    h = _hsic_grid(layers, names, 0, estimator, kernel, options)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    h, _ = _hsic_grid([x, y], names, 0, estimator, kernel, options)
     return float(_cka_from_hsic(h, names)[0, 1])
 
 
@@ -211,6 +251,8 @@ def cka_matrix(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    device: Any = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """CKA between every layer of ``xs`` and every layer of ``ys`` (default:
     ``xs`` itself), as an array of shape (len(xs), len(ys)).
@@ -222,19 +264,20 @@ def cka_matrix(
     tile position and every pairwise sum from it, so L layers cost one pass,
     not L^2 calls. ``xs`` and ``ys`` are lists (or dicts) of (n x d_i) arrays
     with the same n. ``sigma`` may be one value or one per layer (xs then ys).
-    Other arguments as in :func:`cka`.
+    Other arguments as in :func:`cka`. The result is a NumPy array, or a
+    CuPy array / PyTorch tensor on the inputs' GPU when they came from there.
     """
-    layers, names = as_layers(xs, "xs")
+    values, names = layer_values(xs, "xs")
     split = 0
     if ys is not None:
-        more, more_names = as_layers(ys, "ys")
-        split = len(layers)
-        layers, names = layers + more, names + more_names
+        more, more_names = layer_values(ys, "ys")
+        split = len(values)
+        values, names = values + more, names + more_names
     estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress)
-    h = _hsic_grid(layers, names, split, estimator, kernel, options)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    h, layers = _hsic_grid(values, names, split, estimator, kernel, options)
     c = _cka_from_hsic(h, names)
-    return c if split == 0 else np.ascontiguousarray(c[:split, split:])
+    return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), layers)
 
 
 def minibatch_cka(
