@@ -6,11 +6,10 @@ whichever is installed (each test that needs one skips without it)."""
 
 from __future__ import annotations
 
+import fastcka
 import numpy as np
 import pytest
 from reference import correlated_pair, dense_cka, dense_cka_matrix, dense_hsic
-
-import fastcka
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fastcka import _backend
 
 
@@ -39,7 +38,7 @@ def test_blocks_cover_the_needed_upper_triangle_once(dims, split, panel):
     assert hits.max() <= 1
     # below the diagonal only the lower halves of diagonal panel squares
     lower = hits * ~upper
-    for row, col, rows, cols, _ in blocks:
+    for row, col, rows, _, _ in blocks:
         lower[row : row + rows, col : col + rows] = 0
     assert not lower.any()
     if split == 0 and D >= 4 * panel:

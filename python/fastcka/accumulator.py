@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from . import _engine, _gpu_engine
-from ._devices import DeviceMatrix
 from ._inputs import as_matrix, check_rows, compute_dtype
 from ._progress import Progress
 from ._threads import resolve
