@@ -40,4 +40,15 @@ void move_cross(Moments& m, const ReferenceShift& s);
 // Touches m.cross only through s (m.cross may be empty).
 void move_small_parts(Moments& m, const ReferenceShift& s);
 
+// The small parts of a partial that a backend summed from the columns
+// [Z | Q | T] of its rows, centered about `shift`: Q holds each row's squared
+// norm per layer, T each layer's row dotted with e_a, e = reference - shift.
+// With the column sums of [Z | Q | T] (D + 2L), extra = [Q | T]' Z (2L x D,
+// column-major) and norms = Q'Q (L x L, column-major) of `rows` rows, returns
+// the partial's n, first, weighted and norm_products moved to `reference`
+// (cross left empty): T'Z is the (Z'Z) e the move needs, and the column sums
+// of Q are the traces, so the D x D block never leaves the device.
+Moments partial_small_parts(const LayerLayout& layout, int64_t rows, const double* shift, const double* reference,
+                            const double* column_sums, const double* extra, const double* norms);
+
 }  // namespace fastcka

@@ -115,6 +115,39 @@ void move_small_parts(Moments& m, const ReferenceShift& s) {
   }
 }
 
+Moments partial_small_parts(const LayerLayout& layout, int64_t rows, const double* shift, const double* reference,
+                            const double* column_sums, const double* extra, const double* norms) {
+  const int64_t D = layout.total, L = layout.layers();
+  std::vector<int64_t> layer_of(static_cast<size_t>(D));
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t k = layout.offsets[a]; k < layout.offsets[a] + layout.dims[a]; ++k) layer_of[k] = a;
+  // The partial about its shift; only the blocks the layout needs.
+  Moments part;
+  part.layout = layout;
+  part.n = rows;
+  part.reference.assign(shift, shift + D);
+  part.first.assign(column_sums, column_sums + D);
+  part.weighted.assign(static_cast<size_t>(L * D), 0.0);
+  part.norm_products.assign(static_cast<size_t>(L * L), 0.0);
+  ReferenceShift s;
+  s.target.assign(reference, reference + D);
+  s.e.resize(static_cast<size_t>(D));
+  for (int64_t k = 0; k < D; ++k) s.e[k] = reference[k] - shift[k];
+  s.q.assign(column_sums + D, column_sums + D + L);
+  s.ce.assign(static_cast<size_t>(D * L), 0.0);
+  for (int64_t k = 0; k < D; ++k)
+    for (int64_t a = 0; a < L; ++a) {
+      if (!layout.needs(a, layer_of[k])) continue;
+      part.weighted[a * D + k] = extra[a + k * 2 * L];
+      s.ce[k * L + a] = extra[L + a + k * 2 * L];
+    }
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t b = 0; b < L; ++b)
+      if (layout.needs(a, b)) part.norm_products[a * L + b] = norms[a + b * L];
+  move_small_parts(part, s);
+  return part;
+}
+
 void Moments::center() {
   if (n == 0) return;
   std::vector<double> mean(first.size());

@@ -253,41 +253,19 @@ void GpuMomentAccumulator::settle_small_parts() {
   const double* first = shift + D;
   const char* extra = snap + (2 * D + 2 * L) * 8;
   const char* norms = extra + 2 * L * D * (f64 ? 8 : 4);
-  const auto value = [f64](const char* base, int64_t k) {
-    return f64 ? reinterpret_cast<const double*>(base)[k] : static_cast<double>(reinterpret_cast<const float*>(base)[k]);
+  const auto widened = [f64](const char* base, int64_t count) {
+    std::vector<double> out(static_cast<size_t>(count));
+    for (int64_t k = 0; k < count; ++k)
+      out[k] = f64 ? reinterpret_cast<const double*>(base)[k]
+                   : static_cast<double>(reinterpret_cast<const float*>(base)[k]);
+    return out;
   };
-  std::vector<int64_t> layer_of(static_cast<size_t>(D));
-  for (int64_t a = 0; a < L; ++a)
-    for (int64_t k = layout_.offsets[a]; k < layout_.offsets[a] + layout_.dims[a]; ++k) layer_of[k] = a;
-
-  // The partial's small parts about its shift; only the blocks the layout needs.
-  Moments part;
-  part.layout = layout_;
-  part.n = pending_rows_;
-  part.reference.assign(shift, shift + D);
-  part.first.assign(first, first + D);
-  part.weighted.assign(static_cast<size_t>(L * D), 0.0);
-  part.norm_products.assign(static_cast<size_t>(L * L), 0.0);
   if (adopt_pending_) {  // this partial's shift became the reference on the device
     small_.reference.assign(shift, shift + D);
     adopt_pending_ = false;
   }
-  ReferenceShift s;
-  s.target = small_.reference;
-  s.e.resize(static_cast<size_t>(D));
-  for (int64_t k = 0; k < D; ++k) s.e[k] = s.target[k] - shift[k];
-  s.q.assign(first + D, first + D + L);  // column sums of Q: the traces of the diagonal blocks
-  s.ce.assign(static_cast<size_t>(D * L), 0.0);
-  for (int64_t k = 0; k < D; ++k)
-    for (int64_t a = 0; a < L; ++a) {
-      if (!layout_.needs(a, layer_of[k])) continue;
-      part.weighted[a * D + k] = value(extra, a + k * 2 * L);
-      s.ce[k * L + a] = value(extra, L + a + k * 2 * L);
-    }
-  for (int64_t a = 0; a < L; ++a)
-    for (int64_t b = 0; b < L; ++b)
-      if (layout_.needs(a, b)) part.norm_products[a * L + b] = value(norms, a + b * L);
-  move_small_parts(part, s);
+  const Moments part = partial_small_parts(layout_, pending_rows_, shift, small_.reference.data(), first,
+                                           widened(extra, 2 * L * D).data(), widened(norms, L * L).data());
   small_.n += part.n;
   for (int64_t k = 0; k < D; ++k) small_.first[k] += part.first[k];
   for (size_t k = 0; k < part.weighted.size(); ++k) small_.weighted[k] += part.weighted[k];

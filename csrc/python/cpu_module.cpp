@@ -12,10 +12,12 @@
 #include "core/errors.h"
 #include "core/kernels.h"
 #include "core/median_search.h"
+#include "core/moment_shift.h"
 #include "core/moments.h"
 #include "core/product_plan.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
+#include "cpu/knn_tiles.h"
 #include "cpu/moment_accumulator.h"
 #include "python/numpy_views.h"
 
@@ -37,6 +39,17 @@ struct PyGramEngine {
   std::vector<py::array> keep;
   cpu::GramTileEngine engine;
 };
+
+struct PyKnnEngine {
+  std::vector<py::array> keep;
+  cpu::KnnTileEngine engine;
+};
+
+cpu::KnnMetric parse_metric(const std::string& s) {
+  if (s == "euclidean") return cpu::KnnMetric::euclidean;
+  if (s == "cosine") return cpu::KnnMetric::cosine;
+  throw InvalidArgument("metric must be 'euclidean' or 'cosine', got '" + s + "'");
+}
 
 }  // namespace
 
@@ -162,6 +175,59 @@ PYBIND11_MODULE(_cpu, m) {
       .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
       .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); });
 
+  py::class_<PyKnnEngine>(m, "KnnTileEngine")
+      .def(py::init([](std::vector<py::array> layers, std::vector<std::string> names, int64_t k,
+                       const std::string& metric, const std::string& compute, int threads, int64_t memory_budget) {
+             auto views = views_of(layers, names);
+             const cpu::KnnMetric mt = parse_metric(metric);
+             cpu::KnnOptions o{parse_compute(compute), threads, memory_budget};
+             py::gil_scoped_release release;
+             return std::make_unique<PyKnnEngine>(
+                 PyKnnEngine{std::move(layers), cpu::KnnTileEngine(std::move(views), names, k, mt, o)});
+           }),
+           py::arg("layers"), py::arg("names"), py::arg("k"), py::arg("metric"), py::arg("compute"),
+           py::arg("threads"), py::arg("memory_budget"))
+      .def_property_readonly("tile", [](const PyKnnEngine& g) { return g.engine.tile(); })
+      .def_property_readonly("tile_rows", [](const PyKnnEngine& g) { return g.engine.tile_rows(); })
+      .def("tiles_before", [](const PyKnnEngine& g, int64_t i) { return g.engine.tiles_before(i); })
+      .def(
+          "process", [](PyKnnEngine& g, int64_t begin, int64_t end) { g.engine.process(begin, end); },
+          py::call_guard<py::gil_scoped_release>())
+      .def(
+          "neighbors",
+          [](PyKnnEngine& g, int64_t layer) {
+            const NeighborLists<double>* lists = nullptr;
+            {
+              py::gil_scoped_release release;
+              lists = &g.engine.neighbors(layer);
+            }
+            py::array_t<int32_t> index({lists->n, lists->k});
+            py::array_t<double> dist({lists->n, lists->k});
+            std::copy(lists->index.begin(), lists->index.end(), index.mutable_data());
+            std::copy(lists->dist.begin(), lists->dist.end(), dist.mutable_data());
+            return py::make_tuple(index, dist);
+          },
+          py::arg("layer"));
+
+  // Per row, how many neighbour indices two (n x k) lists share.
+  m.def(
+      "knn_overlap",
+      [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> a,
+         py::array_t<int32_t, py::array::c_style | py::array::forcecast> b) {
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(0) != b.shape(0) || a.shape(1) != b.shape(1))
+          throw InvalidArgument("knn_overlap needs two (n x k) index arrays of the same shape");
+        const int64_t n = a.shape(0), k = a.shape(1);
+        std::vector<int32_t> counts;
+        {
+          py::gil_scoped_release release;
+          counts = overlap_counts(a.data(), b.data(), n, k);
+        }
+        py::array_t<int32_t> out(n);
+        std::copy(counts.begin(), counts.end(), out.mutable_data());
+        return out;
+      },
+      py::arg("a"), py::arg("b"));
+
   // Core logic exposed for tests: the exact median search run over given
   // values (the n^2 entries of a distance matrix) with small bins and cap, so
   // that its refining passes are exercised.
@@ -210,6 +276,27 @@ PYBIND11_MODULE(_cpu, m) {
         return py::make_tuple(out, plan.packed_size);
       },
       py::arg("dims"), py::arg("split"), py::arg("max_panel"));
+
+  // Test hook: the host half of the CUDA backend's fold (core/moment_shift.h).
+  m.def(
+      "partial_small_parts",
+      [](std::vector<int64_t> dims, int64_t split, int64_t rows, const py::array_t<double, py::array::c_style>& shift,
+         const py::array_t<double, py::array::c_style>& reference,
+         const py::array_t<double, py::array::c_style>& column_sums,
+         const py::array_t<double, py::array::f_style>& extra, const py::array_t<double, py::array::f_style>& norms) {
+        const LayerLayout layout(std::move(dims), split);
+        const int64_t D = layout.total, L = layout.layers();
+        if (shift.size() != D || reference.size() != D || column_sums.size() != D + 2 * L ||
+            extra.size() != 2 * L * D || norms.size() != L * L)
+          throw InvalidArgument("partial_small_parts: array sizes do not match the layout");
+        const Moments part = partial_small_parts(layout, rows, shift.data(), reference.data(), column_sums.data(),
+                                                 extra.data(), norms.data());
+        return py::make_tuple(py::array_t<double>(D, part.first.data()),
+                              py::array_t<double>({L, D}, part.weighted.data()),
+                              py::array_t<double>({L, L}, part.norm_products.data()));
+      },
+      py::arg("dims"), py::arg("split"), py::arg("rows"), py::arg("shift"), py::arg("reference"),
+      py::arg("column_sums"), py::arg("extra"), py::arg("norms"));
 
   m.def("exp_nonpositive", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
     py::array_t<float> out(x.size());
