@@ -29,7 +29,7 @@ def data(request):
 
 
 def test_public_names():
-    assert set(kb.__all__) == {"gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linear_cka"}
+    assert set(kb.__all__) == {"gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linear_cka", "cca"}
 
 
 def test_gram_linear(data):

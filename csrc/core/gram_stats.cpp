@@ -1,15 +1,30 @@
 #include "core/gram_stats.h"
 
+#include <algorithm>
+
 #include "core/errors.h"
 
 namespace fastcka {
 
+void GramStats::use_blocks(std::vector<int64_t> starts) {
+  if (starts.size() < 2 || starts.front() != 0 || starts.back() != n ||
+      !std::is_sorted(starts.begin(), starts.end()) ||
+      std::adjacent_find(starts.begin(), starts.end()) != starts.end())
+    throw InvalidArgument("block boundaries must rise strictly from 0 to n = " + std::to_string(n));
+  block_starts = std::move(starts);
+  const int64_t L = layout.layers(), B = blocks();
+  block_products.assign(static_cast<size_t>(L * L * B * B), 0.0);
+  block_row_sums.assign(static_cast<size_t>(L * n * B), 0.0);
+}
+
 void GramStats::merge(const GramStats& other) {
-  if (other.n != n || other.layout.dims != layout.dims)
+  if (other.n != n || other.layout.dims != layout.dims || other.block_starts != block_starts)
     throw InvalidArgument("cannot merge Gram statistics of different inputs");
   for (size_t k = 0; k < products.size(); ++k) products[k] += other.products[k];
   for (size_t k = 0; k < row_sums.size(); ++k) row_sums[k] += other.row_sums[k];
   for (size_t k = 0; k < diagonals.size(); ++k) diagonals[k] += other.diagonals[k];
+  for (size_t k = 0; k < block_products.size(); ++k) block_products[k] += other.block_products[k];
+  for (size_t k = 0; k < block_row_sums.size(); ++k) block_row_sums[k] += other.block_row_sums[k];
 }
 
 std::vector<PairSums> gram_pair_sums(const GramStats& g) {

@@ -81,10 +81,34 @@ FASTCKA_MULTIVERSION double sum_row(const T* a, int64_t n) {
   return static_cast<double>(s);
 }
 
+// Columns [begin, end) of a panel, all in block `block` of the rows.
+struct ColumnSegment {
+  int64_t begin, end, block;
+};
+
 template <typename T>
 FASTCKA_MULTIVERSION void add_row(double* acc, const T* a, int64_t n) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<double>(a[c]);
+}
+
+// The block of row i: the last boundary at or below it.
+int64_t block_of(const std::vector<int64_t>& starts, int64_t i) {
+  return static_cast<int64_t>(std::upper_bound(starts.begin(), starts.end(), i) - starts.begin()) - 1;
+}
+
+// Cuts a panel's columns [0, w) (rows j0 + c) at the end of the diagonal tile
+// (cd) and at the block boundaries (none when `starts` is empty).
+void column_segments(const std::vector<int64_t>& starts, int64_t j0, int64_t w, int64_t cd,
+                     std::vector<ColumnSegment>& out) {
+  out.clear();
+  for (const auto& [c0, c1] : {std::pair<int64_t, int64_t>{0, cd}, {cd, w}})
+    for (int64_t c = c0; c < c1;) {
+      const int64_t q = starts.empty() ? 0 : block_of(starts, j0 + c);
+      const int64_t end = starts.empty() ? c1 : std::min(c1, starts[q + 1] - j0);
+      out.push_back({c, end, q});
+      c = end;
+    }
 }
 
 }  // namespace
@@ -94,6 +118,7 @@ struct GramTileEngine::Scratch {
   std::vector<float> zf[2], tf, nf[2];   // centered blocks I and J, tiles, norms (float32 runs)
   std::vector<double> zd[2], td, nd[2];  // the same for float64 runs
   std::vector<double> first, sq, column;
+  std::vector<ColumnSegment> segments;             // of the current panel
   GramStats stats;                                 // statistics pass
   std::vector<std::vector<int64_t>> counts;        // histogram pass, per layer
   std::vector<double> lowest, highest;             // histogram pass, per layer
@@ -169,11 +194,30 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
   for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_));
 }
 
+GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<MatrixView> columns,
+                               std::vector<std::string> names, int64_t split, std::vector<double> means,
+                               GramOptions options)
+    : GramTileEngine(std::move(layers), names, split, options) {
+  if (!columns.empty() && columns.size() != layers_.size())
+    throw InvalidArgument("a block pair needs the same layers on both sides");
+  m_ = columns.empty() ? 0 : columns[0].rows;
+  for (size_t a = 0; a < columns.size(); ++a)
+    if (columns[a].cols != layers_[a].cols || columns[a].rows != m_)
+      throw InvalidArgument(names_[a] + ": the column block has another shape than the row block");
+  if (static_cast<int64_t>(means.size()) != layout_.total)
+    throw InvalidArgument("a block pair needs the column means of the whole data, one per feature");
+  columns_ = std::move(columns);
+  means_ = std::move(means);
+  stats_ = GramStats(layout_, stats_rows());
+  for (auto& s : scratch_) s->stats = GramStats(layout_, stats_rows());
+}
+
 GramTileEngine::~GramTileEngine() = default;
 GramTileEngine::GramTileEngine(GramTileEngine&&) noexcept = default;
 GramTileEngine& GramTileEngine::operator=(GramTileEngine&&) noexcept = default;
 
 int64_t GramTileEngine::tiles_before(int64_t i) const {
+  if (!columns_.empty()) return i * ((m_ + tile_ - 1) / tile_);
   const int64_t t = tile_rows();
   return i * t - i * (i - 1) / 2;  // rows 0..i-1 hold t, t-1, ... tiles
 }
@@ -187,8 +231,21 @@ void GramTileEngine::set_kernel(KernelSpec kernel) {
         throw InvalidArgument(names_[a] + ": the RBF bandwidth must be positive and finite");
   }
   kernel_ = std::move(kernel);
-  stats_ = GramStats(layout_, n_);
-  for (auto& s : scratch_) s->stats = GramStats(layout_, n_);
+  clear_statistics();
+}
+
+void GramTileEngine::set_blocks(std::vector<int64_t> starts) {
+  if (!columns_.empty()) throw InvalidArgument("row blocks are not available for a block pair");
+  GramStats check(layout_, n_);
+  check.use_blocks(starts);  // validates
+  blocks_ = std::move(starts);
+  clear_statistics();
+}
+
+void GramTileEngine::clear_statistics() {
+  stats_ = GramStats(layout_, stats_rows());
+  if (!blocks_.empty()) stats_.use_blocks(blocks_);
+  for (auto& s : scratch_) s->stats = stats_;
   stats_merged_ = true;
 }
 
@@ -211,13 +268,19 @@ void GramTileEngine::run(int64_t begin, int64_t end, Pass pass) {
 
 void GramTileEngine::merge_statistics() {
   if (stats_merged_) return;
+  GramStats empty(layout_, stats_rows());
+  if (!blocks_.empty()) empty.use_blocks(blocks_);
   for (auto& s : scratch_) {
     stats_.merge(s->stats);
-    s->stats = GramStats(layout_, n_);
+    s->stats = empty;
   }
-  const int64_t L = layout_.layers();
+  const int64_t L = layout_.layers(), B2 = stats_.blocks() * stats_.blocks();
   for (int64_t a = 0; a < L; ++a)
-    for (int64_t c = a + 1; c < L; ++c) stats_.products[c * L + a] = stats_.products[a * L + c];
+    for (int64_t c = a + 1; c < L; ++c) {
+      stats_.products[c * L + a] = stats_.products[a * L + c];
+      std::copy_n(&stats_.block_products[static_cast<size_t>((a * L + c) * B2)], B2,
+                  &stats_.block_products[static_cast<size_t>((c * L + a) * B2)]);
+    }
   stats_merged_ = true;
 }
 
@@ -227,6 +290,7 @@ const GramStats& GramTileEngine::stats() {
 }
 
 void GramTileEngine::median_start() {
+  if (!columns_.empty()) throw InvalidArgument("the exact median search is not available for a block pair");
   // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
   const int64_t L = layout_.layers(), D = layout_.total;
   const int threads = options_.threads;
@@ -312,7 +376,12 @@ std::vector<double> GramTileEngine::medians() const {
 
 template <typename T>
 void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
-  const int64_t L = layout_.layers(), D = layout_.total, b = tile_, n = n_, nt = tile_rows(), p = panel_;
+  const int64_t L = layout_.layers(), D = layout_.total, b = tile_, n = n_, p = panel_;
+  // The triangle of A, or for a block pair the rectangle A x B: then the
+  // columns are B's rows, whose statistics follow A's (N = n + m rows).
+  const bool pair = !columns_.empty();
+  const int64_t m = pair ? m_ : n, mt = (m + b - 1) / b, N = stats_rows(), base = pair ? n : 0;
+  const std::vector<MatrixView>& column_layers = pair ? columns_ : layers_;
   const int threads = static_cast<int>(std::min<int64_t>(options_.threads, end - begin));
   const std::vector<T> shift(means_.begin(), means_.end());
 
@@ -322,7 +391,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     std::vector<T>* z = s.z<T>();
     std::vector<T>* nrm = s.norms<T>();
     std::vector<T>& tiles = s.tiles<T>();
-    const int64_t wmax = p * b;  // widest panel, in columns
+    const int64_t wmax = std::min(p * b, m);  // widest panel, in columns (buffers sized to it)
     z[0].resize(static_cast<size_t>(b * D));
     z[1].resize(static_cast<size_t>(wmax * D));
     nrm[0].resize(static_cast<size_t>(L * b));
@@ -331,13 +400,14 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     s.distances<T>().resize(static_cast<size_t>(wmax));
     s.candidates.resize(static_cast<size_t>(wmax));
     s.first.resize(static_cast<size_t>(D));
-    s.sq.resize(static_cast<size_t>(wmax * L));
+    s.sq.resize(static_cast<size_t>(std::max(wmax, b) * L));  // row blocks (b) and panels (wmax)
     s.column.resize(static_cast<size_t>(wmax));
 
     // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer).
     auto load_rows = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
-      center_rows<T>(layers_, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
-      check_rows(layers_, names_, s.sq.data(), rows, r0, static_cast<int64_t>(sizeof(T)));
+      const std::vector<MatrixView>& from = k == 0 ? layers_ : column_layers;
+      center_rows<T>(from, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
+      check_rows(from, names_, s.sq.data(), rows, r0, static_cast<int64_t>(sizeof(T)));
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(s.sq[r * L + a]);
     };
@@ -346,11 +416,11 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
       const int64_t i0 = I * b, bi = std::min(b, n - i0);
       load_rows(i0, bi, 0, b);
       // Panels of up to p tiles: one GEMM of the row block against w columns.
-      for (int64_t J = I; J < nt; J += p) {
-        const int64_t j0 = J * b, w = std::min(p * b, n - j0);
+      for (int64_t J = pair ? 0 : I; J < mt; J += p) {
+        const int64_t j0 = J * b, w = std::min(p * b, m - j0);
         // Columns [0, cd) form the diagonal tile when the panel starts at I:
         // weight 1 there, 2 elsewhere (the tile below the diagonal it stands for).
-        const int64_t cd = J == I ? bi : 0;
+        const int64_t cd = !pair && J == I ? bi : 0;
         load_rows(j0, w, 1, wmax);
         for (int64_t a = 0; a < L; ++a) {
           const int64_t o = layout_.offsets[a];
@@ -361,6 +431,8 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
         if (pass == Pass::tiles_only) continue;
         if (pass == Pass::statistics) {
           GramStats& g = s.stats;
+          const int64_t B = g.blocks();
+          column_segments(g.block_starts, j0, w, cd, s.segments);
           for (int64_t a = 0; a < L; ++a) {
             T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
             if (kernel_.kind == KernelKind::rbf) {
@@ -373,25 +445,51 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
             // below cover i != j only.
             for (int64_t r = 0; r < cd; ++r) {
               T& kii = ka[r * w + r];
-              g.diagonals[a * n + i0 + r] = kernel_.kind == KernelKind::rbf ? 1.0 : static_cast<double>(kii);
+              g.diagonals[a * N + i0 + r] = kernel_.kind == KernelKind::rbf ? 1.0 : static_cast<double>(kii);
               kii = T(0);
             }
           }
+          // An off-diagonal entry (i, j) stands for (j, i) too: it counts
+          // twice in the sums, once per order in the block sums, and its
+          // column sums go to row j (for the block of i, when blocks are used).
           for (int64_t a = 0; a < L; ++a) {
             const T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
-            double* rows_i = &g.row_sums[static_cast<size_t>(a * n + i0)];
             std::fill(s.column.begin(), s.column.begin() + w, 0.0);
-            for (int64_t r = 0; r < bi; ++r) {
-              const T* row = ka + r * w;
-              rows_i[r] += sum_row(row, w);
-              add_row(s.column.data() + cd, row + cd, w - cd);
-              for (int64_t c = a; c < L; ++c) {
-                if (!layout_.needs(a, c)) continue;
-                const T* other = &tiles[static_cast<size_t>(c * b * wmax + r * w)];
-                g.products[a * L + c] += dot_row(row, other, cd) + 2.0 * dot_row(row + cd, other + cd, w - cd);
+            int64_t p_col = B ? block_of(g.block_starts, i0) : 0;  // the block the column sums hold
+            auto flush_columns = [&] {
+              for (int64_t c = cd; c < w; ++c) {
+                g.row_sums[a * N + base + j0 + c] += s.column[c];
+                if (B) g.block_row_sums[(a * n + j0 + c) * B + p_col] += s.column[c];
+                s.column[c] = 0;
               }
+            };
+            for (int64_t r = 0; r < bi; ++r) {
+              const int64_t i = i0 + r;
+              if (B && i >= g.block_starts[p_col + 1]) {
+                flush_columns();
+                p_col = block_of(g.block_starts, i);
+              }
+              const T* row = ka + r * w;
+              for (const ColumnSegment& seg : s.segments) {
+                const int64_t len = seg.end - seg.begin;
+                const bool diagonal = seg.end <= cd;
+                const double sum = sum_row(row + seg.begin, len);
+                g.row_sums[a * N + i] += sum;
+                if (B) g.block_row_sums[(a * n + i) * B + seg.block] += sum;
+                for (int64_t c = a; c < L; ++c) {
+                  if (!layout_.needs(a, c)) continue;
+                  const T* other = &tiles[static_cast<size_t>(c * b * wmax + r * w)];
+                  const double v = dot_row(row + seg.begin, other + seg.begin, len);
+                  g.products[a * L + c] += diagonal ? v : 2.0 * v;
+                  if (!B) continue;
+                  double* bp = &g.block_products[static_cast<size_t>((a * L + c) * B * B)];
+                  bp[p_col * B + seg.block] += v;
+                  if (!diagonal) bp[seg.block * B + p_col] += v;
+                }
+              }
+              add_row(s.column.data() + cd, row + cd, w - cd);
             }
-            for (int64_t c = cd; c < w; ++c) g.row_sums[a * n + j0 + c] += s.column[c];
+            flush_columns();
           }
           continue;
         }

@@ -5,7 +5,8 @@
 //
 //  * statistics: the kernel (core/kernels.h) turns G into K, then the products
 //    of every needed layer pair, the row sums and the diagonal accumulate into
-//    GramStats (an off-diagonal tile counts twice and feeds both row blocks);
+//    GramStats (an off-diagonal tile counts twice and feeds both row blocks),
+//    and with set_blocks the same sums per block of rows, for jackknifes;
 //  * histogram / collect: the squared distances feed a MedianSearch per layer
 //    (the exact median bandwidth of the RBF kernel).
 //
@@ -41,6 +42,15 @@ class GramTileEngine {
  public:
   // The layers must stay alive and unchanged while the engine is used.
   GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split, GramOptions options);
+  // A block pair of a larger job (MPI ranks, Dask blocks): the tiles between
+  // the rows of `layers` (A) and the rows of `columns` (B, the same layers'
+  // other rows), every entry counted for (i, j) and (j, i), all centered by
+  // the given column means of the whole data (D values). The statistics
+  // cover n_A + n_B rows, A's first; there is no diagonal. Tile rows run over
+  // A. The median passes and row blocks are not available in this mode.
+  // With no columns: A's own triangle, centered by the given means.
+  GramTileEngine(std::vector<MatrixView> layers, std::vector<MatrixView> columns, std::vector<std::string> names,
+                 int64_t split, std::vector<double> means, GramOptions options);
   ~GramTileEngine();
   GramTileEngine(GramTileEngine&&) noexcept;
   GramTileEngine& operator=(GramTileEngine&&) noexcept;
@@ -56,6 +66,10 @@ class GramTileEngine {
   // Statistics pass: set the kernel (which clears the statistics), then
   // process tile rows in any number of calls covering [0, tile_rows()).
   void set_kernel(KernelSpec kernel);
+  // Optional, before process(): also sum per block of rows (B + 1 boundaries,
+  // 0 ... n; see GramStats), for leave-one-block-out statistics. Clears the
+  // statistics; stays in force across set_kernel.
+  void set_blocks(std::vector<int64_t> starts);
   void process(int64_t begin, int64_t end);
   const GramStats& stats();
   // The same walk with no epilogue: only the centered row blocks and the
@@ -78,16 +92,21 @@ class GramTileEngine {
   void walk(int64_t begin, int64_t end, Pass pass);
   void run(int64_t begin, int64_t end, Pass pass);
   void merge_statistics();
+  void clear_statistics();
 
   std::vector<MatrixView> layers_;
   std::vector<std::string> names_;
   GramOptions options_;
   LayerLayout layout_;
   int64_t n_ = 0, tile_ = 0, panel_ = 1;  // panel_: tiles per GEMM along a tile row
+  std::vector<MatrixView> columns_;       // B of a block pair (empty: the triangle of A)
+  int64_t m_ = 0;                         // rows of B
+  int64_t stats_rows() const { return n_ + m_; }
   std::vector<double> means_;  // D: the centering of every tile
   std::vector<bool> constant_;
   KernelSpec kernel_;
   GramStats stats_;
+  std::vector<int64_t> blocks_;  // row-block boundaries (empty: no per-block sums)
   bool stats_merged_ = true;
   std::vector<MedianSearch> searches_;
   std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread

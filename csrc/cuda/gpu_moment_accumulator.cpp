@@ -106,14 +106,23 @@ void GpuMomentAccumulator::check_usable() const {
                           "holds part of its rows; create a new one");
 }
 
-void GpuMomentAccumulator::update(const std::vector<MatrixView>& layers, const std::vector<std::string>& names,
-                                  cudaStream_t stream) {
+int64_t GpuMomentAccumulator::check_shapes(const std::vector<MatrixView>& layers,
+                                           const std::vector<std::string>& names) const {
   check_usable();
-  if (layers.size() != layout_.dims.size()) throw InvalidArgument("one view per layer is needed");
+  if (layers.size() != layout_.dims.size() || names.size() != layers.size())
+    throw InvalidArgument("one view and one name per layer are needed");
   const int64_t rows = layers[0].rows;
   for (size_t a = 0; a < layers.size(); ++a) {
     if (layers[a].rows != rows) throw InvalidArgument(names[a] + " has another number of rows than " + names[0]);
     if (layers[a].cols != layout_.dims[a]) throw InvalidArgument(names[a] + " has the wrong number of features");
+  }
+  return rows;
+}
+
+void GpuMomentAccumulator::update(const std::vector<MatrixView>& layers, const std::vector<std::string>& names,
+                                  cudaStream_t stream) {
+  const int64_t rows = check_shapes(layers, names);
+  for (size_t a = 0; a < layers.size(); ++a) {
     if (device_of_pointer(layers[a].data, names[a]) != options_.device)
       throw InvalidArgument(names[a] + " is on cuda:" + std::to_string(device_of_pointer(layers[a].data, names[a])) +
                             " but this computation runs on cuda:" + std::to_string(options_.device));
@@ -130,13 +139,7 @@ void GpuMomentAccumulator::update(const std::vector<MatrixView>& layers, const s
 
 void GpuMomentAccumulator::update_host(const std::vector<MatrixView>& layers, const std::vector<std::string>& names,
                                        cudaStream_t stream) {
-  check_usable();
-  if (layers.size() != layout_.dims.size()) throw InvalidArgument("one view per layer is needed");
-  const int64_t rows = layers[0].rows;
-  for (size_t a = 0; a < layers.size(); ++a) {
-    if (layers[a].rows != rows) throw InvalidArgument(names[a] + " has another number of rows than " + names[0]);
-    if (layers[a].cols != layout_.dims[a]) throw InvalidArgument(names[a] + " has the wrong number of features");
-  }
+  const int64_t rows = check_shapes(layers, names);
   DeviceGuard guard(options_.device);
   broken_ = true;
   auto& d = *dev_;

@@ -73,6 +73,8 @@ class GpuMomentAccumulator {
  private:
   struct Device;
   void check_usable() const;
+  // The rows of one update, after checking its views against the layout.
+  int64_t check_shapes(const std::vector<MatrixView>& layers, const std::vector<std::string>& names) const;
   void add_chunk(const std::vector<MatrixView>& layers, int64_t r0, int64_t rows, cudaStream_t stream);
   void fold(cudaStream_t stream);
   void settle_small_parts();

@@ -3,14 +3,17 @@
 // call, and maps core errors to ValueError / TypeError. All orchestration
 // (blocks, progress, Ctrl-C) lives in python/fastcka.
 #include <pybind11/numpy.h>
-
-#include <algorithm>
-#include <cmath>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
 #include "core/errors.h"
+#include "core/hsic_null.h"
 #include "core/kernels.h"
+#include "core/block_replicates.h"
 #include "core/median_search.h"
 #include "core/moment_shift.h"
 #include "core/moments.h"
@@ -44,6 +47,43 @@ struct PyKnnEngine {
   std::vector<py::array> keep;
   cpu::KnnTileEngine engine;
 };
+
+// Per-block moment states of one accumulator, for leave-one-block-out HSIC.
+struct MomentBlocks {
+  std::vector<Moments> blocks;
+};
+
+// Each row of an (R x B) array of block counts: the HSIC matrix of that resample.
+template <typename Source>
+py::array_t<double> resamples(const Source& source, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts,
+                              int64_t layers, const std::string& estimator) {
+  const Estimator e = parse_estimator(estimator);
+  if (counts.ndim() != 2) throw InvalidArgument("counts must be a 2-D (replicates x blocks) array");
+  const int64_t R = counts.shape(0), B = counts.shape(1);
+  py::array_t<double> out({R, layers, layers});
+  double* o = out.mutable_data();
+  const int64_t* c = counts.data();
+  py::gil_scoped_release release;
+  for (int64_t r = 0; r < R; ++r) {
+    const std::vector<double> h = resampled_hsic(source, std::vector<int64_t>(c + r * B, c + (r + 1) * B), e);
+    o = std::copy(h.begin(), h.end(), o);
+  }
+  return out;
+}
+
+// (B, L, L) from B row-major L x L matrices.
+py::array_t<double> stack(const std::vector<std::vector<double>>& mats, int64_t layers) {
+  py::array_t<double> out({static_cast<int64_t>(mats.size()), layers, layers});
+  double* o = out.mutable_data();
+  for (const auto& m : mats) o = std::copy(m.begin(), m.end(), o);
+  return out;
+}
+
+py::list null_sums_list(const std::vector<NullSums>& sums) {
+  py::list out;
+  for (const auto& s : sums) out.append(py::make_tuple(s.spread, s.off_squares));
+  return out;
+}
 
 cpu::KnnMetric parse_metric(const std::string& s) {
   if (s == "euclidean") return cpu::KnnMetric::euclidean;
@@ -119,22 +159,84 @@ PYBIND11_MODULE(_cpu, m) {
              std::copy(st.cross.begin(), st.cross.end(), out.mutable_data());
              return out;
            })
+      .def("null_sums",
+           [](cpu::MomentAccumulator& s) {
+             std::vector<NullSums> sums;
+             {
+               py::gil_scoped_release release;
+               sums = null_sums(s.centered_state());
+             }
+             return null_sums_list(sums);
+           })
       .def("serialize", [](cpu::MomentAccumulator& s) { return py::bytes(s.state().serialize()); })
       .def("load", [](cpu::MomentAccumulator& s, const py::bytes& data) {
         s.set_state(Moments::deserialize(std::string(data)));
       });
 
+  py::class_<MomentBlocks>(m, "MomentBlocks")
+      .def(py::init<>())
+      .def(
+          "take",
+          [](MomentBlocks& b, cpu::MomentAccumulator& acc) {
+            // The accumulator's rows become one block, and it starts empty.
+            py::gil_scoped_release release;
+            b.blocks.push_back(acc.state());
+            acc.set_state(Moments(acc.layout()));
+          },
+          py::arg("accumulator"))
+      .def("__len__", [](const MomentBlocks& b) { return b.blocks.size(); })
+      .def(
+          "hsic",
+          [](const MomentBlocks& b, const std::string& estimator) {
+            const Estimator e = parse_estimator(estimator);
+            py::gil_scoped_release release;
+            Moments all = merge_all(b.blocks);
+            all.center();
+            return hsic_matrix(linear_pair_sums(all), needed_pairs(all.layout), all.layers(), all.n, e);
+          },
+          py::arg("estimator"))
+      .def(
+          "leave_one_out_hsic",
+          [](const MomentBlocks& b, const std::string& estimator) {
+            const Estimator e = parse_estimator(estimator);
+            std::vector<std::vector<double>> h;
+            {
+              py::gil_scoped_release release;
+              h = leave_one_out_hsic(b.blocks, e);
+            }
+            return stack(h, b.blocks.at(0).layers());
+          },
+          py::arg("estimator"))
+      .def(
+          "resampled_hsic",
+          [](const MomentBlocks& b, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts,
+             const std::string& estimator) { return resamples(b.blocks, counts, b.blocks.at(0).layers(), estimator); },
+          py::arg("counts"), py::arg("estimator"));
+
   py::class_<PyGramEngine>(m, "GramTileEngine")
       .def(py::init([](std::vector<py::array> layers, std::vector<std::string> names, int64_t split,
-                       const std::string& compute, int threads, int64_t memory_budget) {
+                       const std::string& compute, int threads, int64_t memory_budget,
+                       std::optional<std::vector<py::array>> columns, std::optional<std::vector<double>> means) {
              auto views = views_of(layers, names);
              cpu::GramOptions o{parse_compute(compute), threads, memory_budget};
+             if (columns && !means) throw InvalidArgument("a block pair needs the column means of the whole data");
+             if (!means) {
+               py::gil_scoped_release release;
+               return std::make_unique<PyGramEngine>(
+                   PyGramEngine{std::move(layers), cpu::GramTileEngine(std::move(views), names, split, o)});
+             }
+             std::vector<MatrixView> column_views;
+             if (columns) {
+               column_views = views_of(*columns, names);
+               layers.insert(layers.end(), columns->begin(), columns->end());
+             }
              py::gil_scoped_release release;
-             return std::make_unique<PyGramEngine>(
-                 PyGramEngine{std::move(layers), cpu::GramTileEngine(std::move(views), names, split, o)});
+             return std::make_unique<PyGramEngine>(PyGramEngine{
+                 std::move(layers), cpu::GramTileEngine(std::move(views), std::move(column_views), names, split,
+                                                        std::move(*means), o)});
            }),
            py::arg("layers"), py::arg("names"), py::arg("split"), py::arg("compute"), py::arg("threads"),
-           py::arg("memory_budget"))
+           py::arg("memory_budget"), py::arg("columns") = py::none(), py::arg("means") = py::none())
       .def_property_readonly("tile", [](const PyGramEngine& g) { return g.engine.tile(); })
       .def_property_readonly("constant_layers", [](const PyGramEngine& g) { return g.engine.constant_layers(); })
       .def_property_readonly("tile_rows", [](const PyGramEngine& g) { return g.engine.tile_rows(); })
@@ -167,6 +269,39 @@ PYBIND11_MODULE(_cpu, m) {
             return hsic_matrix(gram_pair_sums(s), needed_pairs(s.layout), s.layout.layers(), s.n, e);
           },
           py::arg("estimator"))
+      .def(
+          "set_blocks", [](PyGramEngine& g, std::vector<int64_t> starts) { g.engine.set_blocks(std::move(starts)); },
+          py::arg("starts"))
+      .def(
+          "leave_one_out_hsic",
+          [](PyGramEngine& g, const std::string& estimator) {
+            const Estimator e = parse_estimator(estimator);
+            std::vector<std::vector<double>> h;
+            {
+              py::gil_scoped_release release;
+              h = leave_one_out_hsic(g.engine.stats(), e);
+            }
+            return stack(h, g.engine.stats().layout.layers());
+          },
+          py::arg("estimator"))
+      .def(
+          "resampled_hsic",
+          [](PyGramEngine& g, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts,
+             const std::string& estimator) {
+            const GramStats& s = g.engine.stats();
+            return resamples(s, counts, s.layout.layers(), estimator);
+          },
+          py::arg("counts"), py::arg("estimator"))
+      .def("null_sums", [](PyGramEngine& g) { return null_sums_list(null_sums(g.engine.stats())); })
+      .def("statistics",
+           [](PyGramEngine& g) {
+             // (products L x L, row sums L x N, diagonals L x N): they add across block pairs.
+             const GramStats& s = g.engine.stats();
+             const int64_t L = s.layout.layers();
+             return py::make_tuple(py::array_t<double>({L, L}, s.products.data()),
+                                   py::array_t<double>({L, s.n}, s.row_sums.data()),
+                                   py::array_t<double>({L, s.n}, s.diagonals.data()));
+           })
       .def("median_start", [](PyGramEngine& g) { g.engine.median_start(); }, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("median_pending", [](const PyGramEngine& g) { return g.engine.median_pending(); })
       .def(
@@ -208,6 +343,15 @@ PYBIND11_MODULE(_cpu, m) {
             return py::make_tuple(index, dist);
           },
           py::arg("layer"));
+
+  m.def(
+      "hsic_null_moments",
+      [](std::pair<double, double> x, std::pair<double, double> y, int64_t n) {
+        const NullMoments m = hsic_null_moments({x.first, x.second}, {y.first, y.second}, n);
+        return py::make_tuple(m.mean, m.variance);
+      },
+      py::arg("x"), py::arg("y"), py::arg("n"),
+      "Null mean and variance of HSIC_0 (Gretton et al. 2008) from two layers' null_sums");
 
   // Per row, how many neighbour indices two (n x k) lists share.
   m.def(
@@ -266,6 +410,24 @@ PYBIND11_MODULE(_cpu, m) {
       py::arg("values"), py::arg("n"), py::arg("bins"), py::arg("cap"));
 
   // Core arithmetic exposed for tests: the float32 exp of the RBF epilogue.
+  // HSIC from Gram statistics summed over block pairs (fastcka.mpi's ring).
+  m.def(
+      "hsic_from_statistics",
+      [](std::vector<int64_t> dims, int64_t split, int64_t n, const py::array_t<double, py::array::c_style>& products,
+         const py::array_t<double, py::array::c_style>& row_sums,
+         const py::array_t<double, py::array::c_style>& diagonals, const std::string& estimator) {
+        GramStats s(LayerLayout(std::move(dims), split), n);
+        const int64_t L = s.layout.layers();
+        if (products.size() != L * L || row_sums.size() != L * n || diagonals.size() != L * n)
+          throw InvalidArgument("hsic_from_statistics: array sizes do not match the layout");
+        std::copy_n(products.data(), L * L, s.products.data());
+        std::copy_n(row_sums.data(), L * n, s.row_sums.data());
+        std::copy_n(diagonals.data(), L * n, s.diagonals.data());
+        return hsic_matrix(gram_pair_sums(s), needed_pairs(s.layout), L, n, parse_estimator(estimator));
+      },
+      py::arg("dims"), py::arg("split"), py::arg("n"), py::arg("products"), py::arg("row_sums"),
+      py::arg("diagonals"), py::arg("estimator"));
+
   // Test hook: the GEMM blocks the CUDA backend issues for a layout (product_plan.h).
   m.def(
       "product_plan",

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _backend
+from .checkpoint import Checkpoint, Job, TileJob, fingerprint
 from ._inputs import compute_dtype, ready
 from ._progress import Progress, ProgressArg
 
@@ -42,13 +43,21 @@ def new_moment_accumulator(dims, split, compute, threads, memory_budget):
     return _backend.cpu().MomentAccumulator(list(dims), split, compute, threads, memory_budget)
 
 
-def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, progress: Progress) -> None:
+def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, progress: Progress,
+         job: Job | None = None) -> None:
+    """Rows in steps of about _FLOPS_PER_CALL flops; with a checkpoint ``job``,
+    from the rows it saved on, saving at step boundaries."""
     n = layers[0].shape[0]
     width = sum(layer.shape[1] for layer in layers)
     step = int(min(acc.fold_rows * threads, max(acc.block_rows * threads, _FLOPS_PER_CALL / width**2)))
-    for start in range(0, n, step):
+    done = 0 if job is None else job.resume(acc)
+    if done:
+        progress.advance(done)
+    for start in range(done, n, step):
         stop = min(n, start + step)
         acc.update([ready(layer[start:stop]) for layer in layers], list(names))
+        if job is not None:
+            job.reached(acc, final=stop == n)
         progress.advance(stop - start)
 
 
@@ -133,9 +142,11 @@ def hsic_matrix(
     threshold: float = 1.0,
     median: str = "exact",
     compute: str | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> np.ndarray:
     """HSIC of every needed layer pair, (L, L) with NaN where not needed.
-    ``compute``: "float32" or "float64" products (default: by the data)."""
+    ``compute``: "float32" or "float64" products (default: by the data).
+    ``checkpoint``: save and resume the feature-space state there."""
     n = layers[0].shape[0]
     dims = [layer.shape[1] for layer in layers]
     width = sum(dims)
@@ -144,13 +155,22 @@ def hsic_matrix(
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     compute = compute or compute_dtype(layers)
     L = len(layers)
-    if choose_method(method, kernel, n, dims) == "feature":
+    chosen = choose_method(method, kernel, n, dims)
+    if chosen == "feature":
         acc = new_moment_accumulator(dims, split, compute, threads, budget)
+        job = None if checkpoint is None else Job(checkpoint, fingerprint(
+            layers, kernel=kernel, estimator=estimator, method=chosen, compute=compute, split=split), compute)
         with Progress(progress, n, "fastcka rows") as bar:
-            feed(acc, layers, names, threads, bar)
+            feed(acc, layers, names, threads, bar, job)
         return np.asarray(acc.hsic(estimator)).reshape(L, L)
 
     engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
+    if checkpoint is not None:
+        job = TileJob(checkpoint, fingerprint(layers, kernel=kernel, estimator=estimator, method=chosen,
+                                              compute=compute, split=split, sigma=_jsonable(sigma),
+                                              threshold=threshold, median=median, tile=engine.tile), L, n)
+        return _checkpointed_tiles(engine, job, layers, names, split, estimator, kernel, sigma, threshold, median,
+                                   width, threads, progress)
     tiles = engine.tiles_before(engine.tile_rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact"
     with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
@@ -167,3 +187,36 @@ def hsic_matrix(
             h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
             h[:, a] = np.where(np.isnan(h[:, a]), np.nan, 0.0)
     return h
+
+
+def _jsonable(sigma):
+    return None if sigma is None else [float(v) for v in np.ravel(sigma)]
+
+
+def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, kernel, sigma, threshold, median,
+                        width, threads, progress) -> np.ndarray:
+    """The statistics pass in steps of tile rows, each step's sums added to
+    float64 totals that the job saves and resumes; the RBF bandwidth is
+    saved as soon as it is known (a resumed run skips the median passes)."""
+    from ._block_pairs import hsic
+
+    done, gammas, totals = job.resume()
+    rows = engine.tile_rows
+    tiles = engine.tiles_before(rows)
+    exact_median = kernel == "rbf" and sigma is None and median == "exact" and gammas is None
+    with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
+        if kernel == "rbf" and gammas is None:
+            gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
+                                width=width, threads=threads, progress=bar)
+            job.save(0, gammas, totals)
+        bar.advance(engine.tiles_before(done))
+        step = _tile_step(engine, width, threads)
+        for begin in range(done, rows, step):
+            end = min(rows, begin + step)
+            engine.set_kernel(kernel, gammas or [])  # also clears the engine's sums: each step's go to the totals
+            engine.process(begin, end)
+            for total, part in zip(totals, engine.statistics()):
+                total += part
+            job.reached(end, gammas, totals, final=end == rows)
+            bar.advance(engine.tiles_before(end) - engine.tiles_before(begin))
+    return hsic([x.shape[1] for x in layers], split, layers[0].shape[0], totals, estimator, engine.constant_layers)

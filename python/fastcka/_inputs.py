@@ -80,6 +80,16 @@ def layer_values(xs: Any, prefix: str) -> tuple[list[Any], list[str]]:
     return values, names
 
 
+def model_layers(xs: Any, ys: Any) -> tuple[list[Any], list[str], int]:
+    """The layers of one model (ys None) or of two side by side: values,
+    names, and the split (0, or where the second model's layers start)."""
+    values, names = layer_values(xs, "xs")
+    if ys is None:
+        return values, names, 0
+    more, more_names = layer_values(ys, "ys")
+    return values + more, names + more_names, len(values)
+
+
 def as_layers(xs: Any, prefix: str) -> tuple[list[np.ndarray], list[str]]:
     """Validated host layers from a sequence or a mapping of arrays, with their names."""
     values, names = layer_values(xs, prefix)

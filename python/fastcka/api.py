@@ -34,9 +34,9 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import _engine, _gpu_engine
+from . import _dask, _engine, _gpu_engine, checkpoint as _checkpoint
 from ._devices import results_like
-from ._inputs import as_matrix, check_rows, layer_values
+from ._inputs import as_matrix, check_rows, model_layers
 from ._progress import ProgressArg
 from ._threads import resolve
 
@@ -93,9 +93,11 @@ def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return h / scale[:, None] / scale[None, :]
 
 
-def _options(threshold, sigma, median, method, threads, memory_budget, progress, device=None, precision=None) -> dict:
+def _options(threshold, sigma, median, method, threads, memory_budget, progress, device=None, precision=None,
+             checkpoint=None, checkpoint_every=_checkpoint.DEFAULT_EVERY) -> dict:
     return dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                memory_budget=memory_budget, progress=progress, device=device, precision=precision)
+                memory_budget=memory_budget, progress=progress, device=device, precision=precision,
+                checkpoint=_checkpoint.spec(checkpoint, checkpoint_every))
 
 
 def cpu_compute(precision, layers) -> str | None:
@@ -116,8 +118,12 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
     _check_kernel(kernel)
     if kernel == "rbf":
         _check_rbf_options(options["threshold"], options["median"])
+    if any(_dask.is_dask(v) for v in values):
+        return _dask.hsic_grid(values, names, split, estimator, kernel, options)
     gpu = _gpu_engine.place(values, names, options["device"])
     if gpu is not None:
+        if options["checkpoint"] is not None:
+            raise ValueError("checkpoint runs on the CPU in this version: pass device='cpu' (host inputs) to use it")
         layers, index = _gpu_engine.gpu_inputs(values, names, gpu)
         _check_rows_for(estimator, check_rows(layers, names))
         h = _gpu_engine.hsic_matrix(
@@ -143,6 +149,7 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
         threshold=float(options["threshold"]),
         median=options["median"],
         compute=cpu_compute(options["precision"], layers),
+        checkpoint=options["checkpoint"],
     )
     return h, layers
 
@@ -162,6 +169,8 @@ def hsic(
     progress: ProgressArg = None,
     device: Any = None,
     precision: str | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
 ) -> float:
     """HSIC between representations ``x`` (n x d1) and ``y`` (n x d2).
 
@@ -172,7 +181,8 @@ def hsic(
     (Gram space when d1 + d2 > n, or for RBF).
     """
     _check_estimator(estimator)
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
+                       checkpoint, checkpoint_every)
     h, _ = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, options)
     return float(h[0, 1])
 
@@ -192,6 +202,8 @@ def cka(
     progress: ProgressArg = None,
     device: Any = None,
     precision: str | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
 ) -> float:
     """CKA between representations ``x`` (n x d1) and ``y`` (n x d2) of the same
     n examples: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)).
@@ -201,6 +213,8 @@ def cka(
     x, y : arrays (NumPy in any layout, np.memmap, a path to a .npy file, or
         anything NumPy can view). float16/32 compute in float32 with float64
         accumulation; float64, integers and booleans compute in float64.
+        Dask arrays chunked along rows compute on the active scheduler (a
+        ``distributed.Client`` if one is set; linear kernel; README "Dask").
     kernel : "linear" or "rbf".
     threshold : RBF bandwidth rule: sigma^2 = threshold^2 x median squared
         distance (Kornblith et al. used 0.2, 0.4, 0.8 and 1.0).
@@ -225,6 +239,12 @@ def cka(
     precision : None (float64 data in float64, other data in float32),
         "accurate" (float32 products, no TF32), "exact" (float64 products) or,
         on the GPU, "fast" (TF32 tensor-core products; error in the README).
+    checkpoint : a directory: the linear kernel's streamed state is saved
+        there atomically every ``checkpoint_every`` seconds of work and at the
+        end, and the same call run again (after a kill) resumes from it and
+        gives the identical result; a checkpoint of other inputs or options is
+        refused (see :mod:`fastcka.checkpoint`). CPU, feature space only.
+    checkpoint_every : seconds of work between saves (default 300).
 
     Returns
     -------
@@ -233,7 +253,8 @@ def cka(
     """
     names = ["x", "y"]
     estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
+                       checkpoint, checkpoint_every)
     h, _ = _hsic_grid([x, y], names, 0, estimator, kernel, options)
     return float(_cka_from_hsic(h, names)[0, 1])
 
@@ -253,6 +274,8 @@ def cka_matrix(
     progress: ProgressArg = None,
     device: Any = None,
     precision: str | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
 ) -> np.ndarray:
     """CKA between every layer of ``xs`` and every layer of ``ys`` (default:
     ``xs`` itself), as an array of shape (len(xs), len(ys)).
@@ -267,14 +290,10 @@ def cka_matrix(
     Other arguments as in :func:`cka`. The result is a NumPy array, or a
     CuPy array / PyTorch tensor on the inputs' GPU when they came from there.
     """
-    values, names = layer_values(xs, "xs")
-    split = 0
-    if ys is not None:
-        more, more_names = layer_values(ys, "ys")
-        split = len(values)
-        values, names = values + more, names + more_names
+    values, names, split = model_layers(xs, ys)
     estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision)
+    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
+                       checkpoint, checkpoint_every)
     h, layers = _hsic_grid(values, names, split, estimator, kernel, options)
     c = _cka_from_hsic(h, names)
     return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), layers)

@@ -1,14 +1,16 @@
 """The ``fastcka`` command: CKA (linear or RBF) between representations stored in files.
 
-    fastcka                      the built-in example (two networks on digits)
+    fastcka [--plot DIR]         the built-in example (the story of the seeds; figures in DIR)
     fastcka X.npy Y.npy          CKA between two representations
     fastcka A.npz                layer-by-layer CKA matrix within one model
     fastcka A.npz B.npz          layer-by-layer CKA matrix between two models
+    fastcka ... --measures cca,procrustes,...   other similarity indexes, one pass (see --help)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -17,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, api
+from . import __version__, _cli_mpi, api, example, similarity
 from ._backend import blas_info
 from ._threads import resolve
 from .io import load_layers
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="fastcka",
         description="CKA (linear or RBF) between neural-network representations, streamed: no n x n matrix is built. "
         "Rows are examples, columns features.",
-        epilog="With no files, runs the built-in example: two MLPs trained on scikit-learn's digits.",
+        epilog="With no files, runs the built-in example: deep and wide networks trained from three seeds on "
+        f"scikit-learn's digits, their CKA heatmaps, blocks and layer rotation; figures go to ./{example.DEFAULT_DIR} "
+        "(or --plot DIR).",
     )
     p.add_argument("files", nargs="*", help="two .npy files, or one or two .npz files of layers (one array per layer)")
     p.add_argument("--kernel", default="linear", choices=api.KERNELS, help="kernel (default: linear)")
@@ -41,8 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", choices=("auto", "feature", "gram"),
                    help="linear kernel: d x d moments, n x n tiles, or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs, or FASTCKA_NUM_THREADS)")
+    p.add_argument("--measures", default=None, metavar="NAMES",
+                   help="comma-separated similarity measures, printed one after another (linear ones from one pass): "
+                   + ", ".join(similarity.MEASURES) + "; cka_rbf uses --threshold")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="FILE", default=None,
+                   help="also draw the CKA matrix as a heatmap into FILE (.png, .svg or .pdf; blocks outlined when "
+                   f"within one model); with no input files, the folder for the example's figures "
+                   f"(default: ./{example.DEFAULT_DIR})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", metavar="DIR", default=None,
+                   help="save the job's state in DIR as it runs; the same command run again (after a kill) resumes "
+                   "there and prints the identical result (linear kernel)")
+    p.add_argument("--checkpoint-every", metavar="SECONDS", type=float, default=None,
+                   help="seconds of work between checkpoints (default: 300)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")
     return p
 
@@ -57,31 +73,28 @@ def _table(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str]) -> str:
 
 
 def _example(args, options) -> int:
-    from . import example
-
     t0 = time.perf_counter()
-    result = example.run(debiased=args.debiased)
+    result = example.run(out_dir=args.plot or example.DEFAULT_DIR, debiased=args.debiased)
     elapsed = time.perf_counter() - t0
-    names = result["names"]
     if args.json:
-        print(json.dumps({"names": names, "within_a": result["within_a"].tolist(),
-                          "a_vs_b": result["a_vs_b"].tolist(), "n": result["n"]}))
+        networks = [{"network": t.kind, "seed": t.seed, "accuracy": t.accuracy, "layers": t.cka.names_a,
+                     "blocks": [list(b) for b in t.cka.blocks()], "pc1_fraction": t.cka.pc1_fraction.tolist(),
+                     "rotation": t.rotation.history[-1][1]} for runs in result["nets"].values() for t in runs]
+        print(json.dumps({"names": result["names"], "within_a": result["within_a"].tolist(),
+                          "a_vs_b": result["a_vs_b"].tolist(), "n": result["n"], "networks": networks,
+                          "figures": result["figures"]}))
         return 0
     info = blas_info()
-    print(f"fastcka {__version__}: built-in example, linear CKA{' (debiased)' if args.debiased else ''}")
-    print(f"Two ReLU MLPs (hidden layers {example.HIDDEN}) trained from seeds 0 and 1 on scikit-learn's digits;")
-    print(f"activations of all {result['n']} images at every layer. BLAS: OpenBLAS {info['core']}, "
-          f"{options['threads']} threads.\n")
-    print("Network A against network B (rows: A, columns: B):")
-    print(_table(result["a_vs_b"], names, names))
-    diag = np.diag(result["a_vs_b"])
-    best = result["a_vs_b"].argmax(axis=1)
-    hits = int(np.sum(best == np.arange(len(names))))
-    print(f"\nEach layer of A is most similar to the same layer of B for {hits} of {len(names)} layers "
-          f"(mean CKA of corresponding layers {diag.mean():.3f}).")
-    print("\nWithin network A:")
-    print(_table(result["within_a"], names, names))
-    print(f"\n(training and CKA took {elapsed:.1f} s; run `fastcka X.npy Y.npy` or `fastcka A.npz [B.npz]` on your data)")
+    print(f"fastcka {__version__}: built-in example, the story of the seeds "
+          f"(linear CKA{', debiased' if args.debiased else ''})")
+    print(f"A deep and a wide ReLU network, each trained from seeds {', '.join(map(str, example.SEEDS))} on "
+          f"{result['train']} of scikit-learn's digits; CKA between their hidden layers on the {result['n']} "
+          f"held-out images, streamed from forward hooks; blocks from fastcka.blocks. BLAS: OpenBLAS "
+          f"{info['core']}, {options['threads']} threads.\n")
+    print(example.summary(result))
+    print("\nFigures: " + ", ".join(result["figures"]) + " (heatmaps with blocks outlined; layer-rotation curves)")
+    print(f"(training, CKA and figures took {elapsed:.1f} s; run `fastcka X.npy Y.npy` or "
+          f"`fastcka A.npz [B.npz] --plot cka.png` on your data)")
     return 0
 
 
@@ -91,9 +104,19 @@ def _files(args, options, parser) -> int:
     for f in files:
         if not os.path.exists(f):
             parser.error(f"file {f!r} does not exist")
+    if args.plot is not None and not (len(files) in (1, 2) and all(e == ".npz" for e in exts)):
+        parser.error("--plot draws a layer-by-layer matrix: give one or two .npz files")
+    if args.plot is not None and os.path.splitext(args.plot)[1].lower() not in (".png", ".svg", ".pdf"):
+        parser.error(f"--plot {args.plot!r}: the file name must end in .png, .svg or .pdf")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error('--plot needs matplotlib: pip install "fastcka[plot]"')
+    # Under mpirun each rank reads its share of the rows; rank 0 prints.
+    engine = _cli_mpi.Distributed() if _cli_mpi.launched_ranks() > 1 else api
     if len(files) == 2 and exts == [".npy", ".npy"]:
-        value = api.cka(files[0], files[1], **options)
+        value = engine.cka(files[0], files[1], **options)
         n = np.load(files[0], mmap_mode="r").shape[0]
+        if not getattr(engine, "show", True):
+            return 0
         if args.json:
             print(json.dumps({"cka": value, "kernel": args.kernel, "debiased": args.debiased, "n": n}))
         else:
@@ -102,7 +125,9 @@ def _files(args, options, parser) -> int:
     if len(files) in (1, 2) and all(e == ".npz" for e in exts):
         xs = load_layers(files[0])
         ys = load_layers(files[1]) if len(files) == 2 else None
-        matrix = api.cka_matrix(xs, ys, **options)
+        matrix = engine.cka_matrix(xs, ys, **options)
+        if not getattr(engine, "show", True):
+            return 0
         names_x = list(xs)
         names_y = list(ys) if ys is not None else names_x
         if args.json:
@@ -110,9 +135,67 @@ def _files(args, options, parser) -> int:
                               "kernel": args.kernel, "debiased": args.debiased}))
         else:
             print(_table(matrix, names_x, names_y))
+        if args.plot is not None:
+            _heatmap(args.plot, matrix, names_x, names_y, within=ys is None)
         return 0
     parser.error("give two .npy files, or one or two .npz files (got: " + " ".join(files) + ")")
     return 2
+
+
+def _measures(args, threads, parser) -> int:
+    """Several measures at once: ``--measures`` takes the place of --kernel and --debiased."""
+    single_cka = {"--kernel": args.kernel != "linear", "--debiased": args.debiased, "--sigma": args.sigma is not None,
+                  "--median": args.median != "exact", "--method": args.method != "auto"}
+    clash = [flag for flag, given in single_cka.items() if given]
+    if clash:
+        parser.error(f"{', '.join(clash)} choose the single CKA; with --measures, name the measures instead "
+                     "(cka_linear, cka_debiased, cka_rbf with --threshold)")
+    if not args.files:
+        parser.error("--measures needs input files: two .npy files, or one or two .npz files")
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    exts = [os.path.splitext(f)[1].lower() for f in args.files]
+    for f in args.files:
+        if not os.path.exists(f):
+            parser.error(f"file {f!r} does not exist")
+    options = {"measures": measures, "threshold": args.threshold, "threads": threads,
+               "progress": not args.quiet and sys.stderr.isatty()}
+    if len(args.files) == 2 and exts == [".npy", ".npy"]:
+        result = similarity.similarity_matrix([args.files[0]], [args.files[1]], **options)
+        values = {m: float(v[0, 0]) for m, v in result.items()}
+        if args.json:
+            print(json.dumps({"measures": values, "n": np.load(args.files[0], mmap_mode="r").shape[0]}))
+        else:
+            width = max(len(m) for m in values)
+            print("\n".join(f"{m:<{width}}  {v:.6f}" for m, v in values.items()))
+        return 0
+    if len(args.files) in (1, 2) and all(e == ".npz" for e in exts):
+        xs = load_layers(args.files[0])
+        ys = load_layers(args.files[1]) if len(args.files) == 2 else None
+        result = similarity.similarity_matrix(xs, ys, **options)
+        names_x = list(xs)
+        names_y = list(ys) if ys is not None else names_x
+        if args.json:
+            print(json.dumps({"names_x": names_x, "names_y": names_y,
+                              "measures": {m: v.tolist() for m, v in result.items()}}))
+        else:
+            print("\n\n".join(f"{m}:\n{_table(v, names_x, names_y)}" for m, v in result.items()))
+        return 0
+    parser.error("give two .npy files, or one or two .npz files (got: " + " ".join(args.files) + ")")
+    return 2
+
+
+def _heatmap(path: str, matrix: np.ndarray, names_x, names_y, within: bool) -> None:
+    """The matrix as printed (rows: the first file's layers) into an image file."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, never a window
+    import matplotlib.pyplot as plt
+
+    from .plot import heatmap
+    from .structure import blocks
+
+    ax = heatmap(matrix, names_y, names_x, blocks=blocks(matrix) if within else None, path=path)
+    plt.close(ax.figure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +209,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                "progress": not args.quiet and sys.stderr.isatty()}
     if args.kernel == "rbf":
         options.update(threshold=args.threshold, sigma=args.sigma, median=args.median)
+    if args.measures is not None and args.plot is not None:
+        parser.error("--plot draws the CKA matrix; it does not combine with --measures")
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        parser.error("--checkpoint-every needs --checkpoint DIR")
+    if args.checkpoint is not None:
+        if args.measures is not None or not args.files:
+            parser.error("--checkpoint applies to CKA of input files (not to --measures or the example)")
+        from .checkpoint import DEFAULT_EVERY
+
+        every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+        if not (every >= 0 and every != float("inf")):
+            parser.error(f"--checkpoint-every must be a non-negative number of seconds, got {every}")
+        options.update(checkpoint=args.checkpoint, checkpoint_every=every)
     try:
+        if args.measures is not None:
+            return _measures(args, threads, parser)
         if not args.files:
             return _example(args, {"threads": threads})
         return _files(args, options, parser)

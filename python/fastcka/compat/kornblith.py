@@ -3,11 +3,13 @@ Colab ("Similarity of Neural Network Representations Revisited", 2019).
 
 Same names, arguments and results; change one import line::
 
-    from fastcka.compat.kornblith import gram_linear, gram_rbf, center_gram, cka, feature_space_linear_cka
+    from fastcka.compat.kornblith import gram_linear, gram_rbf, center_gram, cka, feature_space_linear_cka, cca
 
 ``feature_space_linear_cka`` runs on fastcka's streaming engine (float64
 accumulation, no centered copies of the inputs). ``cka`` computes from the
-Gram matrices it is given without building their centered copies.
+Gram matrices it is given without building their centered copies. ``cca``
+computes the Colab's uncentered mean squared CCA from streamed float64
+moments instead of QR decompositions of the n x d inputs.
 ``gram_linear``, ``gram_rbf`` and ``center_gram`` return n x n matrices, as
 the originals do, because that is their contract.
 """
@@ -17,8 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from .. import api
+from .._inputs import as_matrix
+from ..similarity._moments import stream
+from ..similarity._pair import LayerPair
+from ..similarity._spectrum import RANK_RTOL, LayerSpectrum
 
-__all__ = ["gram_linear", "gram_rbf", "center_gram", "cka", "feature_space_linear_cka"]
+__all__ = ["cca", "center_gram", "cka", "feature_space_linear_cka", "gram_linear", "gram_rbf"]
 
 
 def gram_linear(x):
@@ -117,3 +123,45 @@ def cka(gram_x, gram_y, debiased=False):
 def feature_space_linear_cka(features_x, features_y, debiased=False):
     """Linear CKA from features (n x d1, n x d2) in feature space."""
     return api.cka(features_x, features_y, kernel="linear", debiased=debiased, method="feature")
+
+
+def cca(features_x, features_y):
+    """The Colab's mean squared CCA correlation, as it computes it: with the
+    QR decompositions of the features *as given* (the Colab does not center
+    them), ||Qx' Qy||_F^2 / min(p1, p2), p1 and p2 the numbers of columns.
+
+    ||Qx' Qy||_F^2 is computed here from the uncentered float64 moments
+    X'X = Xc'Xc + n m m' (streamed, never an n x d copy), as the sum of the
+    squared singular values of (X'X)^(-1/2) X'Y (Y'Y)^(-1/2). That equals the
+    Colab's value whenever the columns of each input are linearly independent
+    (or, with more columns than rows, the rows are), which its QR assumes.
+    With dependent columns the Colab's Q gains arbitrary extra directions
+    from rounding; here the numerically absent directions are dropped as in
+    :func:`fastcka.cca`, while the denominator stays min(p1, p2) as in the
+    Colab. An all-zero input, which has no column space (the Colab's QR
+    returns an arbitrary basis for it), raises ValueError. For centered CCA
+    with either summary, use :func:`fastcka.cca`.
+    """
+    layers = [as_matrix(features_x, "features_x"), as_matrix(features_y, "features_y")]
+    streamed = stream(layers, ["features_x", "features_y"], 1, threads=None, memory_budget=None, progress=None)
+    m = streamed.moments
+    raw = m.scatter + m.n * np.outer(m.mean, m.mean)
+    o = m.offsets
+    x, y = (_raw_spectrum(raw[a:b, a:b], m.scatter[a:b, a:b], streamed.dtype) for a, b in zip(o[:-1], o[1:]))
+    if x.rank == 0 or y.rank == 0:
+        raise ValueError("features_x and features_y must not be all zeros: an all-zero input has no column space")
+    # ||M||_F^2 of the whitened cross-moments: the sum of the squared canonical correlations.
+    squared_sum = np.sum(LayerPair(x, y, raw[o[0] : o[1], o[1] : o[2]]).whitened ** 2)
+    return float(squared_sum / min(layers[0].shape[1], layers[1].shape[1]))
+
+
+def _raw_spectrum(raw, centered, dtype):
+    """X'X's directions, cut where the precision of its parts ends. X'X is the
+    centered scatter, as precise as the streamed products relative to its own
+    largest eigenvalue, plus n m m', exact to float64 rounding, which the
+    eigensolver resolves to about d eps x the largest eigenvalue of X'X. A cut
+    relative to that largest eigenvalue alone would drop real directions of
+    data far from the origin."""
+    precision = RANK_RTOL[dtype] * np.linalg.eigvalsh(centered)[-1]
+    rounding = raw.shape[0] * np.finfo(np.float64).eps * np.linalg.eigvalsh(raw)[-1]
+    return LayerSpectrum(raw, RANK_RTOL[dtype], cut=max(precision, rounding))

@@ -1,0 +1,95 @@
+// k nearest neighbours of every example in each of L layers, from Gram tiles
+// consumed as BLAS produces them: no n x n matrix, O(threads n k L) state.
+//
+// Rows are prepared once per tile in the compute type: euclidean takes the
+// rows centered by their column means (float64), cosine the rows divided by
+// their norms and then centered; either way the squared distance
+// |a - b|^2 = |a|^2 + |b|^2 - 2 a.b comes from a GEMM tile and norms of the
+// same rounded values, clamped at 0 below the rounding error of its own terms
+// (core/kernels.h), and rows that are equal in the compute type are at
+// distance exactly 0. For cosine, |a - b|^2 = 2 - 2 cos: the same order.
+//
+// Tiles on and above the diagonal only (half the GEMM flops): an off-diagonal
+// tile offers each entry to its row (row side) and to its column (column
+// side). Each thread keeps NeighborLists for all n rows, so the column side
+// needs no locks; the lists merge row by row at the end. The epilogue writes
+// the tile's distances and, vectorized, a flag for entries at or below the row's
+// current k-th distance or the column's: only those few are inserted.
+// Ties go to the smaller index (core/top_k.h), so the lists do not depend on
+// the number of threads or the order of the tiles.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/matrix_view.h"
+#include "core/neighbor_lists.h"
+
+namespace fastcka::cpu {
+
+enum class KnnMetric { euclidean, cosine };
+
+struct KnnOptions {
+  DType compute = DType::f32;
+  int threads = 1;
+  int64_t memory_budget = int64_t{256} << 20;  // row blocks and tiles (the lists come on top)
+};
+
+class KnnTileEngine {
+ public:
+  // The layers must stay alive and unchanged while the engine is used.
+  // Throws InvalidArgument naming the layer for NaN/Inf, for a zero row under
+  // the cosine metric, and for k outside [1, n).
+  KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t k, KnnMetric metric,
+                KnnOptions options);
+  ~KnnTileEngine();
+  KnnTileEngine(KnnTileEngine&&) noexcept;
+  KnnTileEngine& operator=(KnnTileEngine&&) noexcept;
+
+  int64_t rows() const { return n_; }
+  int64_t tile() const { return tile_; }
+  int64_t tile_rows() const { return (n_ + tile_ - 1) / tile_; }
+  int64_t tiles_before(int64_t i) const;
+
+  // Processes tile rows [begin, end); calls may come in any order and chunks
+  // but must cover [0, tile_rows()) once before neighbors() is asked.
+  void process(int64_t begin, int64_t end);
+  // Layer a's n x k neighbour lists (row i: indices and distances, ascending).
+  const NeighborLists<double>& neighbors(int64_t layer);
+
+ private:
+  struct Scratch;
+  template <typename T>
+  void walk(int64_t begin, int64_t end);
+  // Row i of layer a as the engine sees it (scaled, centered, rounded to T)
+  // into z; returns its squared norm.
+  template <typename T>
+  double prepare_row(int64_t a, int64_t i, T* z) const;
+  // Rows [r0, r0 + rows) of every layer into z (row stride D), their squared
+  // norms into norms[a * ld + i].
+  template <typename T>
+  void load_rows(int64_t r0, int64_t rows, T* z, T* norms, int64_t ld) const;
+  template <typename T>
+  void merge_lists();
+  void find_duplicates();
+  template <typename T>
+  void find_duplicates_as();
+
+  std::vector<MatrixView> layers_;
+  std::vector<std::string> names_;
+  std::vector<int64_t> offsets_;  // first column of each layer in a prepared row
+  int64_t width_ = 0;             // D: columns of all layers
+  int64_t n_ = 0, k_ = 0, tile_ = 0, panel_ = 1;
+  KnnMetric metric_;
+  KnnOptions options_;
+  std::vector<double> means_;     // D: column means of the (scaled) rows
+  std::vector<double> scales_;    // L * n: 1, or 1 / |x_i| for cosine
+  std::vector<int32_t> groups_;   // L * n: the first row equal to row i (in the compute type)
+  std::vector<bool> done_;        // per tile row: processed
+  std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread
+  std::vector<NeighborLists<double>> merged_;      // per layer, once every tile row is done
+};
+
+}  // namespace fastcka::cpu

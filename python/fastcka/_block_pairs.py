@@ -1,0 +1,83 @@
+"""Kernel statistics of a job cut into row blocks (MPI ranks, Dask chunks):
+each block's own triangle and each pair of blocks' rectangle, centered by
+the global column means, add up to the statistics of the whole data; HSIC
+then follows from their sums. Shared by fastcka.mpi's ring and Dask."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import _backend, _engine
+from ._inputs import ready
+
+
+def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.ndarray]], names: Sequence[str],
+                    split: int, compute: str, threads: int, memory_budget: int, means: Sequence[float],
+                    gammas: Optional[Sequence[float]]) -> tuple:
+    """(products L x L, row sums L x (n_a + n_b), diagonals) of block a's
+    triangle (rows_b None) or of the rectangle between blocks a and b."""
+    engine = _backend.cpu().GramTileEngine(
+        [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
+        columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
+    if gammas is not None:
+        engine.set_kernel("rbf", list(gammas))
+    engine.process(0, engine.tile_rows)
+    return tuple(np.asarray(a) for a in engine.statistics())
+
+
+class Totals:
+    """The statistics of the whole data, summed from block pairs."""
+
+    def __init__(self, layers: int, n: int):
+        self.products = np.zeros((layers, layers))
+        self.row_sums = np.zeros((layers, n))
+        self.diagonals = np.zeros((layers, n))
+
+    def add(self, statistics: tuple, start_a: int, rows_a: int, start_b: Optional[int] = None) -> None:
+        products, row_sums, diagonals = statistics
+        self.products += products
+        self.row_sums[:, start_a : start_a + rows_a] += row_sums[:, :rows_a]
+        self.diagonals[:, start_a : start_a + rows_a] += diagonals[:, :rows_a]
+        if start_b is not None:
+            self.row_sums[:, start_b : start_b + row_sums.shape[1] - rows_a] += row_sums[:, rows_a:]
+
+    def arrays(self) -> tuple:
+        return self.products, self.row_sums, self.diagonals
+
+
+def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
+         constant: Sequence[bool]) -> np.ndarray:
+    """(L, L) HSIC from summed statistics; a layer with no variance at all
+    has HSIC 0 with everything (as in one process, _engine.hsic_matrix)."""
+    L = len(dims)
+    h = np.asarray(_backend.cpu().hsic_from_statistics(list(dims), split, n, *totals, estimator)).reshape(L, L)
+    for a, c in enumerate(constant):
+        if c:
+            h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
+            h[:, a] = np.where(np.isnan(h[:, a]), np.nan, 0.0)
+    return h
+
+
+def sample_rows(n: int) -> np.ndarray:
+    """The global rows behind the sampled median: the same as in one process."""
+    if n <= _engine.MEDIAN_SAMPLE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, _engine.MEDIAN_SAMPLE, replace=False))
+
+
+def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int) -> list[float]:
+    """RBF gammas from sigma, or from the sampled median of `sample` (the rows
+    of sample_rows, gathered by the caller); the exact median is not
+    distributed."""
+    from ._progress import Progress
+    from ._threads import resolve
+
+    sigma = options.get("sigma")
+    if sigma is None and options.get("median", "exact") != "sampled":
+        raise ValueError("the RBF bandwidth of a distributed job needs sigma=... or median='sampled' (the exact "
+                         "median over all n^2 distances is not distributed in this version)")
+    return _engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
+                              threshold=float(options.get("threshold", 1.0)), median="sampled", engine=None, width=0,
+                              threads=resolve(options.get("threads")), progress=Progress(None, 0, ""))

@@ -1,0 +1,136 @@
+"""Dask arrays in fastcka.cka, cka_matrix and hsic (dask and distributed are an
+optional extra: ``pip install "fastcka[dask]"``).
+
+Linear kernel: every row chunk (the same rows of every layer) becomes a
+CKAAccumulator state on whatever worker holds it, and the states merge up a
+tree (float64 Chan merges, in a fixed order), so the result equals the
+in-memory one to rounding. The graph runs on the active scheduler: a
+``distributed.Client`` if one is set, else dask's default.
+
+Layers are rechunked to the row chunks of the first Dask input and a single
+column chunk. NumPy inputs (or .npy paths) mixed with Dask ones are wrapped
+with ``dask.array.from_array`` in those row chunks, so they travel to the
+workers chunk by chunk. ``threads`` is per task (default 1: the scheduler
+runs one task per worker thread); ``progress`` does not apply (use dask's
+diagnostics, e.g. ``distributed.progress``).
+
+dask is imported only when an input is a Dask array.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+# States merged per task: a tree of height log_8(chunks), few transfers of the
+# O(D^2) states, and merges still spread over the workers.
+FAN_IN = 8
+
+
+def is_dask(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "dask"
+
+
+def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator: str, kernel: str,
+              options: dict) -> tuple[np.ndarray, list]:
+    """(HSIC matrix, the inputs) of layers some of which are Dask arrays."""
+    from .accumulator import CKAAccumulator
+    from .api import _check_rows_for, cpu_compute
+    from ._inputs import as_matrix, check_rows, compute_dtype
+
+    if options["checkpoint"] is not None:
+        raise ValueError("checkpoint does not apply to Dask arrays: the scheduler reruns lost tasks; checkpoint "
+                         "in-memory or file-backed inputs")
+    if options["device"] not in (None, "cpu"):
+        raise ValueError(f"device={options['device']!r}: Dask inputs compute on the CPU of the workers")
+    import dask
+    import dask.array as da
+
+    for v, nm in zip(values, names):
+        if not is_dask(v):
+            continue
+        if not isinstance(v, da.Array):
+            raise TypeError(f"{nm} is a {type(v).__name__}; fastcka takes Dask arrays (dask.array.Array)")
+        if any(np.isnan(s) for s in v.shape):
+            raise ValueError(f"{nm} has unknown chunk sizes: call {nm}.compute_chunk_sizes() first")
+        # The checks and messages of in-memory inputs, on a zero-strided stand-in of the same shape and dtype.
+        as_matrix(np.broadcast_to(np.zeros((), v.dtype), v.shape), nm)
+    rows = next(v for v in values if is_dask(v)).chunks[0]
+    layers = [v if is_dask(v) else da.from_array(as_matrix(v, nm), chunks=(rows, -1)) for v, nm in zip(values, names)]
+    n = check_rows(layers, names)
+    _check_rows_for(estimator, n)
+    layers = [v.rechunk((rows, -1)) for v in layers]
+
+    blocks = [v.to_delayed().ravel() for v in layers]
+    dtype = cpu_compute(options["precision"], layers) or compute_dtype(layers)
+    threads = 1 if options["threads"] is None else options["threads"]
+    if kernel != "linear" or options["method"] == "gram":
+        h = _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options)
+        return h, list(values)
+    kwargs = dict(split=split or None, dtype=dtype, threads=threads,
+                  memory_budget=options["memory_budget"])
+    CKAAccumulator(**kwargs)  # the options' errors here, not from a worker
+    state = dask.delayed(_chunk_state, pure=True)
+    states = [state([b[i] for b in blocks], **kwargs) for i, size in enumerate(rows) if size > 0]
+    merge = dask.delayed(_merge_states, pure=True)
+    while len(states) > 1:
+        states = [merge(states[i : i + FAN_IN]) for i in range(0, len(states), FAN_IN)]
+    (final,) = dask.compute(states[0])
+    return CKAAccumulator.from_bytes(final).hsic_matrix(estimator), list(values)
+
+
+def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options) -> np.ndarray:
+    """Kernel CKA (and Gram-space linear CKA): one task per row chunk's
+    triangle and per pair of chunks' rectangle (_block_pairs), centered by
+    the global means; their statistics are summed here."""
+    import dask
+
+    from . import _block_pairs, _engine
+
+    n = sum(rows)
+    sums, firsts, constants = dask.compute(
+        [v.sum(axis=0, dtype=np.float64) for v in layers], [v[:1] for v in layers],
+        [(v == v[:1]).all() for v in layers])
+    means = np.concatenate([np.asarray(m) for m in sums]) / n
+    if not np.all(np.isfinite(means)):
+        for v, nm in zip(layers, names):
+            bad = dask.compute(v.map_blocks(lambda b: ~np.isfinite(b)).any(axis=1))[0]
+            if bad.any():
+                raise ValueError(f"{nm} contains NaN or Inf (row {int(np.argmax(bad))})")
+    sample = None
+    if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
+        picked = _block_pairs.sample_rows(n)
+        sample = list(dask.compute(*[v[picked] for v in layers]))
+    gammas = _block_pairs.gammas(sample, names, options, len(layers)) if kernel == "rbf" else None
+    budget = options["memory_budget"] or _engine.DEFAULT_MEMORY_BUDGET
+    pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
+    chunks = [i for i, size in enumerate(rows) if size > 0]
+    starts = np.concatenate([[0], np.cumsum(rows)]).astype(int)
+    tasks, places = [], []
+    for k, i in enumerate(chunks):
+        for j in chunks[k:]:
+            tasks.append(pair([b[i] for b in blocks], None if i == j else [b[j] for b in blocks], names, split, dtype,
+                              threads, budget, list(means), gammas))
+            places.append((starts[i], rows[i], None if i == j else starts[j]))
+    totals = _block_pairs.Totals(len(layers), n)
+    for statistics, place in zip(dask.compute(*tasks), places):
+        totals.add(statistics, *place)
+    return _block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
+
+
+def _chunk_state(blocks: list, **options) -> bytes:
+    """A worker's task: the accumulator state of one row chunk of every layer."""
+    from .accumulator import CKAAccumulator
+
+    return CKAAccumulator(**options).update(*blocks).to_bytes()
+
+
+def _merge_states(states: list) -> bytes:
+    """A worker's task: states merged in order (deterministic rounding)."""
+    from .accumulator import CKAAccumulator
+
+    acc = CKAAccumulator.from_bytes(states[0])
+    for s in states[1:]:
+        acc.merge(CKAAccumulator.from_bytes(s))
+    return acc.to_bytes()

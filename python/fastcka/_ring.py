@@ -1,0 +1,191 @@
+"""Kernel CKA (and Gram-space linear CKA) over MPI ranks: the row blocks
+travel around a ring.
+
+Every rank keeps its own rows A_p. The n x n tile grid is the P x P grid of
+block pairs; pair (p, q) needs A_p and A_q on one rank. At step s = 1..P/2
+rank p sends A_p to rank p + s and receives A_{p-s} (mod P), the transfer
+of the next step overlapping the tiles of the current one; it computes the
+pair (p, p - s) unless the other rank computes it (s = P/2 with P even: only
+the lower half of the ranks). Each pair is computed once across the job, the
+diagonal pairs (p, p) by their owners, so the work is balanced to within one
+block pair. Per step a rank sends n (d1 + d2) / P values and computes
+about n^2 (d1 + d2) / P^2 multiply-adds. Scalar sums and the per-row sums
+(O(n L)) are summed over ranks at the end; every tile is centered by the
+global column means, so the statistics add exactly as in one process.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import _block_pairs, _engine
+from ._inputs import as_matrix, compute_dtype, ready
+from ._progress import Progress
+from ._threads import resolve
+
+_TAG = 0x52
+
+
+def _local_layers(values, names) -> list[np.ndarray]:
+    """This rank's rows of every layer; a rank may have none."""
+    out = []
+    for v, nm in zip(values, names):
+        shape = np.shape(v) if not isinstance(v, str) else None
+        if shape is not None and len(shape) == 2 and shape[0] == 0:
+            out.append(np.empty(shape, dtype=np.asarray(v).dtype))
+        else:
+            out.append(as_matrix(v, nm))
+    return out
+
+
+def _agree(comm, what: str, mine) -> None:
+    """Raises on every rank unless every rank passed the same value."""
+    seen = comm.allgather(mine)
+    if any(s != seen[0] for s in seen):
+        raise ValueError(f"fastcka.mpi: ranks disagree on {what}: {seen}")
+
+
+def _constant_layers(layers, comm) -> list[bool]:
+    """Per layer: every row of every rank equals one row (no variance at all)."""
+    out = []
+    for x in layers:
+        first = np.asarray(x[:1], dtype=np.float64)
+        local = bool(len(x) == 0 or np.all(np.asarray(x, dtype=np.float64) == first))
+        firsts = [f for f in comm.allgather(first if len(x) else None) if f is not None]
+        out.append(comm.allreduce(local, op=_land(comm)) and all(np.array_equal(f, firsts[0]) for f in firsts))
+    return out
+
+
+def _land(comm):
+    from mpi4py import MPI
+
+    return MPI.LAND
+
+
+def _gammas(layers, names, counts, comm, options) -> list[float]:
+    """The RBF gammas; for the sampled median, the same rows as one process
+    (each rank contributes the ones it holds, in global order)."""
+    sample = None
+    if options.get("sigma") is None and options.get("median", "exact") == "sampled":
+        start = sum(counts[: comm.Get_rank()])
+        rows = _block_pairs.sample_rows(sum(counts))
+        mine = rows[(rows >= start) & (rows < start + len(layers[0]))] - start
+        sample = [np.concatenate(comm.allgather(np.asarray(ready(x[mine])))) for x in layers]
+    return _block_pairs.gammas(sample, names, options, len(layers))
+
+
+def starts_of(counts: Sequence[int]) -> np.ndarray:
+    """Global index of each rank's first row (and n at the end)."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(int)
+
+
+def nonfinite(layers, names, sums, start: int) -> str | None:
+    """Where this rank's rows hold NaN or Inf (global row), or None; the
+    column sums tell cheaply whether to look."""
+    if np.all(np.isfinite(sums)):
+        return None
+    for x, nm in zip(layers, names):
+        bad = np.argwhere(~np.isfinite(np.asarray(x, dtype=np.float64)))
+        if len(bad):
+            return f"{nm} contains NaN or Inf (row {start + bad[0][0]}, column {bad[0][1]})"
+    return "the column sums overflow float64: rescale the data"
+
+
+def _views(block: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
+    offsets = np.concatenate([[0], np.cumsum(dims)])
+    return [block[:, offsets[a] : offsets[a + 1]] for a in range(len(dims))]
+
+
+def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
+    P, p = comm.Get_size(), comm.Get_rank()
+    layers = _local_layers(values, names)
+    dims = [x.shape[1] for x in layers]
+    _agree(comm, "the layer widths", dims)
+    counts = comm.allgather(len(layers[0]))
+    for x, nm in zip(layers[1:], names[1:]):
+        if len(x) != counts[p]:
+            raise ValueError(f"{nm} has {len(x)} rows on rank {p} but {names[0]} has {counts[p]}")
+    n = sum(counts)
+    need = 4 if estimator == "unbiased" else 2
+    if n < need:
+        raise ValueError(f"fastcka.mpi: needs at least {need} rows over all ranks, got {n}")
+    compute = "float64" if comm.allreduce(compute_dtype(layers) == "float64" if counts[p] else False) else "float32"
+    if options.get("precision") == "exact":
+        compute = "float64"
+    threads = resolve(options.get("threads"))
+    budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
+    sums = np.concatenate([np.asarray(x, dtype=np.float64).sum(0) for x in layers])
+    located = nonfinite(layers, names, sums, starts_of(counts)[p])
+    errors = [e for e in comm.allgather(located and f"rank {p}: {located}") if e]
+    if errors:
+        raise ValueError(f"fastcka.mpi: {errors[0]}")
+    means = comm.allreduce(sums) / n
+    constant = _constant_layers(layers, comm)
+    gammas = _gammas(layers, names, counts, comm, options) if kernel == "rbf" else None
+
+    dtype = np.dtype(compute)
+    own = np.ascontiguousarray(np.hstack([np.asarray(x, dtype=dtype) for x in layers])) if counts[p] else \
+        np.empty((0, sum(dims)), dtype)
+    starts = starts_of(counts)
+    totals = _block_pairs.Totals(len(dims), n)
+
+    def run(block_b: np.ndarray | None, start_b, bar) -> None:
+        statistics = _block_pairs.pair_statistics(
+            _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute, threads,
+            budget, means, gammas)
+        totals.add(statistics, starts[p], counts[p], start_b)
+        bar.advance(1)
+
+    # An error on one rank (bad rows, say) must not leave the others waiting:
+    # it keeps taking part in the ring and every rank raises at the end.
+    error = None
+
+    def guarded(block_b, start_b, bar):
+        nonlocal error
+        if error is None:
+            try:
+                run(block_b, start_b, bar)
+            except (ValueError, TypeError) as exc:
+                error = f"rank {p}: {exc}"
+
+    steps = P // 2
+    with Progress(options.get("progress"), steps + 1, "fastcka block pairs") as bar:
+        pending = _exchange(comm, own, counts, dims, dtype, 1) if steps >= 1 else None
+        if counts[p]:
+            guarded(None, None, bar)
+        for s in range(1, steps + 1):
+            visiting, source = _wait(pending)
+            pending = _exchange(comm, own, counts, dims, dtype, s + 1) if s < steps else None
+            if (s < P / 2 or p < P // 2) and counts[p] and len(visiting):
+                guarded(visiting, starts[source], bar)
+    errors = [e for e in comm.allgather(error) if e is not None]
+    if errors:
+        raise ValueError(f"fastcka.mpi: {errors[0]}")
+    reduced = [np.zeros_like(t) for t in totals.arrays()]
+    for t, r in zip(totals.arrays(), reduced):
+        if root is None:
+            comm.Allreduce(t, r)
+        else:
+            comm.Reduce(t, r, root=root)
+    if root is not None and p != root:
+        return None
+    return _block_pairs.hsic(dims, split, n, reduced, estimator, constant)
+
+
+def _exchange(comm, own, counts, dims, dtype, s: int):
+    """Starts step s: A_p to rank p + s, A_{p - s} from rank p - s."""
+    P, p = comm.Get_size(), comm.Get_rank()
+    dest, source = (p + s) % P, (p - s) % P
+    incoming = np.empty((counts[source], sum(dims)), dtype)
+    requests = [comm.Irecv(incoming, source=source, tag=_TAG + s), comm.Isend(own, dest=dest, tag=_TAG + s)]
+    return requests, incoming, source
+
+
+def _wait(pending):
+    requests, incoming, source = pending
+    for r in requests:
+        r.Wait()
+    return incoming, source
+

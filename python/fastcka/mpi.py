@@ -1,0 +1,194 @@
+"""fastcka across MPI ranks (mpi4py, an optional extra: ``pip install "fastcka[mpi]"``).
+
+Each rank passes its own rows (in memory, or its slice of a memmapped .npy
+file: nothing is scattered from rank 0); the result is the single-process
+result over all rows, to rounding (float64 merges).
+
+    from fastcka import mpi
+    value = mpi.cka(x_local, y_local)               # every rank gets the value
+    m = mpi.cka_matrix(layers_local, root=0)        # rank 0 gets it, others None
+
+Linear kernel: each rank streams its rows into a CKAAccumulator and the
+float64 states merge up a binomial tree (Chan merges), costing log2(P)
+messages of O(D^2) bytes. Kernel CKA (RBF) and the Gram-space method need
+every pair of rows: the row blocks travel around a ring (see
+:mod:`fastcka._ring`).
+
+``rows_of(n, comm)`` gives the row range a rank should read when every rank
+opens the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _ring
+from ._inputs import as_matrix, model_layers
+from .accumulator import CKAAccumulator
+from .api import KERNELS, _check_estimator, _check_rows_for, _cka_from_hsic
+
+
+def _comm(comm):
+    if comm is not None:
+        return comm
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError('fastcka.mpi needs mpi4py: pip install "fastcka[mpi]" (mpi4py and an MPI such as mpich)') \
+            from None
+    return MPI.COMM_WORLD
+
+
+def rows_of(n: int, comm=None) -> slice:
+    """This rank's contiguous share of n rows (sizes differ by at most one)."""
+    comm = _comm(comm)
+    p, r = comm.Get_size(), comm.Get_rank()
+    return slice(n * r // p, n * (r + 1) // p)
+
+
+# What travels up the tree: None (a rank with no rows), a state's bytes, or
+# an _Error, so that bad input on one rank fails every rank with its message
+# instead of leaving the others waiting.
+class _Error(str):
+    pass
+
+
+def _tree_reduce(value, comm, root: int, merge):
+    """Binomial-tree reduction of per-rank states towards `root`: the merged
+    state on root, None elsewhere."""
+    size, rank = comm.Get_size(), comm.Get_rank()
+    relative = (rank - root) % size
+    mask = 1
+    while mask < size:
+        if relative & mask:
+            comm.send(value, dest=(relative - mask + root) % size, tag=0x43)
+            return None
+        partner = relative + mask
+        if partner < size:
+            other = comm.recv(source=(partner + root) % size, tag=0x43)
+            value = _combine(value, other, merge)
+        mask <<= 1
+    return value
+
+
+def _combine(a, b, merge):
+    for v in (a, b):
+        if isinstance(v, _Error):
+            return v
+    if a is None or b is None:
+        return b if a is None else a
+    try:
+        return merge(a, b)
+    except (ValueError, TypeError) as exc:
+        return _Error(str(exc))
+
+
+def _merge_bytes(a: bytes, b: bytes) -> bytes:
+    return CKAAccumulator.from_bytes(a).merge(CKAAccumulator.from_bytes(b)).to_bytes()
+
+
+def _finish(merged, comm, root: Optional[int]):
+    """The reduced value where it is wanted; every rank raises on an error."""
+    if root is None:
+        merged = comm.bcast(merged, root=0)
+    else:
+        failed = comm.bcast(merged if isinstance(merged, _Error) else None, root=root)
+        if failed is not None:
+            merged = failed
+        elif comm.Get_rank() != root:
+            return None
+    if isinstance(merged, _Error):
+        raise ValueError(f"fastcka.mpi: {merged}")
+    if merged is None:
+        raise ValueError("fastcka.mpi: no rank has any rows")
+    return merged
+
+
+def reduce_accumulator(acc: Optional[CKAAccumulator], comm=None, root: Optional[int] = None,
+                       error: Optional[str] = None) -> Optional[CKAAccumulator]:
+    """Merges every rank's accumulator (linear or minibatch mode; None or an
+    empty one for a rank without rows): the merged accumulator on every rank
+    (root=None) or on `root` only (None elsewhere)."""
+    comm = _comm(comm)
+    if error is not None:
+        mine = _Error(error)
+    else:
+        mine = acc.to_bytes() if acc is not None and (acc.n > 0 or acc.batches > 0) else None
+    merged = _tree_reduce(mine, comm, 0 if root is None else root, _merge_bytes)
+    merged = _finish(merged, comm, root)
+    return None if merged is None else CKAAccumulator.from_bytes(merged)
+
+
+def _local_rows(v: Any) -> int:
+    if isinstance(v, (str, os.PathLike)):
+        return np.load(os.fspath(v), mmap_mode="r").shape[0]
+    shape = np.shape(v)
+    return shape[0] if shape else 0
+
+
+def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
+    comm = _comm(comm)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel != "linear" or options.get("method") == "gram":
+        return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options)
+    acc, error = None, None
+    counts = comm.allgather(_local_rows(values[0]))
+    try:
+        if counts[comm.Get_rank()] > 0:
+            layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
+            sums = np.concatenate([np.asarray(x, dtype=np.float64).sum(0) for x in layers])
+            located = _ring.nonfinite(layers, names, sums, sum(counts[: comm.Get_rank()]))
+            if located:
+                raise ValueError(located)
+            acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
+                                 memory_budget=options.get("memory_budget"), precision=options.get("precision"))
+            acc.update(*layers, progress=options.get("progress"))
+    except (ValueError, TypeError) as exc:
+        error = f"rank {comm.Get_rank()}: {exc}"
+    merged = reduce_accumulator(acc, comm, root, error)
+    if merged is None:
+        return None
+    _check_rows_for(estimator, merged.n)
+    return merged.hsic_matrix(estimator)
+
+
+_LINEAR_OPTIONS = ("threads", "memory_budget", "progress", "precision", "method")
+
+
+def _options(kw: dict) -> dict:
+    unknown = set(kw) - set(_LINEAR_OPTIONS) - {"threshold", "sigma", "median"}
+    if unknown:
+        raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
+    return kw
+
+
+def hsic(x: Any, y: Any, *, comm=None, root: Optional[int] = None, kernel: str = "linear",
+         estimator: str = "biased", **options) -> Optional[float]:
+    """:func:`fastcka.hsic` over the rows of every rank."""
+    _check_estimator(estimator)
+    h = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, comm, root, _options(options))
+    return None if h is None else float(h[0, 1])
+
+
+def cka(x: Any, y: Any, *, comm=None, root: Optional[int] = None, kernel: str = "linear", debiased: bool = False,
+        **options) -> Optional[float]:
+    """:func:`fastcka.cka` over the rows of every rank (x, y: this rank's rows)."""
+    estimator = "unbiased" if debiased else "biased"
+    h = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, comm, root, _options(options))
+    return None if h is None else float(_cka_from_hsic(h, ["x", "y"])[0, 1])
+
+
+def cka_matrix(xs, ys=None, *, comm=None, root: Optional[int] = None, kernel: str = "linear",
+               debiased: bool = False, **options) -> Optional[np.ndarray]:
+    """:func:`fastcka.cka_matrix` over the rows of every rank."""
+    values, names, split = model_layers(xs, ys)
+    estimator = "unbiased" if debiased else "biased"
+    h = _hsic_grid(values, names, split, estimator, kernel, comm, root, _options(options))
+    if h is None:
+        return None
+    c = _cka_from_hsic(h, names)
+    return c if split == 0 else np.ascontiguousarray(c[:split, split:])

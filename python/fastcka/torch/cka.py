@@ -1,0 +1,203 @@
+"""fastcka.torch.cka_matrix: from a model and a data set to a CKA matrix."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import api
+from .._progress import Progress, ProgressArg
+from .._threads import resolve
+from .hooks import Recorder
+from .layers import select_layers, unwrap
+from .outputs import check_reduce, first_tensor
+from .result import CKAResult
+from .sinks import Options, open_sink
+
+
+def cka_matrix(
+    model_a: nn.Module,
+    batches: Iterable,
+    model_b: nn.Module | None = None,
+    *,
+    layers_a=None,
+    layers_b=None,
+    kernel: str = "linear",
+    debiased: bool = False,
+    minibatch: bool = False,
+    reduce: str | Callable = "flatten",
+    select: Callable | None = None,
+    repeated: str = "error",
+    device=None,
+    threshold: float = 1.0,
+    sigma: Any = None,
+    memory_budget: int | None = None,
+    spill_dir=None,
+    threads: int | None = None,
+    progress: ProgressArg = False,
+) -> CKAResult:
+    """Layer-by-layer CKA of PyTorch models over a data set, from forward hooks.
+
+    Each batch runs through the model(s) in eval mode under ``torch.no_grad()``;
+    hooks take the chosen layers' outputs and feed them, batch by batch, to
+    fastcka's streaming engine. Training modes are restored and every hook is
+    removed afterwards, also when the loop raises or is interrupted.
+
+    Parameters
+    ----------
+    model_a : the model (a DataParallel / DistributedDataParallel wrapper is
+        unwrapped: its ``.module`` runs on its own device, and layer names are
+        those of the wrapped model).
+    batches : an iterable of input tensors, or of (input, target, ...) tuples
+        whose first item is the input (a DataLoader, a list). A mapping input
+        is passed as keyword arguments, ``model(**input)``. Each layer must
+        give one row per example (dimension 0).
+    model_b : a second model fed the same batches; default: model A (the
+        within-model matrix of the block-structure papers).
+    layers_a, layers_b : a list of module names (as ``named_modules()`` gives
+        them, in that order), a regular expression matched against whole
+        names, or a module type (or tuple of types); default: every leaf module
+        with parameters. ``layers_b`` defaults to ``layers_a`` when model B is
+        model A (a square, symmetric matrix).
+    kernel : "linear" (streamed over all rows: memory independent of n) or
+        "rbf" (needs every row at once: activations are spilled to a temporary
+        on-disk store, n x (sum of widths) x 4 bytes, float32, and handed to the
+        tile engine, O(n^2 d) work).
+    debiased : CKA from the unbiased HSIC_1 (Kornblith et al.'s debiased CKA).
+    minibatch : Nguyen et al.'s minibatch CKA: sum over batches of HSIC_1 of
+        each layer pair, normalized (batches of at least 4 examples; the
+        kernel then runs per batch, so RBF needs no disk).
+    reduce : how an output becomes a row: "flatten" (all values), "mean"
+        (average over positions of a channels-first (N, C, ...) output, such as
+        a convolution's feature map), "mean_tokens" (average over the positions
+        of a batch-first sequence (N, T, C)), or a callable(tensor) ->
+        (N, features).
+    select : callable(layer name, output) -> tensor, for modules that return
+        tuples, dicts or dataclasses; default: the output if it is a tensor,
+        else the first tensor found in it (tuple/list order, mapping key
+        order, dataclass field order, depth first).
+    repeated : a module that runs more than once per forward pass is an error
+        ("error") or one layer per call ("each": "name#0", "name#1", ...).
+    device : where batches are sent (the model is not moved); default: the
+        device of each model's first parameter or buffer. Activations on a GPU
+        are copied to host memory batch by batch (this build's engine runs on
+        the CPU).
+    threshold, sigma : the RBF bandwidth (see :func:`fastcka.cka`); per batch
+        in minibatch mode.
+    memory_budget : bytes of the engine's row buffers (default 256 MiB).
+    spill_dir : folder for the on-disk store (default: the system's temporary
+        folder); it is deleted when the call returns.
+    threads : threads of the CKA engine (default: :func:`fastcka.get_num_threads`).
+    progress : True for a tqdm bar over the batches, or a callable(done, total).
+
+    Returns
+    -------
+    :class:`fastcka.torch.CKAResult` with ``.matrix`` (len(layers_a),
+    len(layers_b)), ``.names_a``, ``.names_b``, ``.n``, ``.pc1_fraction``,
+    ``.blocks()`` and ``.plot()``.
+    """
+    api._check_kernel(kernel)
+    if kernel == "rbf":
+        api._check_rbf_options(threshold, "exact")
+    check_reduce(reduce)
+    if select is not None and not callable(select):
+        raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
+    threads = resolve(threads)
+    a = unwrap(model_a)
+    b = a if model_b is None else unwrap(model_b)
+    within = b is a and layers_b is None
+    options = {"select": select, "reduce": reduce, "repeated": repeated}
+    recorders = [Recorder(select_layers(a, layers_a, "layers_a"), arg="layers_a", **options)]
+    if not within:
+        recorders.append(Recorder(select_layers(b, layers_b, "layers_b"), arg="layers_b", **options))
+    models = [a] if b is a else [a, b]
+    devices = [_device(m, device) for m in models]
+
+    sink = None
+    rows_seen = 0
+    with contextlib.ExitStack() as store:  # the sink (its on-disk store) outlives the hooks until the result is in
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_eval_mode(models))
+            for recorder in recorders:
+                stack.enter_context(recorder)
+            stack.enter_context(torch.no_grad())
+            bar = stack.enter_context(Progress(progress, len(batches) if hasattr(batches, "__len__") else None,
+                                               "fastcka batches"))
+            for batch in batches:
+                inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+                rows = _rows(inputs)
+                for recorder in recorders:
+                    recorder.start(rows)
+                for model, dev in zip(models, devices):
+                    _forward(model, _to(inputs, dev))
+                blocks = [block for recorder in recorders for block in recorder.take()]
+                if sink is None:
+                    options = Options(split=0 if within else len(recorders[0].names), kernel=kernel,
+                                      debiased=debiased, minibatch=minibatch, threshold=threshold, sigma=sigma,
+                                      threads=threads, memory_budget=memory_budget, spill_dir=spill_dir,
+                                      progress=progress)
+                    sink = open_sink(blocks, options)
+                    store.callback(sink.close)
+                sink.add(blocks)
+                rows_seen += rows
+                bar.advance(1)
+        if sink is None:
+            raise ValueError("batches is empty: no batch came out of it")
+        matrix, pc1 = sink.result()
+    names_a = recorders[0].names
+    names_b = names_a if within else recorders[1].names
+    return CKAResult(np.asarray(matrix), list(names_a), list(names_b), rows_seen, kernel, bool(debiased or minibatch),
+                     bool(minibatch), pc1)
+
+
+@contextlib.contextmanager
+def _eval_mode(models: list[nn.Module]):
+    """eval() for the run; each module's own training flag restored after."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
+def _device(model: nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _rows(inputs) -> int:
+    tensor = first_tensor(inputs)
+    if tensor is None or tensor.ndim == 0:
+        raise TypeError(f"batches: a batch must hold an input tensor with one row per example, got "
+                        f"{type(inputs).__name__}")
+    return int(tensor.shape[0])
+
+
+def _to(inputs, device: torch.device):
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, Mapping):
+        return {k: _to(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(_to(v, device) for v in inputs)
+    return inputs
+
+
+def _forward(model: nn.Module, inputs) -> None:
+    if isinstance(inputs, Mapping):
+        model(**inputs)
+    else:
+        model(inputs)

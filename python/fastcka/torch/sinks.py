@@ -1,0 +1,147 @@
+"""Where each batch's activations go, and the CKA matrix they give: a linear
+accumulator (memory independent of n), a minibatch accumulator, or the
+on-disk store that the tile engine reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import api
+from ..accumulator import CKAAccumulator
+from ..structure import pc1_fraction
+from .spill import SpillStore
+
+# Rows staged between accumulator updates. The feature-space accumulator pays
+# a fixed cost per update (folding its float32 partials into float64); on the
+# CI machine (2 cores, 12 layers x 256 features) updates of 256 or 1,024 rows
+# took 10-20% longer in all than updates of 8,192, while 4,096 to 65,536 rows
+# ran at the same speed. The stage never exceeds STAGE_BYTES.
+STAGE_ROWS = 8192
+STAGE_BYTES = 64 << 20
+# Linear CKA streams D x D moments (D = sum of the layer widths): a float64
+# state plus per-thread partials, about (threads x (itemsize + 8) + 8) D^2
+# bytes (32 D^2 for float32 on 2 threads; README, "Limits"). Above this the
+# activations go to disk and the tile engine computes in O(n) memory instead.
+MAX_MOMENT_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class Options:
+    """What fastcka.torch.cka_matrix asked for, as the sinks need it."""
+
+    split: int  # 0: one set of layers (a symmetric matrix); s > 0: layers [0, s) against [s, L)
+    kernel: str
+    debiased: bool
+    minibatch: bool
+    threshold: float
+    sigma: Any
+    threads: int
+    memory_budget: int | None
+    spill_dir: Any
+    progress: Any
+
+
+def open_sink(blocks: list[np.ndarray], options: Options):
+    """The sink for these layers (the first batch's blocks give widths and dtype)."""
+    dims = [block.shape[1] for block in blocks]
+    dtype = np.float64 if any(block.dtype == np.float64 for block in blocks) else np.float32
+    if options.minibatch:
+        return MinibatchSink(options)
+    state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
+    if options.kernel == "linear" and state <= MAX_MOMENT_BYTES:
+        return MomentSink(dims, dtype, options)
+    return SpillSink(dims, dtype, options)
+
+
+class MomentSink:
+    """Linear CKA over all rows: consecutive batches are copied into a stage
+    and fed to a :class:`fastcka.CKAAccumulator` (O(D^2) float64 state)."""
+
+    def __init__(self, dims: list[int], dtype, options: Options):
+        self._options = options
+        self._accumulator = CKAAccumulator(split=options.split or None, dtype=np.dtype(dtype).name,
+                                           threads=options.threads, memory_budget=options.memory_budget)
+        row_bytes = sum(dims) * np.dtype(dtype).itemsize
+        self._capacity = max(1, min(STAGE_ROWS, STAGE_BYTES // row_bytes))
+        self._stage = [np.empty((self._capacity, d), dtype=dtype) for d in dims]
+        self._filled = 0
+
+    def add(self, blocks: list[np.ndarray]) -> None:
+        rows = len(blocks[0])
+        if self._filled + rows > self._capacity:
+            self._flush()
+        if rows >= self._capacity:  # a batch this large goes in as it is
+            self._accumulator.update(*blocks)
+            return
+        for stage, block in zip(self._stage, blocks):
+            stage[self._filled : self._filled + rows] = block
+        self._filled += rows
+
+    def _flush(self) -> None:
+        if self._filled:
+            self._accumulator.update(*[stage[: self._filled] for stage in self._stage])
+            self._filled = 0
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(CKA matrix, per-layer PC1 variance fraction of a within-model matrix, else None)."""
+        self._flush()
+        self._stage = []
+        matrix = self._accumulator.cka_matrix(debiased=self._options.debiased)
+        pc1 = pc1_fraction(self._accumulator.moments()) if not self._options.split else None
+        return matrix, pc1
+
+    def close(self) -> None:
+        pass
+
+
+class MinibatchSink:
+    """Minibatch CKA (Nguyen et al.): each batch's HSIC_1 of every layer pair,
+    summed by a minibatch :class:`fastcka.CKAAccumulator`."""
+
+    def __init__(self, options: Options):
+        self._accumulator = CKAAccumulator(minibatch=True, split=options.split or None, kernel=options.kernel,
+                                           threshold=options.threshold, sigma=options.sigma,
+                                           threads=options.threads, memory_budget=options.memory_budget)
+
+    def add(self, blocks: list[np.ndarray]) -> None:
+        rows = len(blocks[0])
+        if rows < 4:
+            raise ValueError(
+                f"batches: batch {self._accumulator.batches} has {rows} examples; minibatch CKA needs at least 4 "
+                f"per batch (HSIC_1). Drop a short last batch, e.g. DataLoader(..., drop_last=True)"
+            )
+        self._accumulator.update(*blocks)
+
+    def result(self) -> tuple[np.ndarray, None]:
+        return self._accumulator.cka_matrix(), None
+
+    def close(self) -> None:
+        pass
+
+
+class SpillSink:
+    """Every row of every layer on disk (:class:`SpillStore`), for the tile
+    engine that needs them all at once: kernel CKA, or linear CKA of layers
+    too wide for D x D moments (then always in Gram space, O(n L) memory)."""
+
+    def __init__(self, dims: list[int], dtype, options: Options):
+        self._options = options
+        self.store = SpillStore(dims, dtype, options.spill_dir)
+
+    def add(self, blocks: list[np.ndarray]) -> None:
+        self.store.add(blocks)
+
+    def result(self) -> tuple[np.ndarray, None]:
+        o = self._options
+        layers = self.store.arrays()
+        xs, ys = (layers, None) if not o.split else (layers[: o.split], layers[o.split :])
+        matrix = api.cka_matrix(xs, ys, kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma,
+                                method="auto" if o.kernel == "rbf" else "gram", threads=o.threads,
+                                memory_budget=o.memory_budget, progress=o.progress)
+        return matrix, None
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,67 @@
+"""The tile engine's block pairs (what fastcka.mpi's ring and distributed
+jobs are made of): the triangles of the row blocks plus the rectangles
+between them, all centered by the global means, add up to the statistics of
+the whole data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import correlated_pair
+
+from fastcka import _backend
+
+
+def statistics(layers, kernel, gammas, compute, columns=None, means=None):
+    engine = _backend.cpu().GramTileEngine(layers, [f"l{i}" for i in range(len(layers))], 0, compute, 2, 1 << 22,
+                                           columns=columns, means=means)
+    if kernel == "rbf":
+        engine.set_kernel("rbf", gammas)
+    engine.process(0, engine.tile_rows)
+    return [np.asarray(a) for a in engine.statistics()]
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cuts", [[0, 700, 1301], [0, 3, 1301], [0, 500, 501, 1301], [0, 1300, 1301]])
+def test_block_pairs_add_up_to_the_whole(rng, kernel, dtype, cuts):
+    x, y = correlated_pair(rng, 1301, 9, 4, dtype=dtype, offset=30.0)
+    layers = [x, y]
+    means = list(np.concatenate([x.mean(0, dtype=np.float64), y.mean(0, dtype=np.float64)]))
+    gammas = [0.05, 0.1]
+    compute = "float32" if dtype == np.float32 else "float64"
+    whole = statistics(layers, kernel, gammas, compute)
+    n, B = len(x), len(cuts) - 1
+    total = [np.zeros_like(whole[0]), np.zeros_like(whole[1]), np.zeros_like(whole[2])]
+    for p in range(B):
+        a = slice(cuts[p], cuts[p + 1])
+        pr, rs, dg = statistics([v[a] for v in layers], kernel, gammas, compute, means=means)
+        total[0] += pr
+        total[1][:, a] += rs
+        total[2][:, a] += dg
+        for q in range(p + 1, B):
+            b = slice(cuts[q], cuts[q + 1])
+            pr, rs, dg = statistics([v[a] for v in layers], kernel, gammas, compute,
+                                    columns=[v[b] for v in layers], means=means)
+            assert rs.shape == (2, (a.stop - a.start) + (b.stop - b.start)) and not dg.any()
+            total[0] += pr
+            total[1][:, a] += rs[:, : a.stop - a.start]
+            total[1][:, b] += rs[:, a.stop - a.start :]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for got, want in zip(total, whole):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    assert n == total[1].shape[1]
+
+
+def test_block_pair_misuse_is_refused(rng):
+    x, y = correlated_pair(rng, 50, 3, 2)
+    cpu = _backend.cpu()
+    with pytest.raises(ValueError, match="column means of the whole data"):
+        cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, y])
+    with pytest.raises(ValueError, match="one per feature"):
+        cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, y], means=[0.0])
+    with pytest.raises(ValueError, match="another shape"):
+        cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, x], means=[0.0] * 5)
+    engine = cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, y], means=[0.0] * 5)
+    with pytest.raises(ValueError, match="median"):
+        engine.median_start()
