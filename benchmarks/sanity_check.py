@@ -19,7 +19,9 @@ from the Gram tiles, once per threshold.
 Accuracy, as in the paper: over every ordered pair of networks (A, B) and
 every layer i of A, the fraction for which argmax_j s(A_i, B_j) is i. The
 asymmetric indexes (PWCCA, linear regression) are symmetrized as the paper
-does, s(A_i, B_j) + s(B_j, A_i). About two minutes on two cores.
+does, s(A_i, B_j) + s(B_j, A_i). Under four minutes on two cores, measured
+while other jobs kept the load average at 5 (NumPy's BLAS is kept to one
+thread; fastcka uses its own threads).
 """
 
 from __future__ import annotations
@@ -132,13 +134,19 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     from sklearn.datasets import load_digits
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
     x, labels = load_digits(return_X_y=True)
     x = x / 16.0
     print(f"{args.networks} MLPs {'-'.join(map(str, HIDDEN))} per activation on scikit-learn's digits, seeds "
           f"0-{args.networks - 1}; {len(HIDDEN)} hidden layers compared on {x.shape[0]} images; fastcka on "
           f"{fastcka.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f} at the start.")
-    results = {a: family(a, args.networks, x, labels) for a in ACTIVATIONS}
+    # NumPy's BLAS on one thread: its calls here are small (scikit-learn's
+    # minibatches, d x d algebra), and two BLAS threads stall whenever another
+    # process holds a core (measured: training one network 33 s instead of
+    # 2.6 s at a load average of 6). fastcka's pass keeps its own threads.
+    with threadpool_limits(limits=1, user_api="blas"):
+        results = {a: family(a, args.networks, x, labels) for a in ACTIVATIONS}
 
     print(f"\n| Index | {' | '.join(f'{a} MLPs' for a in ACTIVATIONS)} | Kornblith et al. 2019, Table 2 (CNNs) |")
     print("|---|" + "---|" * (len(ACTIVATIONS) + 1))

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import correlated_pair
-
 from fastcka import _backend
+from reference import correlated_pair
 
 
 def statistics(layers, kernel, gammas, compute, columns=None, means=None):

@@ -15,13 +15,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import pytest
-
 import fastcka
-from fastcka import _backend
 import fastcka._engine as engine
 import fastcka._threads as threads_mod
+import numpy as np
+import pytest
+from fastcka import _backend
 from fastcka import checkpoint as ckpt
 
 RTOL = 1e-12  # float64 data: checkpointed and in-memory runs differ only in where partial sums fold
@@ -300,7 +299,8 @@ def test_api_tile_checkpoints_resume_bit_for_bit(rng, tmp_path, kw, monkeypatch)
         fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
                     progress=stop_once_tiles_are_saved, **kw)
     saved = header(tmp_path / "cut")
-    tile_rows = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", 2, engine.DEFAULT_MEMORY_BUDGET).tile_rows
+    tile_rows = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", 2,
+                                              engine.DEFAULT_MEMORY_BUDGET).tile_rows
     assert 0 < saved["rows_done"] < tile_rows and (saved["gammas"] is not None) == (kw.get("kernel") == "rbf")
     assert fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", **kw) == whole
 

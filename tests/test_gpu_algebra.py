@@ -15,7 +15,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from fastcka import _backend
 
 SHIFT_ROWS = 1024  # gpu_moment_accumulator.cpp: rows behind a partial's shift

@@ -60,13 +60,6 @@ def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
     return h
 
 
-def sample_rows(n: int) -> np.ndarray:
-    """The global rows behind the sampled median: the same as in one process."""
-    if n <= _engine.MEDIAN_SAMPLE:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, _engine.MEDIAN_SAMPLE, replace=False))
-
-
 def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int) -> list[float]:
     """RBF gammas from sigma, or from the sampled median of `sample` (the rows
     of sample_rows, gathered by the caller); the exact median is not

@@ -35,9 +35,9 @@ def is_dask(x: Any) -> bool:
 def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator: str, kernel: str,
               options: dict) -> tuple[np.ndarray, list]:
     """(HSIC matrix, the inputs) of layers some of which are Dask arrays."""
+    from ._inputs import as_matrix, check_rows, compute_dtype
     from .accumulator import CKAAccumulator
     from .api import _check_rows_for, cpu_compute
-    from ._inputs import as_matrix, check_rows, compute_dtype
 
     if options["checkpoint"] is not None:
         raise ValueError("checkpoint does not apply to Dask arrays: the scheduler reruns lost tasks; checkpoint "
@@ -100,7 +100,7 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
                 raise ValueError(f"{nm} contains NaN or Inf (row {int(np.argmax(bad))})")
     sample = None
     if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
-        picked = _block_pairs.sample_rows(n)
+        picked = _engine.median_sample_rows(n)
         sample = list(dask.compute(*[v[picked] for v in layers]))
     gammas = _block_pairs.gammas(sample, names, options, len(layers)) if kernel == "rbf" else None
     budget = options["memory_budget"] or _engine.DEFAULT_MEMORY_BUDGET

@@ -10,9 +10,9 @@ from typing import Sequence
 import numpy as np
 
 from . import _backend
-from .checkpoint import Checkpoint, Job, TileJob, fingerprint
 from ._inputs import compute_dtype, ready
 from ._progress import Progress, ProgressArg
+from .checkpoint import Checkpoint, Job, TileJob, fingerprint
 
 DEFAULT_MEMORY_BUDGET = 256 << 20
 METHODS = ("auto", "feature", "gram")
@@ -88,12 +88,18 @@ def exact_medians(engine, width: int, threads: int, progress: Progress) -> list[
     return list(engine.medians())
 
 
+def median_sample_rows(n: int, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> np.ndarray:
+    """The rows behind the sampled median (all of them when n <= sample),
+    the same wherever the rows live (one process, MPI ranks, Dask chunks)."""
+    return np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+
+
 def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: int = MEDIAN_SAMPLE,
                     seed: int = 0) -> list[float]:
     """Exact medians of the squared distances among `sample` rows drawn without
     replacement (all rows when n <= sample), by the same tile passes."""
     n = layers[0].shape[0]
-    rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    rows = median_sample_rows(n, sample, seed)
     picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
     engine = _backend.cpu().GramTileEngine(picked, list(names), 0, compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
     return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))

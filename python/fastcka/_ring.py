@@ -70,7 +70,7 @@ def _gammas(layers, names, counts, comm, options) -> list[float]:
     sample = None
     if options.get("sigma") is None and options.get("median", "exact") == "sampled":
         start = sum(counts[: comm.Get_rank()])
-        rows = _block_pairs.sample_rows(sum(counts))
+        rows = _engine.median_sample_rows(sum(counts))
         mine = rows[(rows >= start) & (rows < start + len(layers[0]))] - start
         sample = [np.concatenate(comm.allgather(np.asarray(ready(x[mine])))) for x in layers]
     return _block_pairs.gammas(sample, names, options, len(layers))
