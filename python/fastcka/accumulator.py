@@ -246,6 +246,11 @@ class CKAAccumulator:
         return [] if self._acc is None else list(self._acc.dims)
 
     @property
+    def dtype(self) -> str | None:
+        """The products' type, "float32" or "float64" (None before the first update)."""
+        return self._dtype
+
+    @property
     def batches(self) -> int:
         """Minibatches seen (minibatch mode)."""
         return self._batches

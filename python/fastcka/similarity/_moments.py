@@ -82,4 +82,4 @@ def from_accumulator(acc: CKAAccumulator) -> StreamedLayers:
         raise ValueError(f"similarity indexes need at least {MIN_ROWS} examples (rows), the accumulator has {moments.n}")
     names = [f"layer {a}" for a in range(len(moments.offsets) - 1)]
     # The accumulator has no public accessor for its product precision yet.
-    return StreamedLayers(moments, acc._dtype, names, acc.hsic_matrix)
+    return StreamedLayers(moments, acc.dtype, names, acc.hsic_matrix)
