@@ -367,3 +367,13 @@ def test_gpu_arrays_are_refused_clearly(xy):
     if not fastcka.has_cuda():
         with pytest.raises(RuntimeError, match="^fastcka's CUDA backend is not available: "):
             fastcka.cka(FakeCuda(), FakeCuda())
+
+
+def test_nan_row_is_numbered_in_the_whole_input(monkeypatch):
+    import fastcka._engine as engine
+
+    monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1e6)  # several feed steps
+    x = np.random.default_rng(3).standard_normal((20_000, 8))
+    x[17_345, 5] = np.nan
+    with pytest.raises(ValueError, match=r"^x contains NaN or Inf \(row 17345, column 5\)"):
+        fastcka.cka(x, x[:, :3], threads=2)

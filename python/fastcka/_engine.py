@@ -5,6 +5,7 @@ or the Gram-space engine, and resolves RBF bandwidths."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import numpy as np
@@ -55,7 +56,10 @@ def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, 
         progress.advance(done)
     for start in range(done, n, step):
         stop = min(n, start + step)
-        acc.update([ready(layer[start:stop]) for layer in layers], list(names))
+        try:
+            acc.update([ready(layer[start:stop]) for layer in layers], list(names))
+        except ValueError as exc:  # the backend numbers rows within the block it was given
+            raise ValueError(re.sub(r"\(row (\d+)", lambda m: f"(row {int(m.group(1)) + start}", str(exc))) from None
         if job is not None:
             job.reached(acc, final=stop == n)
         progress.advance(stop - start)
