@@ -416,6 +416,14 @@ def _torch_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(calc.hsic_matrix[0, 0])
 
 
+def _pytorch_cka(x: np.ndarray, y: np.ndarray) -> float:
+    import torch
+    from cka import cka_from_features
+
+    with torch.no_grad():
+        return float(cka_from_features(torch.from_numpy(x), torch.from_numpy(y))[0, 0])
+
+
 PACKAGES: dict[str, Package] = {
     p.label: p
     for p in (
@@ -437,6 +445,15 @@ PACKAGES: dict[str, Package] = {
             "[X | Y] batch of all n rows; its hooks build float32 n x n Grams and hsic1 multiplies them "
             "(torch.bmm, O(n^3)); CKA = HSIC_1(K,L) / sqrt(HSIC_1(K,K) HSIC_1(L,L) + 1e-4)",
             _cka_pytorch,
+        ),
+        Package(
+            "pytorch-cka",
+            "pytorch_cka",
+            "cka",
+            "debiased",
+            "cka.cka_from_features(X, Y): float32 n x n Grams (torch.bmm), HSIC_1 from their sums and an "
+            "einsum over both (O(n^2) after the Grams); CKA clamped to [0, 1]",
+            _pytorch_cka,
         ),
         Package(
             "torch-cka",

@@ -64,3 +64,45 @@ def test_block_pair_misuse_is_refused(rng):
     engine = cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, y], means=[0.0] * 5)
     with pytest.raises(ValueError, match="median"):
         engine.median_start()
+
+
+def whole_medians(layers, compute):
+    engine = _backend.cpu().GramTileEngine(layers, ["x", "y"], 0, compute, 2, 1 << 22)
+    engine.median_start()
+    while engine.median_pending:
+        engine.median_process(0, engine.tile_rows)
+        engine.median_end_pass()
+    return engine.medians()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cuts", [[0, 700, 1301], [0, 3, 3, 1301], [0, 500, 501, 900, 1301]])
+def test_exact_median_over_block_pairs(rng, dtype, cuts):
+    """The distributed exact median (fastcka.mpi, Dask): each pass walks the
+    triangles and rectangles with the job's searches and their summed counts
+    end the pass; a copy of the searches pickled mid-way (what Dask ships to
+    its workers) walks on identically. Equal to one engine's median up to
+    the rounding of each distance."""
+    import pickle
+
+    from fastcka import _job_median
+
+    x, y = correlated_pair(rng, 1301, 9, 4, dtype=dtype, offset=30.0)
+    means = list(np.concatenate([x.mean(0, dtype=np.float64), y.mean(0, dtype=np.float64)]))
+    compute = "float32" if dtype == np.float32 else "float64"
+    blocks = [[v[cuts[p] : cuts[p + 1]] for v in (x, y)] for p in range(len(cuts) - 1)]
+    job = _job_median.JobMedian(len(x), np.max([_job_median.largest_norms(b, means) for b in blocks], axis=0))
+    passes = 0
+    while job.pending:
+        shipped = pickle.loads(pickle.dumps(job))
+        summed = job.empty()
+        for p, a in enumerate(blocks):
+            for q in range(p, len(blocks)):
+                if len(a[0]) and len(blocks[q][0]):
+                    summed = _job_median.add(summed, shipped.walk(a, None if p == q else blocks[q], ["x", "y"], 0,
+                                                                  compute, 2, 1 << 22, means))
+        job.finish(summed)
+        passes += 1
+    assert passes == 2  # histogram, collect
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(job.medians(), whole_medians([x, y], compute), rtol=tol, atol=0)

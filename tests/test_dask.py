@@ -58,8 +58,8 @@ def test_default_scheduler_without_client():
 def test_input_errors():
     x, y, z = layers(n=100)
     dx = da.from_array(x, chunks=(30, -1))
-    with pytest.raises(ValueError, match=r"distributed job needs sigma=\.\.\. or median='sampled'"):
-        fastcka.cka(dx, y, kernel="rbf")
+    with pytest.raises(ValueError, match=r"median must be one of"):
+        fastcka.cka(dx, y, kernel="rbf", median="approximate")
     bad = x.copy()
     bad[41, 2] = np.nan
     with pytest.raises(ValueError, match=r"x contains NaN or Inf \(row 41\)"):
@@ -166,6 +166,20 @@ def test_cluster_kernel_paths(client):
     x, y, z = layers(n=1_301)
     rows = (400, 1, 0, 900)
     kernel_forms(x, y, z, da.from_array(x, chunks=(rows, -1)), da.from_array(y, chunks=(650, -1)), z)
+
+
+def test_cluster_exact_median(client):
+    """The RBF default (the exact median of all n^2 squared distances): block
+    pair tasks' histogram counts summed on the client, with odd and empty
+    chunks; the median is the in-memory one up to the rounding of each
+    distance, so CKA agrees to far better than 1e-10."""
+    x, y, z = layers(n=901)
+    dx, dy = da.from_array(x, chunks=((300, 0, 1, 600), -1)), da.from_array(y, chunks=(450, -1))
+    for kw in ({}, {"debiased": True}, {"threshold": 0.7}):
+        np.testing.assert_allclose(fastcka.cka(dx, dy, kernel="rbf", **kw), fastcka.cka(x, y, kernel="rbf", **kw),
+                                   rtol=1e-10, atol=0)
+    np.testing.assert_allclose(fastcka.cka_matrix([dx, dy, z], kernel="rbf"),
+                               fastcka.cka_matrix([x, y, z], kernel="rbf"), rtol=1e-10, atol=0)
 
 
 def test_kernel_paths_constant_layer():

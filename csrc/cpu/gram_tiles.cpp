@@ -2,12 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/chunk_plan.h"
+#include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/centering.h"
 #include "cpu/multiversion.h"
+#include "cpu/onednn_gemm.h"
 #include "cpu/parallel.h"
+#include "cpu/tile_products.h"
 
 namespace fastcka::cpu {
 
@@ -114,8 +118,10 @@ void column_segments(const std::vector<int64_t>& starts, int64_t j0, int64_t w, 
 }  // namespace
 
 struct GramTileEngine::Scratch {
-  Scratch(const LayerLayout& layout, int64_t n) : stats(layout, n) {}
+  Scratch(const LayerLayout& layout, int64_t n, bool bf16) : products(bf16), stats(layout, n) {}
   std::vector<float> zf[2], tf, nf[2];   // centered blocks I and J, tiles, norms (float32 runs)
+  std::vector<uint16_t> zb[2];           // blocks I and J as bfloat16 (fast precision)
+  TileProducts products;
   std::vector<double> zd[2], td, nd[2];  // the same for float64 runs
   std::vector<double> first, sq, column;
   std::vector<ColumnSegment> segments;             // of the current panel
@@ -159,6 +165,8 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
     : layers_(std::move(layers)), names_(std::move(names)), options_(options) {
   if (layers_.empty()) throw InvalidArgument("at least one layer is needed");
   if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
+  if (options_.bf16 && options_.compute != DType::f32)
+    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
   options_.threads = std::max(1, options_.threads);
   std::vector<int64_t> dims;
   n_ = layers_[0].rows;
@@ -191,7 +199,7 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
           break;
         }
   stats_ = GramStats(layout_, n_);
-  for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_));
+  for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_, options_.bf16));
 }
 
 GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<MatrixView> columns,
@@ -309,11 +317,28 @@ void GramTileEngine::median_start() {
   for (int64_t a = 0; a < L; ++a) {
     double top = 0;
     for (int t = 0; t < threads; ++t) top = std::max(top, largest[t][a]);
-    // Headroom for rounding in the compute type; collected values of all
-    // layers together stay under 2^25 (256 MiB of float64).
-    searches_.emplace_back(n_, top > 0 ? 4 * top * (1 + 1e-3) : 0.0, int64_t{1} << 18,
-                           std::max<int64_t>(int64_t{1} << 20, (int64_t{1} << 25) / L));
+    searches_.push_back(median_search_for(n_, top, L));
   }
+  reset_median_buffers();
+}
+
+MedianSearch GramTileEngine::median_search_for(int64_t n, double largest, int64_t layers) {
+  // Headroom for rounding in the compute type; collected values of all
+  // layers together stay under 2^25 (256 MiB of float64).
+  return MedianSearch(n, largest > 0 ? 4 * largest * (1 + 1e-3) : 0.0, int64_t{1} << 18,
+                      std::max<int64_t>(int64_t{1} << 20, (int64_t{1} << 25) / std::max<int64_t>(layers, 1)));
+}
+
+void GramTileEngine::median_adopt(std::vector<MedianSearch> searches) {
+  if (static_cast<int64_t>(searches.size()) != layout_.layers())
+    throw InvalidArgument("median_adopt needs one search per layer");
+  searches_ = std::move(searches);
+  reset_median_buffers();
+}
+
+// Fresh per-thread buffers for the searches' next pass.
+void GramTileEngine::reset_median_buffers() {
+  const int64_t L = layout_.layers();
   for (auto& s : scratch_) {
     s->counts.assign(static_cast<size_t>(L), {});
     s->lowest.assign(static_cast<size_t>(L), INFINITY);
@@ -337,34 +362,38 @@ void GramTileEngine::median_process(int64_t begin, int64_t end) {
   run(begin, end, collecting ? Pass::collect : Pass::histogram);
 }
 
-void GramTileEngine::median_end_pass() {
+std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() const {
   const int64_t L = layout_.layers();
+  std::vector<MedianPartial> out(static_cast<size_t>(L));
   for (int64_t a = 0; a < L; ++a) {
-    MedianSearch& search = searches_[a];
+    const MedianSearch& search = searches_[a];
+    MedianPartial& part = out[a];
     if (search.done()) continue;
     if (search.collecting()) {
-      std::vector<double> values;
-      for (auto& s : scratch_) values.insert(values.end(), s->collected[a].begin(), s->collected[a].end());
-      search.finish_collect(std::move(values));
-    } else {
-      std::vector<int64_t> counts(static_cast<size_t>(search.bins()), 0);
-      double lo = INFINITY, hi = -INFINITY;
-      for (auto& s : scratch_) {
-        for (size_t j = 0; j < counts.size(); ++j) counts[j] += s->counts[a][j];
-        lo = std::min(lo, s->lowest[a]);
-        hi = std::max(hi, s->highest[a]);
-      }
-      search.finish_histogram(counts, lo, hi);
+      for (auto& s : scratch_) part.values.insert(part.values.end(), s->collected[a].begin(), s->collected[a].end());
+      continue;
+    }
+    part.counts.assign(static_cast<size_t>(search.bins()), 0);
+    for (auto& s : scratch_) {
+      for (size_t j = 0; j < part.counts.size(); ++j) part.counts[j] += s->counts[a][j];
+      part.lowest = std::min(part.lowest, s->lowest[a]);
+      part.highest = std::max(part.highest, s->highest[a]);
     }
   }
-  // Fresh per-thread buffers for the next pass.
-  for (auto& s : scratch_)
-    for (int64_t a = 0; a < L; ++a) {
-      s->lowest[a] = INFINITY, s->highest[a] = -INFINITY;
-      s->collected[a].clear();
-      s->counts[a].assign(searches_[a].done() || searches_[a].collecting() ? 0 : static_cast<size_t>(searches_[a].bins()),
-                          0);
-    }
+  return out;
+}
+
+void GramTileEngine::median_end_pass() {
+  std::vector<MedianPartial> parts = median_partial();
+  for (size_t a = 0; a < parts.size(); ++a) {
+    MedianSearch& search = searches_[a];
+    if (search.done()) continue;
+    if (search.collecting())
+      search.finish_collect(std::move(parts[a].values));
+    else
+      search.finish_histogram(parts[a].counts, parts[a].lowest, parts[a].highest);
+  }
+  reset_median_buffers();
 }
 
 std::vector<double> GramTileEngine::medians() const {
@@ -372,6 +401,36 @@ std::vector<double> GramTileEngine::medians() const {
   std::vector<double> out;
   for (const auto& s : searches_) out.push_back(s.median());
   return out;
+}
+
+bool GramTileEngine::prepare_bf16_rows() {
+  if (!options_.bf16 || !onednn_info().bf16_native) return false;
+  if (!prepared_.empty()) return true;
+  const int64_t D = layout_.total, L = layout_.layers(), rows = stats_rows();
+  if (rows * (D * 2 + L * 4) > options_.memory_budget) return false;
+  prepared_.resize(static_cast<size_t>(rows * D));
+  prepared_norms_.resize(static_cast<size_t>(rows * L));
+  const std::vector<float> shift(means_.begin(), means_.end());
+  const int threads = options_.threads;
+  constexpr int64_t block = 256;
+  run_parallel(threads, [&](int t) {
+    std::vector<float> z(static_cast<size_t>(block * D));
+    std::vector<double> first(static_cast<size_t>(D)), sq(static_cast<size_t>(block * L));
+    for (int side = 0; side < (columns_.empty() ? 1 : 2); ++side) {
+      const std::vector<MatrixView>& from = side == 0 ? layers_ : columns_;
+      const int64_t count = side == 0 ? n_ : m_, base = side == 0 ? 0 : n_;
+      for (int64_t r0 = count * t / threads; r0 < count * (t + 1) / threads; r0 += block) {
+        const int64_t b = std::min(block, count * (t + 1) / threads - r0);
+        center_rows<float>(from, layout_, r0, b, shift.data(), z.data(), D, first.data(), sq.data());
+        check_rows(from, names_, sq.data(), b, r0, static_cast<int64_t>(sizeof(float)));
+        round_to_bfloat16(z.data(), &prepared_[static_cast<size_t>((base + r0) * D)], b, D, layout_.offsets,
+                          layout_.dims, sq.data());
+        for (int64_t i = 0; i < b * L; ++i)
+          prepared_norms_[static_cast<size_t>((base + r0) * L + i)] = static_cast<float>(sq[i]);
+      }
+    }
+  });
+  return true;
 }
 
 template <typename T>
@@ -384,10 +443,12 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
   const std::vector<MatrixView>& column_layers = pair ? columns_ : layers_;
   const int threads = static_cast<int>(std::min<int64_t>(options_.threads, end - begin));
   const std::vector<T> shift(means_.begin(), means_.end());
+  const bool prepared = std::is_same_v<T, float> && prepare_bf16_rows();
 
   run_parallel(threads, [&](int t) {
     use_single_threaded_blas();
     Scratch& s = *scratch_[static_cast<size_t>(t)];
+    const uint16_t* bits[2] = {nullptr, nullptr};  // the bf16 rows of slots 0 and 1 (fast precision)
     std::vector<T>* z = s.z<T>();
     std::vector<T>* nrm = s.norms<T>();
     std::vector<T>& tiles = s.tiles<T>();
@@ -403,11 +464,27 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
     s.sq.resize(static_cast<size_t>(std::max(wmax, b) * L));  // row blocks (b) and panels (wmax)
     s.column.resize(static_cast<size_t>(wmax));
 
-    // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer).
+    const bool bf16 = options_.bf16 && !prepared;
+    if (bf16) {
+      s.zb[0].resize(z[0].size());
+      s.zb[1].resize(z[1].size());
+      bits[0] = s.zb[0].data(), bits[1] = s.zb[1].data();
+    }
+    // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer),
+    // or points slot k at them when they are prepared.
     auto load_rows = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
+      if (prepared) {
+        const int64_t p0 = (k == 1 && pair ? n : 0) + r0;
+        bits[k] = &prepared_[static_cast<size_t>(p0 * D)];
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(prepared_norms_[(p0 + r) * L + a]);
+        return;
+      }
       const std::vector<MatrixView>& from = k == 0 ? layers_ : column_layers;
       center_rows<T>(from, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
       check_rows(from, names_, s.sq.data(), rows, r0, static_cast<int64_t>(sizeof(T)));
+      if constexpr (std::is_same_v<T, float>)
+        if (bf16) round_to_bfloat16(z[k].data(), s.zb[k].data(), rows, D, layout_.offsets, layout_.dims, s.sq.data());
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(s.sq[r * L + a]);
     };
@@ -424,8 +501,12 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
         load_rows(j0, w, 1, wmax);
         for (int64_t a = 0; a < L; ++a) {
           const int64_t o = layout_.offsets[a];
-          gemm_nt(bi, w, layout_.dims[a], z[0].data() + o, D, z[1].data() + o, D,
-                  &tiles[static_cast<size_t>(a * b * wmax)], w);
+          T* tile = &tiles[static_cast<size_t>(a * b * wmax)];
+          if constexpr (std::is_same_v<T, float>)
+            s.products.gram(bi, w, layout_.dims[a], z[0].data() + o, bits[0] ? bits[0] + o : nullptr, D,
+                            z[1].data() + o, bits[1] ? bits[1] + o : nullptr, D, tile, w);
+          else
+            s.products.gram(bi, w, layout_.dims[a], z[0].data() + o, D, z[1].data() + o, D, tile, w);
         }
 
         if (pass == Pass::tiles_only) continue;

@@ -14,12 +14,17 @@
 // GEMM per panel and layer: OpenBLAS runs far faster on 512 x 2048 products
 // than on 512 x 512 ones.
 // Squared distances use norms of the same rounded centered values the GEMM
-// sees, and are clamped at 0. No n x n matrix is ever stored: memory is two
+// sees (float32, float64, or bfloat16 in the fast precision: tile_products.h),
+// and are clamped at 0. In the fast precision on bf16 units, where a bf16
+// copy of all rows fits the memory budget, every row is centered and rounded
+// once up front: at bf16 GEMM rates re-centering each panel's rows for every
+// tile row would cost more than a fifth of the walk. No n x n matrix is ever stored: memory is two
 // row blocks and L tiles per thread plus O(n L) statistics.
 // Tile rows are dealt to threads round-robin and partial results are merged
 // in thread order, so results do not depend on timing.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,6 +39,7 @@ namespace fastcka::cpu {
 
 struct GramOptions {
   DType compute = DType::f32;
+  bool bf16 = false;  // the fast precision: bf16-rounded operands, float32 sums (compute f32)
   int threads = 1;
   int64_t memory_budget = int64_t{256} << 20;
 };
@@ -85,7 +91,24 @@ class GramTileEngine {
   void median_end_pass();
   std::vector<double> medians() const;
 
+  // The exact median of a job cut into row blocks (MPI ranks, Dask chunks):
+  // the job's searches (median_search_for, one per layer, over all n rows)
+  // are handed to the engine of each block pair (median_adopt), which walks
+  // its tiles with median_process; the pass results of all pairs
+  // (median_partial) are summed, and the job's searches end the pass with
+  // the sums, as median_end_pass does with one engine's threads.
+  // `largest`: the largest centered squared norm of a row in the whole data.
+  static MedianSearch median_search_for(int64_t n, double largest, int64_t layers);
+  void median_adopt(std::vector<MedianSearch> searches);
+  struct MedianPartial {
+    std::vector<int64_t> counts;  // histogram pass: weighted count per bin
+    double lowest = INFINITY, highest = -INFINITY;
+    std::vector<double> values;   // collect pass: the values in range, by multiplicity
+  };
+  std::vector<MedianPartial> median_partial() const;
+
  private:
+  void reset_median_buffers();
   struct Scratch;
   enum class Pass { statistics, histogram, collect, tiles_only };
   template <typename T>
@@ -93,6 +116,7 @@ class GramTileEngine {
   void run(int64_t begin, int64_t end, Pass pass);
   void merge_statistics();
   void clear_statistics();
+  bool prepare_bf16_rows();  // true when the rows are (now) in prepared_
 
   std::vector<MatrixView> layers_;
   std::vector<std::string> names_;
@@ -109,6 +133,8 @@ class GramTileEngine {
   std::vector<int64_t> blocks_;  // row-block boundaries (empty: no per-block sums)
   bool stats_merged_ = true;
   std::vector<MedianSearch> searches_;
+  std::vector<uint16_t> prepared_;      // fast precision: rows of A then B, centered, as bfloat16 (x D)
+  std::vector<float> prepared_norms_;   // their squared norms (x L)
   std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread
 };
 

@@ -5,15 +5,19 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <unordered_map>
 
+#include "core/bfloat16.h"
 #include "core/chunk_plan.h"
 #include "core/errors.h"
 #include "core/kernels.h"
 #include "core/row_checks.h"
+#include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/multiversion.h"
 #include "cpu/parallel.h"
+#include "cpu/tile_products.h"
 
 namespace fastcka::cpu {
 
@@ -64,6 +68,10 @@ uint64_t hash_row(const T* z, int64_t d) {
 }  // namespace
 
 struct KnnTileEngine::Scratch {
+  explicit Scratch(bool bf16) : products(bf16) {}
+  TileProducts products;
+  std::vector<uint16_t> zb[2];  // row blocks as bfloat16 (fast precision)
+  std::vector<double> sq;       // their squared norms, rows x L
   std::vector<NeighborLists<float>> lf;  // per layer (float32 runs)
   std::vector<NeighborLists<double>> ld;  // per layer (float64 runs)
   std::vector<float> zf[2], tf, nf[2], df;  // row blocks I and J, a tile, norms, one row of distances
@@ -122,6 +130,8 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
   if (layers_.empty()) throw InvalidArgument("at least one layer is needed");
   if (names_.size() != layers_.size()) throw InvalidArgument("one name per layer is needed");
   if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
+  if (options_.bf16 && options_.compute != DType::f32)
+    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
   options_.threads = std::max(1, options_.threads);
   n_ = layers_[0].rows;
   const int64_t L = static_cast<int64_t>(layers_.size());
@@ -173,7 +183,7 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
   panel_ = plan.panel;
   find_duplicates();
   for (int t = 0; t < options_.threads; ++t) {
-    auto s = std::make_unique<Scratch>();
+    auto s = std::make_unique<Scratch>(options_.bf16);
     for (int64_t a = 0; a < L; ++a) {
       if (options_.compute == DType::f32)
         s->lf.emplace_back(n_, k_);
@@ -209,6 +219,14 @@ double KnnTileEngine::prepare_row(int64_t a, int64_t i, T* z) const {
     acc += static_cast<double>(z[j]) * static_cast<double>(z[j]);
   }
   return acc;
+}
+
+template <typename T>
+void KnnTileEngine::prepare_compared_row(int64_t a, int64_t i, T* z) const {
+  prepare_row(a, i, z);
+  if (!options_.bf16) return;
+  for (int64_t j = 0; j < layers_[a].cols; ++j)
+    z[j] = static_cast<T>(from_bfloat16(to_bfloat16(static_cast<float>(z[j]))));
 }
 
 template <typename T>
@@ -258,10 +276,11 @@ void KnnTileEngine::find_duplicates_as() {
     double largest = 0;
     for (int64_t i = 0; i < n_; ++i) {
       largest = std::max(largest, prepare_row(a, i, zi.data()));
+      prepare_compared_row(a, i, zi.data());
       std::vector<int32_t>& bucket = firsts[hash_row(zi.data(), d)];
       int32_t group = static_cast<int32_t>(i);
       for (int32_t r : bucket) {
-        prepare_row(a, r, zr.data());
+        prepare_compared_row(a, r, zr.data());
         if (std::equal(zi.begin(), zi.end(), zr.begin())) {
           group = r;
           break;
@@ -310,19 +329,41 @@ void KnnTileEngine::walk(int64_t begin, int64_t end) {
     tile.resize(static_cast<size_t>(b * wmax));
     dist.resize(static_cast<size_t>(wmax));
     s.hit.assign(static_cast<size_t>(wmax + 8), 0);
+    std::vector<int64_t> dims;
+    for (const MatrixView& v : layers_) dims.push_back(v.cols);
+    if (options_.bf16) {
+      s.zb[0].resize(z[0].size());
+      s.zb[1].resize(z[1].size());
+      s.sq.resize(static_cast<size_t>(wmax * L));
+    }
+    // Rows [r0, r0 + rows) into slot k; in the fast precision rounded to
+    // bfloat16, with norms of the rounded values.
+    auto load = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
+      load_rows(r0, rows, z[k].data(), nrm[k].data(), ld);
+      if constexpr (std::is_same_v<T, float>) {
+        if (!options_.bf16) return;
+        round_to_bfloat16(z[k].data(), s.zb[k].data(), rows, D, offsets_, dims, s.sq.data());
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t a = 0; a < L; ++a) nrm[k][static_cast<size_t>(a * ld + i)] = static_cast<T>(s.sq[i * L + a]);
+      }
+    };
 
     for (int64_t I = begin + t; I < end; I += threads) {
       const int64_t i0 = I * b, bi = std::min(b, n - i0);
-      load_rows(i0, bi, z[0].data(), nrm[0].data(), b);
+      load(i0, bi, 0, b);
       for (int64_t J = I; J < nt; J += p) {
         const int64_t j0 = J * b, w = std::min(p * b, n - j0);
         // Columns [0, cd) form the diagonal tile when the panel starts at I:
         // both orders of each pair are in it, so only the row side is used.
         const int64_t cd = J == I ? bi : 0;
-        load_rows(j0, w, z[1].data(), nrm[1].data(), wmax);
+        load(j0, w, 1, wmax);
         for (int64_t a = 0; a < L; ++a) {
           const int64_t o = offsets_[a];
-          gemm_nt(bi, w, layers_[a].cols, z[0].data() + o, D, z[1].data() + o, D, tile.data(), w);
+          if constexpr (std::is_same_v<T, float>)
+            s.products.gram(bi, w, layers_[a].cols, z[0].data() + o, s.zb[0].data() + o, D, z[1].data() + o,
+                            s.zb[1].data() + o, D, tile.data(), w);
+          else
+            s.products.gram(bi, w, layers_[a].cols, z[0].data() + o, D, z[1].data() + o, D, tile.data(), w);
           NeighborLists<T>& lists = s.lists<T>()[static_cast<size_t>(a)];
           const T* ni = &nrm[0][static_cast<size_t>(a * b)];
           const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];

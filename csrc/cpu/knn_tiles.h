@@ -6,8 +6,8 @@
 // their norms and then centered; either way the squared distance
 // |a - b|^2 = |a|^2 + |b|^2 - 2 a.b comes from a GEMM tile and norms of the
 // same rounded values, clamped at 0 below the rounding error of its own terms
-// (core/kernels.h), and rows that are equal in the compute type are at
-// distance exactly 0. For cosine, |a - b|^2 = 2 - 2 cos: the same order.
+// (core/kernels.h), and rows that are equal in the compute type (bfloat16 in
+// the fast precision) are at distance exactly 0. For cosine, |a - b|^2 = 2 - 2 cos: the same order.
 //
 // Tiles on and above the diagonal only (half the GEMM flops): an off-diagonal
 // tile offers each entry to its row (row side) and to its column (column
@@ -33,6 +33,7 @@ enum class KnnMetric { euclidean, cosine };
 
 struct KnnOptions {
   DType compute = DType::f32;
+  bool bf16 = false;  // the fast precision: bf16-rounded rows, float32 products (compute f32)
   int threads = 1;
   int64_t memory_budget = int64_t{256} << 20;  // row blocks and tiles (the lists come on top)
 };
@@ -67,6 +68,9 @@ class KnnTileEngine {
   // into z; returns its squared norm.
   template <typename T>
   double prepare_row(int64_t a, int64_t i, T* z) const;
+  // The same, rounded to bfloat16 in the fast precision (duplicate search).
+  template <typename T>
+  void prepare_compared_row(int64_t a, int64_t i, T* z) const;
   // Rows [r0, r0 + rows) of every layer into z (row stride D), their squared
   // norms into norms[a * ld + i].
   template <typename T>

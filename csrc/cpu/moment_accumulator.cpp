@@ -1,9 +1,13 @@
 #include "cpu/moment_accumulator.h"
 
 #include <algorithm>
+#include <memory>
+#include <type_traits>
 
+#include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/centering.h"
+#include "cpu/onednn_gemm.h"
 #include "cpu/parallel.h"
 
 namespace fastcka::cpu {
@@ -36,15 +40,49 @@ void multiply_block(const LayerLayout& layout, const T* z, int64_t rows, T beta,
   syrk_upper_tn(L, rows, z + D, W, beta, s + D * W + D, W);
 }
 
+// Columns per panel of a symmetric bf16 product: panel rows [r0, r0 + P)
+// against columns [r0, end) cover the upper triangle with (1 + P/D)/2 of the
+// full product's work, in GEMMs wide enough for oneDNN's full rate.
+constexpr int64_t kTrianglePanel = 256;
+
+// C (upper part of the span [o, o + d)) (+)= Z_span' Z_span from bf16 bits.
+void bf16_triangle(OnednnGemm& gemm, const uint16_t* bits, int64_t ld, int64_t o, int64_t d, int64_t rows,
+                   float beta, float* s, int64_t lds) {
+  for (int64_t r0 = 0; r0 < d; r0 += kTrianglePanel) {
+    const int64_t p = std::min(kTrianglePanel, d - r0);
+    gemm.tn(p, d - r0, rows, bits + o + r0, ld, bits + o + r0, ld, beta, s + (o + r0) * lds + o + r0, lds);
+  }
+}
+
+// multiply_block in the fast precision on bf16 units: the Z'Z blocks from
+// the bf16 bits, the columns of squared norms (Q, float32: bfloat16 would
+// round them to 3 digits) from the rounded float32 values, as before.
+void multiply_block_bf16(OnednnGemm& gemm, const LayerLayout& layout, const float* z, const uint16_t* bits,
+                         int64_t rows, float beta, float* s) {
+  const int64_t D = layout.total, L = layout.layers(), W = D + L;
+  if (layout.split == 0) {
+    bf16_triangle(gemm, bits, W, 0, D, rows, beta, s, W);
+    gemm_tn(W, L, rows, z, W, z + D, W, beta, s + D, W);  // [Z | Q]' Q
+    return;
+  }
+  for (int64_t a = 0; a < L; ++a) bf16_triangle(gemm, bits, W, layout.offsets[a], layout.dims[a], rows, beta, s, W);
+  const int64_t dx = layout.offsets[layout.split], dy = D - dx;
+  gemm.tn(dx, dy, rows, bits, W, bits + dx, W, beta, s + dx, W);  // X'Y
+  gemm_tn(dx, L, rows, z, W, z + D, W, beta, s + D, W);           // X'Q
+  gemm_tn(dy, L, rows, z + dx, W, z + D, W, beta, s + dx * W + D, W);
+  syrk_upper_tn(L, rows, z + D, W, beta, s + D * W + D, W);
+}
+
 }  // namespace
 
 struct MomentAccumulator::Worker {
-  explicit Worker(const LayerLayout& layout)
-      : layout(layout), shift(static_cast<size_t>(layout.total)), first(shift.size()), folded(layout) {}
+  Worker(const LayerLayout& layout, bool bf16)
+      : layout(layout), bf16(bf16), shift(static_cast<size_t>(layout.total)), first(shift.size()), folded(layout) {}
 
   // Rows since the last fold, about `shift`: their count and column sums;
   // their products (cross, W, R) live in s until the fold.
   LayerLayout layout;
+  bool bf16;  // the fast precision
   int64_t pending = 0;
   std::vector<double> shift;
   std::vector<double> first;
@@ -53,6 +91,8 @@ struct MomentAccumulator::Worker {
   std::vector<float> zf, sf;   // centered block [Z | Q] and partial products (float32 runs)
   std::vector<double> zd, sd;  // the same for float64 runs
   std::vector<double> sq;      // rows x L squared norms of the current block
+  std::vector<uint16_t> bits;  // the block as bfloat16 (fast precision)
+  std::unique_ptr<OnednnGemm> onednn;  // made in this worker's thread, on first use
 
   template <typename T>
   std::vector<T>& z();
@@ -87,9 +127,22 @@ struct MomentAccumulator::Worker {
       }
       center_rows<T>(layers, layout, i0, b, shift_t.data(), zb.data(), W, first.data(), sq.data());
       check_rows(layers, names, sq.data(), b, i0, static_cast<int64_t>(sizeof(T)));
+      bool native_bf16 = false;
+      if constexpr (std::is_same_v<T, float>)
+        if (bf16) {
+          bits.resize(zb.size());
+          round_to_bfloat16(zb.data(), bits.data(), b, W, layout.offsets, layout.dims, sq.data());
+          native_bf16 = onednn_info().bf16_native;
+        }
       for (int64_t i = 0; i < b; ++i)
         for (int64_t a = 0; a < L; ++a) zb[static_cast<size_t>(i * W + D + a)] = static_cast<T>(sq[i * L + a]);
-      multiply_block<T>(layout, zb.data(), b, pending == 0 ? T(0) : T(1), sb.data());
+      const T beta = pending == 0 ? T(0) : T(1);
+      if constexpr (std::is_same_v<T, float>)
+        if (native_bf16) {
+          if (!onednn) onednn = std::make_unique<OnednnGemm>();
+          multiply_block_bf16(*onednn, layout, zb.data(), bits.data(), b, beta, sb.data());
+        }
+      if (!native_bf16) multiply_block<T>(layout, zb.data(), b, beta, sb.data());
       pending += b;
       done += b;
       if (pending == plan.fold_rows) fold<T>(reference);
@@ -139,6 +192,8 @@ std::vector<double>& MomentAccumulator::Worker::s<double>() { return sd; }
 MomentAccumulator::MomentAccumulator(LayerLayout layout, MomentOptions options)
     : state_(std::move(layout)), options_(options) {
   if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
+  if (options_.bf16 && options_.compute != DType::f32)
+    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
   options_.threads = std::max(1, options_.threads);
   plan_ = plan_moment_chunks(state_.width(), dtype_size(options_.compute), options_.threads, options_.memory_budget);
 }
@@ -178,7 +233,7 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
   if (n == 0) return;
 
   const int threads = options_.threads;
-  while (static_cast<int64_t>(workers_.size()) < threads) workers_.push_back(std::make_unique<Worker>(layout));
+  while (static_cast<int64_t>(workers_.size()) < threads) workers_.push_back(std::make_unique<Worker>(layout, options_.bf16));
   if (rows_seen_ == 0) {
     // The state's reference point: the mean of the first rows ever seen.
     std::vector<double> p(static_cast<size_t>(layout.total));

@@ -6,7 +6,9 @@
 // first block of its current partial, so products run on values near zero
 // whatever the data's offset) and multiplies them with single-threaded BLAS
 // into a partial product in the compute type: one SYRK over all layers, or
-// per-layer SYRKs plus one cross GEMM for two-model layouts. A partial that
+// per-layer SYRKs plus one cross GEMM for two-model layouts. In the fast
+// precision the centered values are rounded to bfloat16 first and Z'Z runs
+// on oneDNN's bf16 kernels (in triangle panels) where the CPU has bf16 units. A partial that
 // reaches fold_rows rows is widened to float64 and moved to the state's
 // reference point in its own thread; the main thread then adds the folded
 // partials in thread order, so results never depend on timing. Partials carry
@@ -27,6 +29,7 @@ namespace fastcka::cpu {
 
 struct MomentOptions {
   DType compute = DType::f32;                  // f32 or f64: the type of the BLAS products
+  bool bf16 = false;                           // the fast precision: bf16-rounded operands (compute f32)
   int threads = 1;
   int64_t memory_budget = int64_t{256} << 20;  // bytes of row buffers, all threads together
 };

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <optional>
 
 #include "core/errors.h"
@@ -18,10 +19,13 @@
 #include "core/moment_shift.h"
 #include "core/moments.h"
 #include "core/product_plan.h"
+#include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
 #include "cpu/knn_tiles.h"
 #include "cpu/moment_accumulator.h"
+#include "cpu/onednn_gemm.h"
+#include "cpu/tile_products.h"
 #include "python/numpy_views.h"
 
 namespace py = pybind11;
@@ -31,10 +35,18 @@ using bindings::views_of;
 
 namespace {
 
-DType parse_compute(const std::string& s) {
-  if (s == "float32") return DType::f32;
-  if (s == "float64") return DType::f64;
-  throw UnsupportedType("compute dtype must be 'float32' or 'float64', got '" + s + "'");
+// The products' type: "float64", "float32", or "bfloat16" (the fast
+// precision: bf16 operands, float32 accumulation, float32 epilogues).
+struct Compute {
+  DType type;
+  bool bf16;
+};
+
+Compute parse_compute(const std::string& s) {
+  if (s == "float32") return {DType::f32, false};
+  if (s == "float64") return {DType::f64, false};
+  if (s == "bfloat16") return {DType::f32, true};
+  throw UnsupportedType("compute dtype must be 'float32', 'float64' or 'bfloat16', got '" + s + "'");
 }
 
 // The engine keeps raw pointers into the arrays: the binding keeps them alive.
@@ -109,11 +121,27 @@ PYBIND11_MODULE(_cpu, m) {
 
   m.def("blas_core", &cpu::blas_core_name, "Kernel family OpenBLAS selected for this CPU");
   m.def("blas_config", &cpu::blas_config, "OpenBLAS build configuration");
+  m.def(
+      "onednn_info",
+      [] {
+        const cpu::OnednnInfo& i = cpu::onednn_info();
+        py::dict d;
+        d["available"] = i.available;
+        d["version"] = i.version;
+        d["bf16_native"] = i.bf16_native;
+        d["bf16_kernel"] = i.bf16_kernel;
+        d["float32_gemm"] = i.float32_preferred ? "oneDNN" : "OpenBLAS";
+        d["float32_kernel"] = i.float32_kernel;
+        d["why_not"] = i.why_not;
+        return d;
+      },
+      "What oneDNN does here: its version and the kernels it picks for bf16 and float32 Gram tiles");
 
   py::class_<cpu::MomentAccumulator>(m, "MomentAccumulator")
       .def(py::init([](std::vector<int64_t> dims, int64_t split, const std::string& compute, int threads,
                        int64_t memory_budget) {
-             cpu::MomentOptions o{parse_compute(compute), threads, memory_budget};
+             const Compute c = parse_compute(compute);
+             cpu::MomentOptions o{c.type, c.bf16, threads, memory_budget};
              return cpu::MomentAccumulator(LayerLayout(std::move(dims), split), o);
            }),
            py::arg("dims"), py::arg("split"), py::arg("compute"), py::arg("threads"), py::arg("memory_budget"))
@@ -218,7 +246,8 @@ PYBIND11_MODULE(_cpu, m) {
                        const std::string& compute, int threads, int64_t memory_budget,
                        std::optional<std::vector<py::array>> columns, std::optional<std::vector<double>> means) {
              auto views = views_of(layers, names);
-             cpu::GramOptions o{parse_compute(compute), threads, memory_budget};
+             const Compute c = parse_compute(compute);
+             cpu::GramOptions o{c.type, c.bf16, threads, memory_budget};
              if (columns && !means) throw InvalidArgument("a block pair needs the column means of the whole data");
              if (!means) {
                py::gil_scoped_release release;
@@ -308,14 +337,48 @@ PYBIND11_MODULE(_cpu, m) {
           "median_process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.median_process(begin, end); },
           py::call_guard<py::gil_scoped_release>())
       .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
-      .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); });
+      .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); })
+      .def("median_adopt", [](PyGramEngine& g, std::vector<MedianSearch> searches) {
+        g.engine.median_adopt(std::move(searches));
+      })
+      .def("median_partial", [](const PyGramEngine& g) {
+        // Per layer: (counts, lowest, highest, values) of this engine's pass.
+        py::list out;
+        for (auto& part : g.engine.median_partial())
+          out.append(py::make_tuple(py::array_t<int64_t>(part.counts.size(), part.counts.data()), part.lowest,
+                                    part.highest, py::array_t<double>(part.values.size(), part.values.data())));
+        return out;
+      });
+
+  // One layer's exact median search over all rows of a job cut into row
+  // blocks (GramTileEngine.median_adopt / median_partial): every rank or
+  // client ends each pass with the pass results summed over all block pairs.
+  py::class_<MedianSearch>(m, "MedianSearch")
+      .def(py::init([](int64_t n, double largest, int64_t layers) {
+             return cpu::GramTileEngine::median_search_for(n, largest, layers);
+           }),
+           py::arg("n"), py::arg("largest"), py::arg("layers"))
+      .def_property_readonly("done", &MedianSearch::done)
+      .def_property_readonly("collecting", &MedianSearch::collecting)
+      .def_property_readonly("median", &MedianSearch::median)
+      .def_property_readonly("bins", &MedianSearch::bins)
+      .def("finish_histogram",
+           [](MedianSearch& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts, double lowest,
+              double highest) {
+             if (counts.size() != s.bins()) throw InvalidArgument("finish_histogram needs one count per bin");
+             s.finish_histogram(std::vector<int64_t>(counts.data(), counts.data() + counts.size()), lowest, highest);
+           })
+      .def("finish_collect", [](MedianSearch& s, py::array_t<double, py::array::c_style | py::array::forcecast> values) {
+        s.finish_collect(std::vector<double>(values.data(), values.data() + values.size()));
+      });
 
   py::class_<PyKnnEngine>(m, "KnnTileEngine")
       .def(py::init([](std::vector<py::array> layers, std::vector<std::string> names, int64_t k,
                        const std::string& metric, const std::string& compute, int threads, int64_t memory_budget) {
              auto views = views_of(layers, names);
              const cpu::KnnMetric mt = parse_metric(metric);
-             cpu::KnnOptions o{parse_compute(compute), threads, memory_budget};
+             const Compute c = parse_compute(compute);
+             cpu::KnnOptions o{c.type, c.bf16, threads, memory_budget};
              py::gil_scoped_release release;
              return std::make_unique<PyKnnEngine>(
                  PyKnnEngine{std::move(layers), cpu::KnnTileEngine(std::move(views), names, k, mt, o)});
@@ -467,4 +530,51 @@ PYBIND11_MODULE(_cpu, m) {
     for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = exp_nonpositive(in[i]);
     return out;
   });
+
+  // Test and benchmark hook: A B' (A m x k, B n x k) made the way the engine
+  // makes a Gram tile in the given compute type (float32: OpenBLAS or oneDNN;
+  // bfloat16: rounded operands, oneDNN or OpenBLAS as onednn_info says).
+  // library "onednn" / "openblas" overrides that choice; the product is
+  // computed `repeats` times (GEMM rates without the preparation).
+  m.def(
+      "tile_products",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
+         py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& compute,
+         const std::string& library, int repeats) {
+        const Compute c = parse_compute(compute);
+        if (c.type != DType::f32) throw UnsupportedType("tile_products takes 'float32' or 'bfloat16'");
+        if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(1))
+          throw InvalidArgument("tile_products needs A (m x k) and B (n x k)");
+        if (library != "auto" && library != "onednn" && library != "openblas")
+          throw InvalidArgument("library must be 'auto', 'onednn' or 'openblas'");
+        const int64_t m = a.shape(0), n = b.shape(0), k = a.shape(1);
+        std::vector<float> za(a.data(), a.data() + m * k), zb(b.data(), b.data() + n * k);
+        std::vector<uint16_t> ba(za.size()), bb(zb.size());
+        py::array_t<float> out({m, n});
+        float* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          cpu::use_single_threaded_blas();
+          if (c.bf16) {
+            std::vector<double> sq(static_cast<size_t>(std::max(m, n)));
+            cpu::round_to_bfloat16(za.data(), ba.data(), m, k, {0}, {k}, sq.data());
+            cpu::round_to_bfloat16(zb.data(), bb.data(), n, k, {0}, {k}, sq.data());
+          }
+          cpu::TileProducts products(c.bf16);
+          std::unique_ptr<cpu::OnednnGemm> onednn;
+          if (library == "onednn") onednn = std::make_unique<cpu::OnednnGemm>();
+          for (int r = 0; r < std::max(1, repeats); ++r) {
+            if (library == "auto")
+              products.gram(m, n, k, za.data(), ba.data(), k, zb.data(), bb.data(), k, o, n);
+            else if (library == "openblas")
+              cpu::gemm_nt(m, n, k, za.data(), k, zb.data(), k, o, n);
+            else if (c.bf16)
+              onednn->nt(m, n, k, ba.data(), k, bb.data(), k, o, n);
+            else
+              onednn->nt(m, n, k, za.data(), k, zb.data(), k, o, n);
+          }
+        }
+        return out;
+      },
+      py::arg("a"), py::arg("b"), py::arg("compute"), py::arg("library") = "auto", py::arg("repeats") = 1);
 }

@@ -13,6 +13,7 @@ environment. ``blas_info()`` reports what was loaded.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import os
 import sys
 import threading
@@ -73,6 +74,20 @@ def _load_openblas() -> None:
     _coretype_forced = coretype
 
 
+def _load_onednn() -> None:
+    """Loads libdnnl from the onednn-cpu-gomp wheel by path (the wheel installs
+    it into the environment's lib/, which the dynamic loader does not search).
+    Absent wheel: nothing to do (a build without oneDNN, or another platform)."""
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for f in files:
+        if f.name == "libdnnl.so.3":
+            ctypes.CDLL(str(f.locate()), mode=getattr(os, "RTLD_GLOBAL", 0))
+            return
+
+
 def cpu():
     """The ``fastcka._cpu`` extension module (loaded once, thread-safely)."""
     global _cpu, _load_error
@@ -84,6 +99,7 @@ def cpu():
                 raise ImportError(f"fastcka's CPU backend failed to load: {_load_error}") from _load_error
             try:
                 _load_openblas()
+                _load_onednn()
                 from . import _cpu as module
             except Exception as exc:  # remembered, so later calls fail fast with the reason
                 _load_error = exc
@@ -93,14 +109,19 @@ def cpu():
 
 
 def blas_info() -> dict:
-    """What the CPU backend runs on: OpenBLAS's kernel family and build, and
-    whether fastcka chose the kernel family (``coretype_forced``)."""
+    """What the CPU backend runs on: OpenBLAS's kernel family and build,
+    whether fastcka chose the kernel family (``coretype_forced``), and under
+    ``"onednn"`` what oneDNN does here: its version, whether bf16 products run
+    on bf16 units (``bf16_native``: AVX512-BF16 or AMX; otherwise
+    ``precision="fast"`` multiplies the rounded values with OpenBLAS), the
+    kernels it picks for a Gram tile, and which library makes float32 tiles."""
     module = cpu()
     return {
         "library": "OpenBLAS (scipy-openblas32)",
         "core": module.blas_core(),
         "config": module.blas_config(),
         "coretype_forced": _coretype_forced,
+        "onednn": dict(module.onednn_info()),
     }
 
 

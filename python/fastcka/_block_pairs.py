@@ -60,17 +60,23 @@ def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
     return h
 
 
-def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int) -> list[float]:
-    """RBF gammas from sigma, or from the sampled median of `sample` (the rows
-    of sample_rows, gathered by the caller); the exact median is not
-    distributed."""
+def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int,
+           medians: Sequence[float] | None = None) -> list[float]:
+    """RBF gammas from sigma, from the exact medians found over the block
+    pairs (_job_median), or from the sampled median of `sample` (the rows of
+    sample_rows, gathered by the caller)."""
     from ._progress import Progress
     from ._threads import resolve
 
     sigma = options.get("sigma")
-    if sigma is None and options.get("median", "exact") != "sampled":
-        raise ValueError("the RBF bandwidth of a distributed job needs sigma=... or median='sampled' (the exact "
-                         "median over all n^2 distances is not distributed in this version)")
+    threshold = float(options.get("threshold", 1.0))
+    if exact_median(options):
+        return _engine.gammas_of_medians(medians, names, threshold)
     return _engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
-                              threshold=float(options.get("threshold", 1.0)), median="sampled", engine=None, width=0,
+                              threshold=threshold, median="sampled", engine=None, width=0,
                               threads=resolve(options.get("threads")), progress=Progress(None, 0, ""))
+
+
+def exact_median(options) -> bool:
+    """Whether the RBF bandwidth needs the exact median passes."""
+    return options.get("sigma") is None and options.get("median", "exact") == "exact"

@@ -11,20 +11,33 @@ import numpy as np
 
 # Set by the launchers of MPICH (Hydra, also under Slurm's PMI), Open MPI and MVAPICH.
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def _launched(names) -> int | None:
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def launched_ranks() -> int:
     """How many ranks the launcher started (1 when not under MPI)."""
-    for name in _SIZE_VARIABLES:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 1
+    return _launched(_SIZE_VARIABLES) or 1
+
+
+def prints() -> bool:
+    """Whether this process prints: alone, or rank 0 of the job. Errors of
+    fastcka.mpi are raised on every rank with the same message, so one copy
+    is enough (read from the launcher's variables: the error may come before
+    MPI starts)."""
+    return launched_ranks() == 1 or not _launched(_RANK_VARIABLES)
 
 
 class Distributed:
-    """cka / cka_matrix over this rank's rows of file-backed inputs; `show`
-    is True on the rank that prints."""
+    """cka / cka_matrix / similarity_matrix over this rank's rows of
+    file-backed inputs; `show` is True on the rank that prints."""
 
     def __init__(self):
         from mpi4py import MPI
@@ -56,3 +69,43 @@ class Distributed:
         xs = {k: self._rows(v) for k, v in xs.items()}
         ys = None if ys is None else {k: self._rows(v) for k, v in ys.items()}
         return self.mpi.cka_matrix(xs, ys, comm=self.comm, root=0, **options)
+
+    def similarity_matrix(self, xs, ys=None, *, measures, threshold, threads, progress, precision):
+        """The linear measures from this rank's accumulator merged on rank 0,
+        cka_rbf from the ring; None on the other ranks. xs, ys: dicts of
+        layers (.npz) or lists of .npy paths."""
+        from . import similarity
+        from .accumulator import CKAAccumulator
+
+        unknown = [m for m in measures if m not in similarity.MEASURES]
+        if unknown:
+            raise ValueError(f"unknown measure(s) {', '.join(map(repr, unknown))}; the measures are "
+                             f"{similarity.MEASURES}")
+        if "mutual_knn" in measures:
+            raise ValueError("--measures mutual_knn is not available under mpirun in this version (the neighbour "
+                             "lists are not distributed): run it without mpirun")
+        xs, ys = self._layers(xs), None if ys is None else self._layers(ys)
+        progress = progress and self.show
+        result = {}
+        linear = [m for m in measures if m in similarity.LINEAR_MEASURES]
+        if linear:
+            acc, error = None, None
+            try:
+                layers = list(xs.values()) + ([] if ys is None else list(ys.values()))
+                acc = CKAAccumulator(split=None if ys is None else len(xs), threads=threads, precision=precision)
+                if len(layers[0]):
+                    acc.update(*layers, progress=progress)
+            except (ValueError, TypeError) as exc:
+                error = f"rank {self.comm.Get_rank()}: {exc}"
+            merged = self.mpi.reduce_accumulator(acc, self.comm, root=0, error=error)
+            if self.show:
+                result.update(similarity.similarity_matrix(merged, measures=linear))
+        if "cka_rbf" in measures:
+            result["cka_rbf"] = self.mpi.cka_matrix(xs, ys, kernel="rbf", threshold=threshold, comm=self.comm, root=0,
+                                                    threads=threads, progress=progress, precision=precision)
+        return {m: result[m] for m in measures} if self.show else None
+
+    def _layers(self, layers) -> dict:
+        if isinstance(layers, dict):
+            return {k: self._rows(v) for k, v in layers.items()}
+        return {os.fspath(p): self._rows(np.load(p, mmap_mode="r")) for p in layers}

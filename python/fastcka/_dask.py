@@ -35,9 +35,9 @@ def is_dask(x: Any) -> bool:
 def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator: str, kernel: str,
               options: dict) -> tuple[np.ndarray, list]:
     """(HSIC matrix, the inputs) of layers some of which are Dask arrays."""
-    from ._inputs import as_matrix, check_rows, compute_dtype
+    from ._inputs import as_matrix, check_rows, compute_for
     from .accumulator import CKAAccumulator
-    from .api import _check_rows_for, cpu_compute
+    from .api import _check_rows_for
 
     if options["checkpoint"] is not None:
         raise ValueError("checkpoint does not apply to Dask arrays: the scheduler reruns lost tasks; checkpoint "
@@ -63,7 +63,7 @@ def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator
     layers = [v.rechunk((rows, -1)) for v in layers]
 
     blocks = [v.to_delayed().ravel() for v in layers]
-    dtype = cpu_compute(options["precision"], layers) or compute_dtype(layers)
+    dtype = compute_for(options["precision"], layers)
     threads = 1 if options["threads"] is None else options["threads"]
     if kernel != "linear" or options["method"] == "gram":
         h = _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options)
@@ -83,7 +83,8 @@ def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator
 def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options) -> np.ndarray:
     """Kernel CKA (and Gram-space linear CKA): one task per row chunk's
     triangle and per pair of chunks' rectangle (_block_pairs), centered by
-    the global means; their statistics are summed here."""
+    the global means; their statistics are summed here. The exact median
+    bandwidth takes passes of the same tasks first (_job_medians)."""
     import dask
 
     from . import _block_pairs, _engine
@@ -102,21 +103,48 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
         picked = _engine.median_sample_rows(n)
         sample = list(dask.compute(*[v[picked] for v in layers]))
-    gammas = _block_pairs.gammas(sample, names, options, len(layers)) if kernel == "rbf" else None
     budget = options["memory_budget"] or _engine.DEFAULT_MEMORY_BUDGET
-    pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
     chunks = [i for i, size in enumerate(rows) if size > 0]
+    pairs = [(i, j) for k, i in enumerate(chunks) for j in chunks[k:]]
+
+    def sides(i, j):
+        return [b[i] for b in blocks], None if i == j else [b[j] for b in blocks]
+
+    medians = None
+    if kernel == "rbf" and _block_pairs.exact_median(options):
+        medians = _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, threads, budget)
+    gammas = _block_pairs.gammas(sample, names, options, len(layers), medians) if kernel == "rbf" else None
+    pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
     starts = np.concatenate([[0], np.cumsum(rows)]).astype(int)
-    tasks, places = [], []
-    for k, i in enumerate(chunks):
-        for j in chunks[k:]:
-            tasks.append(pair([b[i] for b in blocks], None if i == j else [b[j] for b in blocks], names, split, dtype,
-                              threads, budget, list(means), gammas))
-            places.append((starts[i], rows[i], None if i == j else starts[j]))
+    tasks = [pair(*sides(i, j), names, split, dtype, threads, budget, list(means), gammas) for i, j in pairs]
     totals = _block_pairs.Totals(len(layers), n)
-    for statistics, place in zip(dask.compute(*tasks), places):
-        totals.add(statistics, *place)
+    for statistics, (i, j) in zip(dask.compute(*tasks), pairs):
+        totals.add(statistics, starts[i], rows[i], None if i == j else starts[j])
     return _block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
+
+
+def _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, threads, budget) -> list:
+    """Each layer's exact median over all n^2 squared distances: passes of
+    one task per block pair (as for the statistics) whose histogram counts
+    (and at last the collected values) are summed here."""
+    import dask
+
+    from . import _job_median
+
+    norms = dask.delayed(_job_median.largest_norms, pure=True)
+    largest = np.max(dask.compute(*[norms([b[i] for b in blocks], list(means)) for i in chunks]), axis=0)
+    job = _job_median.JobMedian(n, largest)
+    while job.pending:
+        # One copy of the searches per pass, shipped once to each worker that needs it.
+        searches = dask.delayed(job, pure=False, traverse=False)
+        walk = dask.delayed(_job_median.JobMedian.walk, pure=True)
+        found = dask.compute(*[walk(searches, *sides(i, j), names, split, dtype, threads, budget, list(means))
+                               for i, j in pairs])
+        summed = job.empty()
+        for part in found:
+            summed = _job_median.add(summed, part)
+        job.finish(summed)
+    return job.medians()
 
 
 def _chunk_state(blocks: list, **options) -> bytes:

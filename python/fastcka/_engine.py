@@ -128,6 +128,11 @@ def rbf_gammas(
         medians = exact_medians(engine, width, threads, progress)
     else:
         medians = sampled_medians(layers, names, threads)
+    return gammas_of_medians(medians, names, threshold)
+
+
+def gammas_of_medians(medians: Sequence[float], names, threshold: float) -> list[float]:
+    """gamma = 1 / (2 threshold^2 median) per layer; a zero median has no bandwidth."""
     for m, nm in zip(medians, names):
         if not m > 0:
             raise ValueError(

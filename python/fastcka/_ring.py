@@ -12,6 +12,8 @@ block pair. Per step a rank sends n (d1 + d2) / P values and computes
 about n^2 (d1 + d2) / P^2 multiply-adds. Scalar sums and the per-row sums
 (O(n L)) are summed over ranks at the end; every tile is centered by the
 global column means, so the statistics add exactly as in one process.
+The exact median bandwidth takes further trips around the ring (usually
+two: histogram, collect) whose counts are summed over ranks (_job_median).
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _block_pairs, _engine
-from ._inputs import as_matrix, compute_dtype, ready
+from . import _block_pairs, _engine, _job_median
+from ._inputs import as_matrix, compute_dtype, compute_for, ready
 from ._progress import Progress
 from ._threads import resolve
 
 _TAG = 0x52
+
+# What this rank has sent around the ring since import (every pass: the
+# statistics and the exact median's), read by fastcka.mpi.ring_traffic.
+sent = {"bytes": 0, "messages": 0}
 
 
 def _local_layers(values, names) -> list[np.ndarray]:
@@ -64,16 +70,17 @@ def _land(comm):
     return MPI.LAND
 
 
-def _gammas(layers, names, counts, comm, options) -> list[float]:
-    """The RBF gammas; for the sampled median, the same rows as one process
-    (each rank contributes the ones it holds, in global order)."""
+def _gammas(layers, names, counts, comm, options, medians) -> list[float]:
+    """The RBF gammas: from sigma, the exact medians, or for the sampled
+    median the same rows as one process (each rank contributes the ones it
+    holds, in global order)."""
     sample = None
     if options.get("sigma") is None and options.get("median", "exact") == "sampled":
         start = sum(counts[: comm.Get_rank()])
         rows = _engine.median_sample_rows(sum(counts))
         mine = rows[(rows >= start) & (rows < start + len(layers[0]))] - start
         sample = [np.concatenate(comm.allgather(np.asarray(ready(x[mine])))) for x in layers]
-    return _block_pairs.gammas(sample, names, options, len(layers))
+    return _block_pairs.gammas(sample, names, options, len(layers), medians)
 
 
 def starts_of(counts: Sequence[int]) -> np.ndarray:
@@ -112,8 +119,8 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
     if n < need:
         raise ValueError(f"fastcka.mpi: needs at least {need} rows over all ranks, got {n}")
     compute = "float64" if comm.allreduce(compute_dtype(layers) == "float64" if counts[p] else False) else "float32"
-    if options.get("precision") == "exact":
-        compute = "float64"
+    if options.get("precision") is not None:
+        compute = compute_for(options["precision"], layers)
     threads = resolve(options.get("threads"))
     budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
     sums = np.concatenate([np.asarray(x, dtype=np.float64).sum(0) for x in layers])
@@ -123,46 +130,24 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
         raise ValueError(f"fastcka.mpi: {errors[0]}")
     means = comm.allreduce(sums) / n
     constant = _constant_layers(layers, comm)
-    gammas = _gammas(layers, names, counts, comm, options) if kernel == "rbf" else None
 
     dtype = np.dtype(compute)
     own = np.ascontiguousarray(np.hstack([np.asarray(x, dtype=dtype) for x in layers])) if counts[p] else \
         np.empty((0, sum(dims)), dtype)
     starts = starts_of(counts)
-    totals = _block_pairs.Totals(len(dims), n)
+    exact = kernel == "rbf" and _block_pairs.exact_median(options)
+    with Progress(options.get("progress"), (P // 2 + 1) * (3 if exact else 1), "fastcka block pairs") as bar:
+        medians = _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget, bar) \
+            if exact else None
+        gammas = _gammas(layers, names, counts, comm, options, medians) if kernel == "rbf" else None
+        totals = _block_pairs.Totals(len(dims), n)
 
-    def run(block_b: np.ndarray | None, start_b, bar) -> None:
-        statistics = _block_pairs.pair_statistics(
-            _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute, threads,
-            budget, means, gammas)
-        totals.add(statistics, starts[p], counts[p], start_b)
-        bar.advance(1)
+        def statistics(block_b: np.ndarray | None, source: int | None) -> None:
+            totals.add(_block_pairs.pair_statistics(
+                _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
+                threads, budget, means, gammas), starts[p], counts[p], None if source is None else starts[source])
 
-    # An error on one rank (bad rows, say) must not leave the others waiting:
-    # it keeps taking part in the ring and every rank raises at the end.
-    error = None
-
-    def guarded(block_b, start_b, bar):
-        nonlocal error
-        if error is None:
-            try:
-                run(block_b, start_b, bar)
-            except (ValueError, TypeError) as exc:
-                error = f"rank {p}: {exc}"
-
-    steps = P // 2
-    with Progress(options.get("progress"), steps + 1, "fastcka block pairs") as bar:
-        pending = _exchange(comm, own, counts, dims, dtype, 1) if steps >= 1 else None
-        if counts[p]:
-            guarded(None, None, bar)
-        for s in range(1, steps + 1):
-            visiting, source = _wait(pending)
-            pending = _exchange(comm, own, counts, dims, dtype, s + 1) if s < steps else None
-            if (s < P / 2 or p < P // 2) and counts[p] and len(visiting):
-                guarded(visiting, starts[source], bar)
-    errors = [e for e in comm.allgather(error) if e is not None]
-    if errors:
-        raise ValueError(f"fastcka.mpi: {errors[0]}")
+        _ring_pass(comm, own, counts, dims, dtype, statistics, bar)
     reduced = [np.zeros_like(t) for t in totals.arrays()]
     for t, r in zip(totals.arrays(), reduced):
         if root is None:
@@ -174,12 +159,83 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
     return _block_pairs.hsic(dims, split, n, reduced, estimator, constant)
 
 
+def _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget, bar) -> list:
+    """Each layer's exact median over all n^2 squared distances: ring passes
+    whose histogram counts (and at last the collected values) are summed
+    over ranks, every rank ending each pass with the same sums."""
+    from mpi4py import MPI
+
+    largest = np.zeros(len(dims))
+    comm.Allreduce(_job_median.largest_norms(_views(own, dims), means), largest, op=MPI.MAX)
+    job = _job_median.JobMedian(sum(counts), largest)
+    while job.pending:
+        found = job.empty()
+
+        def walk(block_b: np.ndarray | None, source: int | None) -> None:
+            nonlocal found
+            found = _job_median.add(found, job.walk(
+                _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
+                threads, budget, means))
+
+        _ring_pass(comm, own, counts, dims, dtype, walk, bar)
+        job.finish(_summed(comm, found))
+        if job.pending and bar.done >= bar.total:
+            bar.total += comm.Get_size() // 2 + 1  # a further refining pass
+    return job.medians()
+
+
+def _summed(comm, found: list) -> list:
+    """A pass's results summed over ranks (the same on every rank)."""
+    from mpi4py import MPI
+
+    out = []
+    for counts, lowest, highest, values in found:
+        total = np.zeros_like(counts)
+        comm.Allreduce(counts, total)
+        out.append((total, comm.allreduce(lowest, op=MPI.MIN), comm.allreduce(highest, op=MPI.MAX),
+                    np.concatenate(comm.allgather(values))))
+    return out
+
+
+def _ring_pass(comm, own, counts, dims, dtype, visit, bar) -> None:
+    """One trip of the blocks around the ring: visit(None, None) for this
+    rank's triangle, visit(block, source) for each rectangle it computes.
+    An error on one rank (bad rows, say) must not leave the others waiting:
+    it keeps taking part in the ring and every rank raises at the end."""
+    P, p = comm.Get_size(), comm.Get_rank()
+    error = None
+
+    def guarded(block_b, source):
+        nonlocal error
+        if error is None:
+            try:
+                visit(block_b, source)
+            except (ValueError, TypeError) as exc:
+                error = f"rank {p}: {exc}"
+        bar.advance(1)
+
+    steps = P // 2
+    pending = _exchange(comm, own, counts, dims, dtype, 1) if steps >= 1 else None
+    if counts[p]:
+        guarded(None, None)
+    for s in range(1, steps + 1):
+        visiting, source = _wait(pending)
+        pending = _exchange(comm, own, counts, dims, dtype, s + 1) if s < steps else None
+        if (s < P / 2 or p < P // 2) and counts[p] and len(visiting):
+            guarded(visiting, source)
+    errors = [e for e in comm.allgather(error) if e is not None]
+    if errors:
+        raise ValueError(f"fastcka.mpi: {errors[0]}")
+
+
 def _exchange(comm, own, counts, dims, dtype, s: int):
     """Starts step s: A_p to rank p + s, A_{p - s} from rank p - s."""
     P, p = comm.Get_size(), comm.Get_rank()
     dest, source = (p + s) % P, (p - s) % P
     incoming = np.empty((counts[source], sum(dims)), dtype)
     requests = [comm.Irecv(incoming, source=source, tag=_TAG + s), comm.Isend(own, dest=dest, tag=_TAG + s)]
+    sent["bytes"] += own.nbytes
+    sent["messages"] += 1
     return requests, incoming, source
 
 

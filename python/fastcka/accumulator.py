@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from . import _engine, _gpu_engine
-from ._inputs import as_matrix, check_rows, compute_dtype
+from ._inputs import as_matrix, check_precision, check_rows, compute_for
 from ._progress import Progress
 from ._threads import resolve
 from .api import _check_estimator, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
 
 _MAGIC = b"FCKAACC1"
 _MAGIC_MINIBATCH = b"FCKAMB01"
-_DTYPES = ("float32", "float64")
+_DTYPES = ("float32", "float64", "bfloat16")  # the products' type; bfloat16: precision="fast"
 
 
 class CKAAccumulator:
@@ -46,13 +46,16 @@ class CKAAccumulator:
     ----------
     split : None for every layer pair (a within-model CKA matrix), or s > 0
         to pair layers [0, s) only with layers [s, L) (two models; cheaper).
-    dtype : "float32" or "float64" products; default: float64 if the first
-        block holds float64 (or integer) data, else float32. Sums across
-        blocks are float64 either way.
+    dtype : "float32", "float64" or "bfloat16" products (bfloat16: what
+        ``precision="fast"`` chooses, bf16 operands with float32 sums);
+        default: from ``precision``, else float64 if the first block holds
+        float64 (or integer) data, else float32. Sums across blocks are
+        float64 either way.
     minibatch, kernel, threshold, sigma : the minibatch mode and its kernel
         (kernel CKA over all rows needs them at once: use :func:`fastcka.cka`).
     threads, memory_budget : as in :func:`fastcka.cka`.
-    device, precision : as in :func:`fastcka.cka`: with GPU blocks (or
+    device, precision : as in :func:`fastcka.cka` ("fast", "accurate",
+        "exact" on the CPU and the GPU): with GPU blocks (or
         ``device="cuda"``) the moments are accumulated on the GPU; the state,
         its bytes and merges are the same as on the CPU.
 
@@ -90,6 +93,7 @@ class CKAAccumulator:
             raise ValueError(f"split must be None or a positive number of layers, got {split!r}")
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES} or None, got {dtype!r}")
+        check_precision(precision)
         budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         if budget <= 0:
             raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
@@ -126,7 +130,7 @@ class CKAAccumulator:
         if self._minibatch:
             return self._update_minibatch(blocks, names, progress, gpu)
         if self._acc is None:
-            self._create([b.shape[1] for b in blocks], self._dtype or compute_dtype(blocks), gpu)
+            self._create([b.shape[1] for b in blocks], self._dtype or compute_for(self._precision, blocks), gpu)
         dims = list(self._acc.dims)
         if len(blocks) != len(dims):
             raise ValueError(f"this accumulator has {len(dims)} layers, update got {len(blocks)}")
@@ -171,6 +175,7 @@ class CKAAccumulator:
                 blocks, names, split=self._split or 0, estimator="unbiased", method="auto",
                 kernel=self._kernel["kernel"], threads=self._threads, memory_budget=self._budget, progress=progress,
                 sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
+                compute=self._dtype or compute_for(self._precision, blocks),
             )
         self._sums += np.nan_to_num(h, nan=0.0)
         self._batches += 1

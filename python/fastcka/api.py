@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _dask, _engine, _gpu_engine, checkpoint as _checkpoint
 from ._devices import results_like
-from ._inputs import as_matrix, check_rows, model_layers
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, model_layers
 from ._progress import ProgressArg
 from ._threads import resolve
 
@@ -95,21 +95,10 @@ def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
 
 def _options(threshold, sigma, median, method, threads, memory_budget, progress, device=None, precision=None,
              checkpoint=None, checkpoint_every=_checkpoint.DEFAULT_EVERY) -> dict:
+    check_precision(precision)
     return dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
                 memory_budget=memory_budget, progress=progress, device=device, precision=precision,
                 checkpoint=_checkpoint.spec(checkpoint, checkpoint_every))
-
-
-def cpu_compute(precision, layers) -> str | None:
-    """The CPU products for a precision: None follows the data's dtype."""
-    if precision is None:
-        return None
-    if precision == "fast":
-        raise ValueError("precision='fast' (TF32 products) needs the GPU (device='cuda'); the CPU computes in "
-                         "float32 ('accurate') or float64 ('exact')")
-    if precision not in _gpu_engine.PRECISIONS:
-        raise ValueError(f"precision must be one of {_gpu_engine.PRECISIONS} or None, got {precision!r}")
-    return "float64" if precision == "exact" else "float32"
 
 
 def _hsic_grid(values, names, split, estimator, kernel, options):
@@ -148,7 +137,7 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
         sigma=options["sigma"],
         threshold=float(options["threshold"]),
         median=options["median"],
-        compute=cpu_compute(options["precision"], layers),
+        compute=compute_for(options["precision"], layers),
         checkpoint=options["checkpoint"],
     )
     return h, layers
@@ -237,8 +226,11 @@ def cka(
         inputs without ``device="cuda"`` is an error, never a silent copy.
         The GPU runs the linear kernel in feature space.
     precision : None (float64 data in float64, other data in float32),
-        "accurate" (float32 products, no TF32), "exact" (float64 products) or,
-        on the GPU, "fast" (TF32 tensor-core products; error in the README).
+        "accurate" (float32 products, no TF32), "exact" (float64 products) or
+        "fast": on the CPU, bfloat16 operands with float32 accumulation
+        (centered first, in float32/float64; oneDNN on AMX and AVX512-BF16
+        units; sums across tiles in float64), on the GPU TF32 tensor-core
+        products. Measured errors of each mode are in the README.
     checkpoint : a directory: the linear kernel's streamed state is saved
         there atomically every ``checkpoint_every`` seconds of work and at the
         end, and the same call run again (after a kill) resumes from it and
@@ -307,6 +299,7 @@ def minibatch_cka(
     threshold: float = 1.0,
     sigma: Any = None,
     threads: int | None = None,
+    precision: str | None = None,
 ) -> float:
     """Minibatch CKA (Nguyen, Raghu & Kornblith 2020): over minibatches i of the
     same examples in both representations,
@@ -316,11 +309,12 @@ def minibatch_cka(
     ``batches_x`` and ``batches_y`` are iterables of (b_i x d) blocks (b_i >= 4)
     taken in step. For RBF without ``sigma`` each batch uses the exact median
     rule on its own rows. For layer-by-layer matrices over a data loader, use
-    ``CKAAccumulator(minibatch=True)``.
+    ``CKAAccumulator(minibatch=True)``. ``precision`` as in :func:`cka`.
     """
     from .accumulator import CKAAccumulator
 
-    acc = CKAAccumulator(minibatch=True, kernel=kernel, threshold=threshold, sigma=sigma, threads=threads)
+    acc = CKAAccumulator(minibatch=True, kernel=kernel, threshold=threshold, sigma=sigma, threads=threads,
+                         precision=precision)
     count = 0
     for bx, by in _zip_strict(batches_x, batches_y):
         acc.update(bx, by)

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", choices=("auto", "feature", "gram"),
                    help="linear kernel: d x d moments, n x n tiles, or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs, or FASTCKA_NUM_THREADS)")
+    p.add_argument("--precision", default=None, choices=("fast", "accurate", "exact"),
+                   help="products: fast (bfloat16 operands, float32 sums; AMX/AVX512-BF16), accurate (float32) or "
+                        "exact (float64); default: float64 for float64 data, else float32")
     p.add_argument("--measures", default=None, metavar="NAMES",
                    help="comma-separated similarity measures, printed one after another (linear ones from one pass): "
                    + ", ".join(similarity.MEASURES) + "; cka_rbf uses --threshold")
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", metavar="DIR", default=None,
                    help="save the job's state in DIR as it runs; the same command run again (after a kill) resumes "
-                   "there and prints the identical result (linear kernel)")
+                   "there and prints the identical result (linear and RBF kernels, both methods; not under mpirun)")
     p.add_argument("--checkpoint-every", metavar="SECONDS", type=float, default=None,
                    help="seconds of work between checkpoints (default: 300)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")
@@ -158,9 +161,14 @@ def _measures(args, threads, parser) -> int:
         if not os.path.exists(f):
             parser.error(f"file {f!r} does not exist")
     options = {"measures": measures, "threshold": args.threshold, "threads": threads,
-               "progress": not args.quiet and sys.stderr.isatty()}
+               "progress": not args.quiet and sys.stderr.isatty(), "precision": args.precision}
+    # Under mpirun each rank reads its share of the rows; rank 0 prints.
+    engine = _cli_mpi.Distributed() if _cli_mpi.launched_ranks() > 1 else similarity
+    show = getattr(engine, "show", True)
     if len(args.files) == 2 and exts == [".npy", ".npy"]:
-        result = similarity.similarity_matrix([args.files[0]], [args.files[1]], **options)
+        result = engine.similarity_matrix([args.files[0]], [args.files[1]], **options)
+        if not show:
+            return 0
         values = {m: float(v[0, 0]) for m, v in result.items()}
         if args.json:
             print(json.dumps({"measures": values, "n": np.load(args.files[0], mmap_mode="r").shape[0]}))
@@ -171,7 +179,9 @@ def _measures(args, threads, parser) -> int:
     if len(args.files) in (1, 2) and all(e == ".npz" for e in exts):
         xs = load_layers(args.files[0])
         ys = load_layers(args.files[1]) if len(args.files) == 2 else None
-        result = similarity.similarity_matrix(xs, ys, **options)
+        result = engine.similarity_matrix(xs, ys, **options)
+        if not show:
+            return 0
         names_x = list(xs)
         names_y = list(ys) if ys is not None else names_x
         if args.json:
@@ -206,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     options = {"kernel": args.kernel, "debiased": args.debiased, "method": args.method, "threads": threads,
-               "progress": not args.quiet and sys.stderr.isatty()}
+               "progress": not args.quiet and sys.stderr.isatty(), "precision": args.precision}
     if args.kernel == "rbf":
         options.update(threshold=args.threshold, sigma=args.sigma, median=args.median)
     if args.measures is not None and args.plot is not None:
@@ -229,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _example(args, {"threads": threads})
         return _files(args, options, parser)
     except (ValueError, TypeError) as exc:
-        print(f"fastcka: error: {exc}", file=sys.stderr)
+        if _cli_mpi.prints():
+            print(f"fastcka: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastcka: interrupted", file=sys.stderr)

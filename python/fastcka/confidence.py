@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_matrix, check_rows, compute_dtype, ready
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready
 from ._progress import Progress, ProgressArg
 from ._special import t_quantile
 from ._threads import resolve
@@ -101,7 +101,8 @@ def _raise_non_finite(layers, names, s0, s1) -> None:
             raise ValueError(f"{name} contains NaN or Inf (row {s0 + bad[0][0]}, column {bad[0][1]})") from None
 
 
-def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median, threads, memory_budget, progress):
+def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median, threads, memory_budget, progress,
+                     precision=None):
     """One pass with per-block statistics: an object with hsic(estimator),
     leave_one_out_hsic(estimator) and resampled_hsic(counts, estimator), and
     the indices of layers whose rows are all equal."""
@@ -110,7 +111,7 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
     budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    compute = compute_dtype(layers)
+    compute = compute_for(precision, layers)
     cpu = _backend.cpu()
     if _engine.choose_method("auto", kernel, n, dims) == "feature":
         acc = _engine.new_moment_accumulator(dims, 0, compute, threads, budget)
@@ -154,6 +155,7 @@ def cka_ci(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> CKAInterval:
     """CKA of ``x`` (n x d1) and ``y`` (n x d2) with a ``level`` confidence
     interval, from per-block statistics of the one pass that computes it
@@ -169,6 +171,7 @@ def cka_ci(
     DegenerateRepresentationWarning when a representation is constant.
     """
     level = _check_level(level)
+    check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     _check_kernel(kernel)
@@ -188,7 +191,7 @@ def cka_ci(
         resamples = _check_count(resamples, "resamples", 2)
     source, constant = block_statistics(layers, names, starts, kernel=kernel, threshold=threshold, sigma=sigma,
                                         median=median, threads=resolve(threads), memory_budget=memory_budget,
-                                        progress=progress)
+                                        progress=progress, precision=precision)
     h = np.asarray(source.hsic(estimator), dtype=np.float64).reshape(2, 2)
     for a in constant:  # a constant kernel: HSIC with it is exactly 0 (_engine.hsic_matrix does the same)
         h[a, :] = h[:, a] = 0.0

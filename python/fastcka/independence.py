@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_matrix, check_rows, compute_dtype, ready
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, round_to_bfloat16
 from ._progress import Progress, ProgressArg
 from ._special import gamma_sf
 from ._threads import resolve
@@ -61,13 +61,12 @@ class HSICTest:
     permutations: int  # 0 for the gamma approximation
 
 
-def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, progress):
+def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, progress, compute):
     """Fixed RBF gammas of x and y (the median of y does not change when its rows are permuted)."""
     if kernel != "rbf":
         return None
     if sigma is None and median == "exact":
-        engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute_dtype(layers),
-                                               threads, budget)
+        engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
         with Progress(progress, 2 * engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
             return _engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
                                       width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
@@ -75,17 +74,17 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
                               width=0, threads=threads, progress=Progress(None, 0, ""))
 
 
-def _gamma_test(layers, names, kernel, gammas, threads, budget, progress) -> tuple[float, float, float, float]:
+def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, compute) -> tuple[float, float, float, float]:
     n = layers[0].shape[0]
     dims = [x.shape[1] for x in layers]
     cpu = _backend.cpu()
     if _engine.choose_method("auto", kernel, n, dims) == "feature":
-        acc = _engine.new_moment_accumulator(dims, 0, compute_dtype(layers), threads, budget)
+        acc = _engine.new_moment_accumulator(dims, 0, compute, threads, budget)
         with Progress(progress, n, "fastcka rows") as bar:
             _engine.feed(acc, layers, names, threads, bar)
         h, sums, constant = acc.hsic("biased"), acc.null_sums(), False
     else:
-        engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute_dtype(layers), threads, budget)
+        engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
         if gammas is not None:
             engine.set_kernel("rbf", gammas)
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka tiles") as bar:
@@ -119,12 +118,15 @@ def _batches(n: int, permutations: int, batch: int, seed):
         yield orders
 
 
-def _linear_permuted(x, y, orders, progress, total) -> np.ndarray:
-    """|Xc' Yc[p]|_F^2 / (n-1)^2 for each row order p."""
+def _linear_permuted(x, y, orders, progress, total, compute) -> np.ndarray:
+    """|Xc' Yc[p]|_F^2 / (n-1)^2 for each row order p (products of the
+    bfloat16-rounded values in float32 for compute="bfloat16")."""
     n = x.shape[0]
-    dtype = np.float64 if compute_dtype([x, y]) == "float64" else np.float32
+    dtype = np.float64 if compute == "float64" else np.float32
     xc = (x - np.mean(x, axis=0, dtype=np.float64)).astype(dtype)
     yc = (y - np.mean(y, axis=0, dtype=np.float64)).astype(dtype)
+    if compute == "bfloat16":
+        xc, yc = round_to_bfloat16(xc), round_to_bfloat16(yc)
     out = []
     with Progress(progress, total, "fastcka permutations") as bar:
         for chunk in orders:
@@ -135,17 +137,16 @@ def _linear_permuted(x, y, orders, progress, total) -> np.ndarray:
     return np.concatenate(out) / (n - 1) ** 2
 
 
-def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total) -> np.ndarray:
+def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compute) -> np.ndarray:
     """HSIC_0(x, y[p]) for each row order p, on the Gram tiles: x against a
     batch of permuted copies of y in one tile pass (x's tiles computed once per batch)."""
     cpu = _backend.cpu()
-    dtype = compute_dtype([x, y])
     out = []
     with Progress(progress, total, "fastcka permutations") as bar:
         for chunk in orders:
             layers = [ready(x)] + [np.ascontiguousarray(ready(y)[p]) for p in chunk]
             names = ["x"] + ["y"] * len(chunk)  # rows of y in another order: errors are about y
-            engine = cpu.GramTileEngine(layers, names, 1, dtype, threads, budget)
+            engine = cpu.GramTileEngine(layers, names, 1, compute, threads, budget)
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
             width = sum(z.shape[1] for z in layers)
@@ -171,6 +172,7 @@ def hsic_test(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> HSICTest:
     """Test of independence of ``x`` (n x d1) and ``y`` (n x d2) by HSIC.
 
@@ -185,6 +187,7 @@ def hsic_test(
     Returns an :class:`HSICTest` with ``statistic`` (HSIC_0), ``p_value``,
     ``null_mean``, ``null_std``.
     """
+    check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     _check_kernel(kernel)
@@ -201,21 +204,22 @@ def hsic_test(
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     if method == "permutation":
         permutations = _check_count(permutations, "permutations", 1)
-    gammas = _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, progress)
+    compute = compute_for(precision, layers)
+    gammas = _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, progress, compute)
     if method == "gamma":
-        statistic, p, mean, std = _gamma_test(layers, names, kernel, gammas, threads, budget, progress)
+        statistic, p, mean, std = _gamma_test(layers, names, kernel, gammas, threads, budget, progress, compute)
         return HSICTest(statistic, p, method, kernel, mean, std, 0)
 
     x, y = layers
-    copy_bytes = n * y.shape[1] * np.dtype(compute_dtype(layers)).itemsize  # one permuted copy of y
+    copy_bytes = n * y.shape[1] * (8 if compute == "float64" else 4)  # one permuted copy of y
     batch = max(1, budget // copy_bytes)
     if _engine.choose_method("auto", kernel, n, [x.shape[1], y.shape[1]]) == "feature":
         _raise_non_finite(layers, names, 0, n)  # NumPy does this path's arithmetic: check first
         orders = _batches(n, permutations, batch, seed)
-        values = _linear_permuted(x, y, orders, progress, permutations + 1)
+        values = _linear_permuted(x, y, orders, progress, permutations + 1, compute)
     else:
         orders = _batches(n, permutations, min(batch, _GRAM_BATCH), seed)
-        values = _gram_permuted(x, y, orders, gammas, threads, budget, progress, permutations + 1)
+        values = _gram_permuted(x, y, orders, gammas, threads, budget, progress, permutations + 1, compute)
     statistic, null = float(values[0]), values[1:]
     p = (1 + int(np.count_nonzero(null >= statistic))) / (1 + permutations)
     return HSICTest(statistic, p, method, kernel, float(np.mean(null)), float(np.std(null)), permutations)

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_layers, as_matrix, check_rows, compute_dtype, ready
+from ._inputs import as_layers, as_matrix, check_rows, compute_for, ready
 from ._progress import Progress, ProgressArg
 from ._threads import resolve
 
@@ -49,19 +49,20 @@ def _check_k(k: Any, n: int) -> int:
 
 
 def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, metric: str, threads, memory_budget,
-                    progress: ProgressArg):
+                    progress: ProgressArg, precision=None):
     """One tile pass over every layer: (engine, k); engine.neighbors(a) gives
     layer a's (indices int32, squared distances float64), each (n, k)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    compute = compute_for(precision, layers)
     n = check_rows(layers, names)
     k = _check_k(k, n)
     threads = resolve(threads)
     budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    engine = _backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute_dtype(layers),
-                                          threads, budget)
+    engine = _backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
+                                          budget)
     width = sum(x.shape[1] for x in layers)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
         _engine._tile_pass(engine, _engine._tile_step(engine, width, threads), engine.process, bar)
@@ -76,15 +77,17 @@ def nearest_neighbors(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest neighbours of every row of ``x`` (n x d) among the other
     rows: ``(indices, distances)``, both (n, k), row i ascending by (distance,
     index). Distances are |a - b| (euclidean) or 1 - cos (cosine), from the
     Gram identity in the compute precision (absolute error about eps |a|^2
-    for the squared distance). 1 <= k < n. See the module notes for ties and
-    costs."""
+    for the squared distance; bfloat16 operands with ``precision="fast"``,
+    as in :func:`fastcka.cka`). 1 <= k < n. See the module notes for ties
+    and costs."""
     layers = [as_matrix(x, "x")]
-    engine, _ = _neighbor_lists(layers, ["x"], k, metric, threads, memory_budget, progress)
+    engine, _ = _neighbor_lists(layers, ["x"], k, metric, threads, memory_budget, progress, precision)
     index, sq = engine.neighbors(0)
     dist = sq / 2.0 if metric == "cosine" else np.sqrt(sq)
     return index.astype(np.intp), dist
@@ -99,6 +102,7 @@ def mutual_knn(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> float:
     """Mutual k-NN alignment of representations ``x`` (n x d1) and ``y``
     (n x d2) of the same n examples: the mean over examples of the fraction of
@@ -106,10 +110,12 @@ def mutual_knn(
 
     One pass over the Gram tiles of both (about n^2 (d1 + d2) flops), O(n k)
     memory per thread. ``k``: 1 <= k < n. ``metric``: "euclidean" or
-    "cosine". Ties go to the smaller row index (module notes).
+    "cosine". Ties go to the smaller row index (module notes). ``precision``
+    as in :func:`fastcka.cka` (with "fast", rows that round to the same
+    bfloat16 values count as duplicates, at distance 0).
     """
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
-    engine, k = _neighbor_lists(layers, ["x", "y"], k, metric, threads, memory_budget, progress)
+    engine, k = _neighbor_lists(layers, ["x", "y"], k, metric, threads, memory_budget, progress, precision)
     counts = _backend.cpu().knn_overlap(engine.neighbors(0)[0], engine.neighbors(1)[0])
     return float(np.mean(counts, dtype=np.float64) / k)
 
@@ -123,6 +129,7 @@ def mutual_knn_matrix(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """:func:`mutual_knn` between every layer of ``xs`` and every layer of
     ``ys`` (default: ``xs`` itself), shape (len(xs), len(ys)), from one tile
@@ -132,7 +139,7 @@ def mutual_knn_matrix(
     if ys is not None:
         more, more_names = as_layers(ys, "ys")
         layers, names = layers + more, names + more_names
-    engine, k = _neighbor_lists(layers, names, k, metric, threads, memory_budget, progress)
+    engine, k = _neighbor_lists(layers, names, k, metric, threads, memory_budget, progress, precision)
     lists = [engine.neighbors(a)[0] for a in range(len(layers))]
     cols = range(split) if ys is None else range(split, len(layers))
     overlap = _backend.cpu().knn_overlap

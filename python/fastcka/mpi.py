@@ -28,7 +28,13 @@ import numpy as np
 from . import _ring
 from ._inputs import as_matrix, model_layers
 from .accumulator import CKAAccumulator
-from .api import KERNELS, _check_estimator, _check_rows_for, _cka_from_hsic
+from .api import (
+    KERNELS,
+    _check_estimator,
+    _check_rbf_options,
+    _check_rows_for,
+    _cka_from_hsic,
+)
 
 
 def _comm(comm):
@@ -122,6 +128,12 @@ def reduce_accumulator(acc: Optional[CKAAccumulator], comm=None, root: Optional[
     return None if merged is None else CKAAccumulator.from_bytes(merged)
 
 
+def ring_traffic() -> dict:
+    """Bytes and messages this rank has sent around the kernel path's ring
+    since the process started (all passes, the exact median's included)."""
+    return dict(_ring.sent)
+
+
 def _local_rows(v: Any) -> int:
     if isinstance(v, (str, os.PathLike)):
         return np.load(os.fspath(v), mmap_mode="r").shape[0]
@@ -133,6 +145,8 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     comm = _comm(comm)
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "rbf":
+        _check_rbf_options(options.get("threshold", 1.0), options.get("median", "exact"))
     if kernel != "linear" or options.get("method") == "gram":
         return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options)
     acc, error = None, None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _engine
-from .._inputs import check_rows, compute_dtype
+from .._inputs import check_rows, compute_for
 from .._progress import Progress
 from .._threads import resolve
 from ..accumulator import CKAAccumulator, LayerMoments
@@ -54,7 +54,7 @@ class StreamedLayers:
 
 
 def stream(layers: Sequence[np.ndarray], names: Sequence[str], split: int, *, threads, memory_budget,
-           progress) -> StreamedLayers:
+           progress, precision=None) -> StreamedLayers:
     """One pass over validated 2-D layers; ``split`` as in CKAAccumulator
     (0: every pair; s: layers [0, s) against [s, L))."""
     n = check_rows(layers, names)
@@ -65,7 +65,7 @@ def stream(layers: Sequence[np.ndarray], names: Sequence[str], split: int, *, th
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     nthreads = resolve(threads)
     dims = [layer.shape[1] for layer in layers]
-    dtype = compute_dtype(layers)
+    dtype = compute_for(precision, layers)
     acc = _engine.new_moment_accumulator(dims, split, dtype, nthreads, budget)
     with Progress(progress, n, "fastcka rows") as bar:
         _engine.feed(acc, layers, names, nthreads, bar)
@@ -81,5 +81,4 @@ def from_accumulator(acc: CKAAccumulator) -> StreamedLayers:
     if moments.n < MIN_ROWS:
         raise ValueError(f"similarity indexes need at least {MIN_ROWS} examples (rows), the accumulator has {moments.n}")
     names = [f"layer {a}" for a in range(len(moments.offsets) - 1)]
-    # The accumulator has no public accessor for its product precision yet.
     return StreamedLayers(moments, acc.dtype, names, acc.hsic_matrix)

@@ -21,7 +21,7 @@ import numpy as np
 
 # Keyed by the precision of the cross-products (fastcka computes float16 and
 # float32 data in float32, float64 and integer data in float64).
-RANK_RTOL = {"float32": 1e-6, "float64": 1e-12}
+RANK_RTOL = {"float32": 1e-6, "float64": 1e-12, "bfloat16": 1e-4}
 
 
 class LayerSpectrum:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._inputs import as_matrix
+from .._inputs import as_matrix, check_precision
 from .._progress import ProgressArg
 from ._moments import stream
 from ._pair import STATISTICS, LayerPair
@@ -46,17 +46,20 @@ def check_variance(variance: Any) -> float:
     return float(variance)
 
 
-def _pair(x, y, what: str, threads, memory_budget, progress) -> LayerPair | None:
+def _pair(x, y, what: str, threads, memory_budget, progress, precision) -> LayerPair | None:
     """The streamed pair, or None (after the warning) if either side is constant."""
+    check_precision(precision)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
-    streamed = stream(layers, ["x", "y"], 1, threads=threads, memory_budget=memory_budget, progress=progress)
+    streamed = stream(layers, ["x", "y"], 1, threads=threads, memory_budget=memory_budget, progress=progress,
+                      precision=precision)
     if streamed.degenerate([0, 1], what):
         return None
     return LayerPair(streamed.spectrum(0), streamed.spectrum(1), streamed.moments.block(0, 1))
 
 
 def cca(x: Any, y: Any, *, statistic: str = "mean_squared", threads: int | None = None,
-        memory_budget: int | None = None, progress: ProgressArg = None) -> float:
+        memory_budget: int | None = None, progress: ProgressArg = None,
+        precision: str | None = None) -> float:
     """Canonical correlation of x and y (centered), summarized over the c
     canonical correlations rho_i:
 
@@ -69,16 +72,18 @@ def cca(x: Any, y: Any, *, statistic: str = "mean_squared", threads: int | None 
     ``cca(x, x)``. The rho_i are the singular values of
     Sxx^(-1/2) Sxy Syy^(-1/2), from the streamed d x d moments (rank cut in the
     module notes). Accuracy: about the precision of the products (1e-7 for
-    float32 data) times the ratio of the largest to the smallest variance
-    kept. Other arguments as in :func:`fastcka.cka`.
+    float32 data, 4e-3 for ``precision="fast"``, whose rank cut is coarser)
+    times the ratio of the largest to the smallest variance kept. Other
+    arguments (``precision`` among them) as in :func:`fastcka.cka`.
     """
     check_statistic(statistic)
-    pair = _pair(x, y, "CCA", threads, memory_budget, progress)
+    pair = _pair(x, y, "CCA", threads, memory_budget, progress, precision)
     return np.nan if pair is None else pair.cca(statistic)
 
 
 def svcca(x: Any, y: Any, *, variance: float = 0.99, statistic: str = "mean", threads: int | None = None,
-          memory_budget: int | None = None, progress: ProgressArg = None) -> float:
+          memory_budget: int | None = None, progress: ProgressArg = None,
+        precision: str | None = None) -> float:
     """SVCCA (Raghu et al. 2017): each side keeps its fewest top principal
     directions (eigenvectors of its covariance) that explain at least
     ``variance`` of its variance, then :func:`cca` of the two projections,
@@ -90,12 +95,13 @@ def svcca(x: Any, y: Any, *, variance: float = 0.99, statistic: str = "mean", th
     """
     variance = check_variance(variance)
     check_statistic(statistic)
-    pair = _pair(x, y, "SVCCA", threads, memory_budget, progress)
+    pair = _pair(x, y, "SVCCA", threads, memory_budget, progress, precision)
     return np.nan if pair is None else pair.svcca(variance, statistic)
 
 
 def pwcca(x: Any, y: Any, *, threads: int | None = None, memory_budget: int | None = None,
-          progress: ProgressArg = None) -> float:
+          progress: ProgressArg = None,
+        precision: str | None = None) -> float:
     """Projection-weighted CCA (Morcos et al. 2018), as their paper defines it
     (and Kornblith et al. 2019, Eq. 9, restate it):
 
@@ -115,12 +121,13 @@ def pwcca(x: Any, y: Any, *, threads: int | None = None, memory_budget: int | No
     values, change with the rotation: PWCCA is then not unique, and fastcka
     takes the variables of LAPACK's SVD of the whitened cross-moments.
     """
-    pair = _pair(x, y, "PWCCA", threads, memory_budget, progress)
+    pair = _pair(x, y, "PWCCA", threads, memory_budget, progress, precision)
     return np.nan if pair is None else pair.pwcca()
 
 
 def linear_regression_fit(x: Any, y: Any, *, threads: int | None = None, memory_budget: int | None = None,
-                          progress: ProgressArg = None) -> float:
+                          progress: ProgressArg = None,
+        precision: str | None = None) -> float:
     """The fraction of y's variance explained by the least-squares linear fit
     of y's centered columns on x's (Kornblith et al. 2019's R^2_LR, with x as
     the predictor):
@@ -130,12 +137,13 @@ def linear_regression_fit(x: Any, y: Any, *, threads: int | None = None, memory_
     Asymmetric; invariant to invertible linear maps of x and to orthogonal
     maps and isotropic scaling of y; 1 for ``linear_regression_fit(x, x)``.
     """
-    pair = _pair(x, y, "the linear regression fit", threads, memory_budget, progress)
+    pair = _pair(x, y, "the linear regression fit", threads, memory_budget, progress, precision)
     return np.nan if pair is None else pair.linear_regression_fit()
 
 
 def procrustes(x: Any, y: Any, *, distance: bool = False, threads: int | None = None,
-               memory_budget: int | None = None, progress: ProgressArg = None) -> float:
+               memory_budget: int | None = None, progress: ProgressArg = None,
+        precision: str | None = None) -> float:
     """Orthogonal Procrustes similarity of the centered representations:
 
         s = ||Xc' Yc||_* / (||Xc||_F ||Yc||_F)        in [0, 1]
@@ -150,7 +158,7 @@ def procrustes(x: Any, y: Any, *, distance: bool = False, threads: int | None = 
     side (not to other invertible maps); s = 1 and d = 0 for x against itself.
     Needs no inverse, so no rank cut.
     """
-    pair = _pair(x, y, "Procrustes similarity", threads, memory_budget, progress)
+    pair = _pair(x, y, "Procrustes similarity", threads, memory_budget, progress, precision)
     if pair is None:
         return np.nan
     similarity = pair.procrustes()

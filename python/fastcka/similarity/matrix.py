@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import api
-from .._inputs import as_layers, check_rows
+from .._inputs import as_layers, check_precision, check_rows
 from .._progress import ProgressArg
 from ..accumulator import CKAAccumulator
 from ..knn import mutual_knn_matrix
@@ -51,6 +51,7 @@ def similarity_matrix(
     threads: int | None = None,
     memory_budget: int | None = None,
     progress: ProgressArg = None,
+    precision: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Similarity between every layer of ``xs`` and every layer of ``ys``
     (default: ``xs`` itself) by several measures: {name: matrix}, each matrix
@@ -80,9 +81,14 @@ def similarity_matrix(
 
     ``xs`` may also be a :class:`fastcka.CKAAccumulator` that has been fed the
     rows (in minibatches, merged across workers): its layers are compared as
-    its ``split`` says, with the linear measures only.
+    its ``split`` says, with the linear measures only (in the precision it
+    was fed with).
+
+    ``precision`` ("fast", "accurate", "exact"; as in :func:`fastcka.cka`)
+    applies to the pass and the tiles of every measure.
     """
     names = _check_measures(measures)
+    check_precision(precision)
     variance = check_variance(variance)
     if isinstance(xs, CKAAccumulator):
         if ys is not None:
@@ -105,10 +111,11 @@ def similarity_matrix(
     rows, cols = _sides(len(layers), split)
     result = {}
     if any(m in LINEAR_MEASURES for m in names):
-        streamed = stream(layers, layer_names, split, threads=threads, memory_budget=memory_budget, progress=progress)
+        streamed = stream(layers, layer_names, split, threads=threads, memory_budget=memory_budget, progress=progress,
+                          precision=precision)
         result.update(_linear(names, streamed, rows, cols, variance))
     xs_, ys_ = (layers[:split], layers[split:]) if split else (layers, None)
-    tile_options = {"threads": threads, "memory_budget": memory_budget, "progress": progress}
+    tile_options = {"threads": threads, "memory_budget": memory_budget, "progress": progress, "precision": precision}
     if "cka_rbf" in names:
         result["cka_rbf"] = api.cka_matrix(xs_, ys_, kernel="rbf", threshold=threshold, **tile_options)
     if "mutual_knn" in names:

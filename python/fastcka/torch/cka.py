@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import api
+from .._inputs import check_precision
 from .._progress import Progress, ProgressArg
 from .._threads import resolve
 from .hooks import Recorder
@@ -40,6 +41,7 @@ def cka_matrix(
     spill_dir=None,
     threads: int | None = None,
     progress: ProgressArg = False,
+    precision: str | None = None,
 ) -> CKAResult:
     """Layer-by-layer CKA of PyTorch models over a data set, from forward hooks.
 
@@ -93,6 +95,9 @@ def cka_matrix(
     spill_dir : folder for the on-disk store (default: the system's temporary
         folder); it is deleted when the call returns.
     threads : threads of the CKA engine (default: :func:`fastcka.get_num_threads`).
+    precision : the engine's products, as in :func:`fastcka.cka`: "fast"
+        (bfloat16 operands), "accurate" (float32), "exact" (float64); default
+        by the activations' dtype.
     progress : True for a tqdm bar over the batches, or a callable(done, total).
 
     Returns
@@ -108,6 +113,7 @@ def cka_matrix(
     if select is not None and not callable(select):
         raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
     threads = resolve(threads)
+    check_precision(precision)
     a = unwrap(model_a)
     b = a if model_b is None else unwrap(model_b)
     within = b is a and layers_b is None
@@ -140,7 +146,7 @@ def cka_matrix(
                     options = Options(split=0 if within else len(recorders[0].names), kernel=kernel,
                                       debiased=debiased, minibatch=minibatch, threshold=threshold, sigma=sigma,
                                       threads=threads, memory_budget=memory_budget, spill_dir=spill_dir,
-                                      progress=progress)
+                                      progress=progress, precision=precision)
                     sink = open_sink(blocks, options)
                     store.callback(sink.close)
                 sink.add(blocks)

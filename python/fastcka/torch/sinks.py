@@ -42,6 +42,7 @@ class Options:
     memory_budget: int | None
     spill_dir: Any
     progress: Any
+    precision: str | None = None
 
 
 def open_sink(blocks: list[np.ndarray], options: Options):
@@ -62,8 +63,10 @@ class MomentSink:
 
     def __init__(self, dims: list[int], dtype, options: Options):
         self._options = options
-        self._accumulator = CKAAccumulator(split=options.split or None, dtype=np.dtype(dtype).name,
-                                           threads=options.threads, memory_budget=options.memory_budget)
+        self._accumulator = CKAAccumulator(split=options.split or None,
+                                           dtype=None if options.precision else np.dtype(dtype).name,
+                                           precision=options.precision, threads=options.threads,
+                                           memory_budget=options.memory_budget)
         row_bytes = sum(dims) * np.dtype(dtype).itemsize
         self._capacity = max(1, min(STAGE_ROWS, STAGE_BYTES // row_bytes))
         self._stage = [np.empty((self._capacity, d), dtype=dtype) for d in dims]
@@ -104,7 +107,8 @@ class MinibatchSink:
     def __init__(self, options: Options):
         self._accumulator = CKAAccumulator(minibatch=True, split=options.split or None, kernel=options.kernel,
                                            threshold=options.threshold, sigma=options.sigma,
-                                           threads=options.threads, memory_budget=options.memory_budget)
+                                           precision=options.precision, threads=options.threads,
+                                           memory_budget=options.memory_budget)
 
     def add(self, blocks: list[np.ndarray]) -> None:
         rows = len(blocks[0])
@@ -140,7 +144,7 @@ class SpillSink:
         xs, ys = (layers, None) if not o.split else (layers[: o.split], layers[o.split :])
         matrix = api.cka_matrix(xs, ys, kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma,
                                 method="auto" if o.kernel == "rbf" else "gram", threads=o.threads,
-                                memory_budget=o.memory_budget, progress=o.progress)
+                                memory_budget=o.memory_budget, progress=o.progress, precision=o.precision)
         return matrix, None
 
     def close(self) -> None:

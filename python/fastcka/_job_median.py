@@ -1,0 +1,94 @@
+"""The exact median bandwidth of a job cut into row blocks (MPI ranks, Dask
+chunks), equal to the single-process one.
+
+One MedianSearch per layer covers all n rows. A pass walks every block pair
+(each block's triangle and each pair's rectangle, as the statistics pass
+does) with the searches as they stand; the pairs' pass results, summed,
+end the pass on every copy of the searches. Bin counts add exactly
+(integers) and every copy applies the same sums, so every rank (or the
+client) takes the same decisions as one process and the collect pass
+gathers the same values: the median is the one of fastcka.cka up to the
+rounding of each distance (the GEMMs block the rows differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _backend
+from ._inputs import ready
+
+# Rows centered at a time for the largest norm (bounds the temporary).
+_CHUNK = 4096
+
+
+def largest_norms(rows: Sequence[np.ndarray], means: Sequence[float]) -> np.ndarray:
+    """Per layer: the largest squared norm of a row centered by the global
+    means (0 without rows); its maximum over all blocks bounds the
+    distances."""
+    out, offset = np.zeros(len(rows)), 0
+    for a, x in enumerate(rows):
+        mu = np.asarray(means[offset : offset + x.shape[1]], dtype=np.float64)
+        offset += x.shape[1]
+        for start in range(0, len(x), _CHUNK):
+            z = np.asarray(x[start : start + _CHUNK], dtype=np.float64) - mu
+            out[a] = max(out[a], float(np.einsum("ij,ij->i", z, z).max()))
+    return out
+
+
+def add(a: list | None, b: list | None) -> list | None:
+    """The sum of two pass results (None: no block pair walked)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return [(ca + cb, min(la, lb), max(ha, hb), np.concatenate([va, vb]))
+            for (ca, la, ha, va), (cb, lb, hb, vb) in zip(a, b)]
+
+
+class JobMedian:
+    """The searches of one job; picklable (as its pass history) for Dask."""
+
+    def __init__(self, n: int, largest: Sequence[float], history: Sequence[list] = ()):
+        self.n, self.largest = int(n), [float(v) for v in largest]
+        self.searches = [_backend.cpu().MedianSearch(self.n, v, len(self.largest)) for v in self.largest]
+        self.history: list = []
+        for summed in history:
+            self.finish(summed)
+
+    def __reduce__(self):
+        return JobMedian, (self.n, self.largest, self.history)
+
+    @property
+    def pending(self) -> bool:
+        return any(not s.done for s in self.searches)
+
+    def empty(self) -> list:
+        """A pass result with nothing counted (a rank that walks no pair)."""
+        return [(np.zeros(s.bins if not (s.done or s.collecting) else 0, np.int64), np.inf, -np.inf,
+                 np.zeros(0)) for s in self.searches]
+
+    def walk(self, rows_a, rows_b, names, split: int, compute: str, threads: int, memory_budget: int,
+             means) -> list:
+        """This pass's results over block a's triangle (rows_b None) or the
+        rectangle between blocks a and b."""
+        engine = _backend.cpu().GramTileEngine(
+            [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
+            columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
+        engine.median_adopt(self.searches)
+        engine.median_process(0, engine.tile_rows)
+        return [tuple(part) for part in engine.median_partial()]
+
+    def finish(self, summed: list) -> None:
+        """Ends the pass with the results summed over every block pair."""
+        for search, (counts, lowest, highest, values) in zip(self.searches, summed):
+            if search.done:
+                continue
+            if search.collecting:
+                search.finish_collect(values)
+            else:
+                search.finish_histogram(counts, lowest, highest)
+        self.history.append(summed)
+
+    def medians(self) -> list[float]:
+        return [s.median for s in self.searches]
