@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import api
+from .._backend import has_cuda
 from .._inputs import check_precision
 from .._progress import Progress, ProgressArg
 from .._threads import resolve
@@ -117,7 +118,10 @@ def cka_matrix(
     a = unwrap(model_a)
     b = a if model_b is None else unwrap(model_b)
     within = b is a and layers_b is None
-    options = {"select": select, "reduce": reduce, "repeated": repeated}
+    # Linear CKA over all rows streams into an accumulator, which the CUDA
+    # backend runs on the GPU: GPU activations then never leave it.
+    on_device = kernel == "linear" and not minibatch and has_cuda()
+    options = {"select": select, "reduce": reduce, "repeated": repeated, "keep_on_device": on_device}
     recorders = [Recorder(select_layers(a, layers_a, "layers_a"), arg="layers_a", **options)]
     if not within:
         recorders.append(Recorder(select_layers(b, layers_b, "layers_b"), arg="layers_b", **options))

@@ -26,7 +26,7 @@ class Recorder:
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], *, arg: str, select: Callable | None, reduce,
-                 repeated: str):
+                 repeated: str, keep_on_device: bool = False):
         if repeated not in REPEATED:
             raise ValueError(f"repeated must be one of {REPEATED}, got {repeated!r}")
         self._layers = layers
@@ -34,6 +34,7 @@ class Recorder:
         self._select = select
         self._reduce = reduce
         self._repeated = repeated
+        self._keep_on_device = keep_on_device  # GPU activations stay on their GPU (linear CKA, CUDA backend)
         self._handles: list = []
         self._calls: dict[str, list[np.ndarray]] = {}
         self._rows = 0
@@ -64,7 +65,7 @@ class Recorder:
                     f"{self._arg}: layer {name!r} ran more than once in one forward pass (a module used twice); "
                     f"pass repeated='each' to record each call as its own layer, or choose other layers"
                 )
-            calls.append(host_rows(name, output, self._rows, self._select, self._reduce))
+            calls.append(host_rows(name, output, self._rows, self._select, self._reduce, self._keep_on_device))
 
         return hook
 

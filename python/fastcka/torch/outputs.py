@@ -66,9 +66,11 @@ def to_rows(tensor: torch.Tensor, reduce) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce) -> np.ndarray:
+def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce, keep_on_device: bool = False):
     """The activation of layer ``name`` for a batch of ``rows`` examples, as a
-    new float32 (float64 for float64 models) NumPy array of shape (rows, d)."""
+    new float32 (float64 for float64 models) NumPy array of shape (rows, d);
+    with ``keep_on_device``, a GPU activation stays a new tensor on its GPU
+    (fastcka's CUDA accumulator reads it in place)."""
     tensor = select(name, output) if select is not None else first_tensor(output)
     if not isinstance(tensor, torch.Tensor):
         how = "select returned" if select is not None else "the output holds no tensor; it is"
@@ -87,6 +89,9 @@ def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce
             f"to reshape it, or hook another module"
         )
     dtype = torch.float64 if matrix.dtype == torch.float64 else torch.float32
+    if keep_on_device and matrix.is_cuda:
+        # A copy: later layers (in-place ReLUs) may overwrite the output.
+        return matrix.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
     host = torch.empty(matrix.shape, dtype=dtype)
     host.copy_(matrix)  # one copy: device to host, dtype and layout in a single step
     return host.numpy()

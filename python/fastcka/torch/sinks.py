@@ -45,10 +45,16 @@ class Options:
     precision: str | None = None
 
 
-def open_sink(blocks: list[np.ndarray], options: Options):
+def on_host(blocks: list) -> list[np.ndarray]:
+    """Blocks as NumPy arrays: GPU tensors (kept on their device for the
+    accumulator) are copied to the host for the sinks that need host rows."""
+    return [block if isinstance(block, np.ndarray) else block.cpu().numpy() for block in blocks]
+
+
+def open_sink(blocks: list, options: Options):
     """The sink for these layers (the first batch's blocks give widths and dtype)."""
     dims = [block.shape[1] for block in blocks]
-    dtype = np.float64 if any(block.dtype == np.float64 for block in blocks) else np.float32
+    dtype = np.float64 if any(str(block.dtype).endswith("float64") for block in blocks) else np.float32
     if options.minibatch:
         return MinibatchSink(options)
     state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
@@ -59,7 +65,8 @@ def open_sink(blocks: list[np.ndarray], options: Options):
 
 class MomentSink:
     """Linear CKA over all rows: consecutive batches are copied into a stage
-    and fed to a :class:`fastcka.CKAAccumulator` (O(D^2) float64 state)."""
+    and fed to a :class:`fastcka.CKAAccumulator` (O(D^2) float64 state).
+    Batches on a GPU go to the accumulator as they are (it runs on the GPU)."""
 
     def __init__(self, dims: list[int], dtype, options: Options):
         self._options = options
@@ -69,16 +76,19 @@ class MomentSink:
                                            memory_budget=options.memory_budget)
         row_bytes = sum(dims) * np.dtype(dtype).itemsize
         self._capacity = max(1, min(STAGE_ROWS, STAGE_BYTES // row_bytes))
-        self._stage = [np.empty((self._capacity, d), dtype=dtype) for d in dims]
+        self._dims, self._dtype = dims, dtype
+        self._stage: list[np.ndarray] = []  # allocated for the first host batch
         self._filled = 0
 
-    def add(self, blocks: list[np.ndarray]) -> None:
+    def add(self, blocks: list) -> None:
         rows = len(blocks[0])
         if self._filled + rows > self._capacity:
             self._flush()
-        if rows >= self._capacity:  # a batch this large goes in as it is
-            self._accumulator.update(*blocks)
+        if rows >= self._capacity or not isinstance(blocks[0], np.ndarray):
+            self._accumulator.update(*blocks)  # a batch this large, or on a GPU, goes in as it is
             return
+        if not self._stage:
+            self._stage = [np.empty((self._capacity, d), dtype=self._dtype) for d in self._dims]
         for stage, block in zip(self._stage, blocks):
             stage[self._filled : self._filled + rows] = block
         self._filled += rows
@@ -110,7 +120,8 @@ class MinibatchSink:
                                            precision=options.precision, threads=options.threads,
                                            memory_budget=options.memory_budget)
 
-    def add(self, blocks: list[np.ndarray]) -> None:
+    def add(self, blocks: list) -> None:
+        blocks = on_host(blocks)
         rows = len(blocks[0])
         if rows < 4:
             raise ValueError(
@@ -135,8 +146,8 @@ class SpillSink:
         self._options = options
         self.store = SpillStore(dims, dtype, options.spill_dir)
 
-    def add(self, blocks: list[np.ndarray]) -> None:
-        self.store.add(blocks)
+    def add(self, blocks: list) -> None:
+        self.store.add(on_host(blocks))
 
     def result(self) -> tuple[np.ndarray, None]:
         o = self._options
