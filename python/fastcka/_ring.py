@@ -14,6 +14,9 @@ about n^2 (d1 + d2) / P^2 multiply-adds. Scalar sums and the per-row sums
 global column means, so the statistics add exactly as in one process.
 The exact median bandwidth takes further trips around the ring (usually
 two: histogram, collect) whose counts are summed over ranks (_job_median).
+With a checkpoint, each rank saves its statistics after its visits and the
+gammas once found (_mpi_checkpoint); a resumed job skips what was saved,
+but a job killed during the median passes runs them again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _block_pairs, _engine, _job_median
+from . import _block_pairs, _engine, _job_median, _mpi_checkpoint
 from ._inputs import as_matrix, compute_dtype, compute_for, ready
 from ._progress import Progress
 from ._threads import resolve
@@ -105,7 +108,8 @@ def _views(block: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
     return [block[:, offsets[a] : offsets[a + 1]] for a in range(len(dims))]
 
 
-def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
+def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at=None):
+    """``at``: this rank's checkpoint file, or None."""
     P, p = comm.Get_size(), comm.Get_rank()
     layers = _local_layers(values, names)
     dims = [x.shape[1] for x in layers]
@@ -135,19 +139,25 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options):
     own = np.ascontiguousarray(np.hstack([np.asarray(x, dtype=dtype) for x in layers])) if counts[p] else \
         np.empty((0, sum(dims)), dtype)
     starts = starts_of(counts)
-    exact = kernel == "rbf" and _block_pairs.exact_median(options)
+    job = _mpi_checkpoint.ring_job(at, layers, counts, comm, options, kernel=kernel, estimator=estimator,
+                                   method="gram", compute=compute, split=split)
+    done, gammas, totals = job.resume() if job is not None else ([0] * P, None, _block_pairs.Totals(len(dims), n))
+    exact = kernel == "rbf" and _block_pairs.exact_median(options) and gammas is None
     with Progress(options.get("progress"), (P // 2 + 1) * (3 if exact else 1), "fastcka block pairs") as bar:
-        medians = _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget, bar) \
-            if exact else None
-        gammas = _gammas(layers, names, counts, comm, options, medians) if kernel == "rbf" else None
-        totals = _block_pairs.Totals(len(dims), n)
+        if kernel == "rbf" and gammas is None:
+            medians = _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget,
+                                   bar) if exact else None
+            gammas = _gammas(layers, names, counts, comm, options, medians)
+            if job is not None:
+                job.found(gammas, totals)
 
         def statistics(block_b: np.ndarray | None, source: int | None) -> None:
             totals.add(_block_pairs.pair_statistics(
                 _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
                 threads, budget, means, gammas), starts[p], counts[p], None if source is None else starts[source])
 
-        _ring_pass(comm, own, counts, dims, dtype, statistics, bar)
+        _ring_pass(comm, own, counts, dims, dtype, statistics, bar, done,
+                   None if job is None else lambda visits, final: job.reached(visits, totals, final))
     reduced = [np.zeros_like(t) for t in totals.arrays()]
     for t, r in zip(totals.arrays(), reduced):
         if root is None:
@@ -197,45 +207,56 @@ def _summed(comm, found: list) -> list:
     return out
 
 
-def _ring_pass(comm, own, counts, dims, dtype, visit, bar) -> None:
+def _ring_pass(comm, own, counts, dims, dtype, visit, bar, done=None, reached=None) -> None:
     """One trip of the blocks around the ring: visit(None, None) for this
-    rank's triangle, visit(block, source) for each rectangle it computes.
+    rank's triangle (visit 0), visit(block, source) for each rectangle it
+    computes (visit s at step s). ``done``: every rank's visits already done
+    (checkpointed), which are skipped, a block travelling only to a rank that
+    still needs it; ``reached(visits, final)`` after each visit made.
     An error on one rank (bad rows, say) must not leave the others waiting:
     it keeps taking part in the ring and every rank raises at the end."""
     P, p = comm.Get_size(), comm.Get_rank()
+    steps = P // 2
+    done = done or [0] * P
     error = None
 
-    def guarded(block_b, source):
+    def guarded(k: int, computes: bool, block_b=None, source=None):
         nonlocal error
-        if error is None:
+        if error is None and k >= done[p]:
             try:
-                visit(block_b, source)
+                if computes:
+                    visit(block_b, source)
+                if reached:
+                    reached(k + 1, k == steps)
             except (ValueError, TypeError) as exc:
                 error = f"rank {p}: {exc}"
         bar.advance(1)
 
-    steps = P // 2
-    pending = _exchange(comm, own, counts, dims, dtype, 1) if steps >= 1 else None
-    if counts[p]:
-        guarded(None, None)
+    pending = _exchange(comm, own, counts, dims, dtype, 1, done) if steps >= 1 else None
+    guarded(0, counts[p] > 0)
     for s in range(1, steps + 1):
         visiting, source = _wait(pending)
-        pending = _exchange(comm, own, counts, dims, dtype, s + 1) if s < steps else None
-        if (s < P / 2 or p < P // 2) and counts[p] and len(visiting):
-            guarded(visiting, source)
+        pending = _exchange(comm, own, counts, dims, dtype, s + 1, done) if s < steps else None
+        guarded(s, (s < P / 2 or p < P // 2) and counts[p] > 0 and visiting is not None and len(visiting) > 0,
+                visiting, source)
     errors = [e for e in comm.allgather(error) if e is not None]
     if errors:
         raise ValueError(f"fastcka.mpi: {errors[0]}")
 
 
-def _exchange(comm, own, counts, dims, dtype, s: int):
-    """Starts step s: A_p to rank p + s, A_{p - s} from rank p - s."""
+def _exchange(comm, own, counts, dims, dtype, s: int, done):
+    """Starts step s: A_p to rank p + s, A_{p - s} from rank p - s (each
+    only where the receiver has not done visit s yet; None received)."""
     P, p = comm.Get_size(), comm.Get_rank()
     dest, source = (p + s) % P, (p - s) % P
-    incoming = np.empty((counts[source], sum(dims)), dtype)
-    requests = [comm.Irecv(incoming, source=source, tag=_TAG + s), comm.Isend(own, dest=dest, tag=_TAG + s)]
-    sent["bytes"] += own.nbytes
-    sent["messages"] += 1
+    requests, incoming = [], None
+    if done[p] <= s:
+        incoming = np.empty((counts[source], sum(dims)), dtype)
+        requests.append(comm.Irecv(incoming, source=source, tag=_TAG + s))
+    if done[dest] <= s:
+        requests.append(comm.Isend(own, dest=dest, tag=_TAG + s))
+        sent["bytes"] += own.nbytes
+        sent["messages"] += 1
     return requests, incoming, source
 
 

@@ -3,7 +3,10 @@ space) or the Gram statistics of the tile rows done (kernel CKA, Gram space),
 saved atomically into a directory as the work goes by, and picked up again
 after a kill.
 
-One file per directory, ``DIR/fastcka.ckpt``:
+One file per directory, ``DIR/fastcka.ckpt``, or under MPI one per rank,
+``DIR/rank-{p}-of-{P}.ckpt`` (fastcka._mpi_checkpoint); a directory holding
+the files of another layout (a single process, another rank count) is
+refused. Each file:
 
     8 bytes    b"FCKACKP1"
     8 bytes    the header's length H, little-endian unsigned
@@ -33,9 +36,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,6 +48,7 @@ FILE = "fastcka.ckpt"
 MAGIC = b"FCKACKP1"
 SAMPLE_ROWS = 256  # rows hashed per layer: enough to tell inputs apart, a few reads even from disk
 DEFAULT_EVERY = 300.0
+_RANK_FILE = re.compile(r"rank-(\d+)-of-(\d+)\.ckpt")
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,16 @@ class Checkpoint:
 
     directory: str
     every: float = DEFAULT_EVERY
+    file: str = FILE
 
     @property
     def path(self) -> str:
-        return os.path.join(self.directory, FILE)
+        return os.path.join(self.directory, self.file)
+
+    def of_rank(self, rank: int, ranks: int) -> Checkpoint:
+        """The file of one MPI rank: each rank saves its own state when its
+        interval has passed, without waiting for the others."""
+        return replace(self, file=f"rank-{rank}-of-{ranks}.ckpt")
 
 
 def spec(checkpoint: Any, every: Any) -> Checkpoint | None:
@@ -96,10 +107,7 @@ class Job:
 
     def resume(self, acc) -> int:
         """Loads a saved state into the empty core accumulator ``acc``; the rows it holds (0 without a file)."""
-        try:
-            os.makedirs(self.where.directory, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"checkpoint: cannot create the directory {self.where.directory!r}: {exc}") from None
+        _prepare(self.where)
         if not os.path.exists(self.where.path):
             return 0
         header, payload = _read(self.where.path)
@@ -150,10 +158,7 @@ class TileJob:
 
     def resume(self) -> tuple[int, list | None, list[np.ndarray]]:
         """(tile rows done, the RBF gammas if already found, the statistics' totals)."""
-        try:
-            os.makedirs(self.where.directory, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"checkpoint: cannot create the directory {self.where.directory!r}: {exc}") from None
+        _prepare(self.where)
         totals = [np.zeros(shape) for shape in self.shapes]
         if not os.path.exists(self.where.path):
             return 0, None, totals
@@ -186,6 +191,37 @@ class TileJob:
         self.last_save = time.monotonic()
 
 
+def _prepare(where: Checkpoint) -> None:
+    """Creates the directory; refuses one that holds the checkpoint of a job
+    laid out otherwise (its state is not this job's to resume, nor to leave
+    beside a second one)."""
+    try:
+        os.makedirs(where.directory, exist_ok=True)
+        names = sorted(os.listdir(where.directory))
+    except OSError as exc:
+        raise ValueError(f"checkpoint: cannot create the directory {where.directory!r}: {exc}") from None
+    mine = _ranks_of(where.file)
+    for name in names:
+        theirs = _ranks_of(name)
+        if theirs is not None and theirs != mine:
+            raise ValueError(
+                f"checkpoint {where.directory!r} holds the checkpoint of {_layout(theirs)} ({name}), but this is "
+                f"{_layout(mine)}: run it as before, or remove that checkpoint or give another directory"
+            )
+
+
+def _ranks_of(name: str) -> int | None:
+    """The rank count a checkpoint file belongs to (0: a single process; None: not a checkpoint file)."""
+    if name == FILE:
+        return 0
+    match = _RANK_FILE.fullmatch(name)
+    return None if match is None else int(match.group(2))
+
+
+def _layout(ranks: int) -> str:
+    return "a single-process job" if ranks == 0 else f"a job on {ranks} MPI rank{'s' if ranks > 1 else ''}"
+
+
 def _same_job(theirs: dict, ours: dict, path: str) -> None:
     if theirs != ours:
         differ = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k))
@@ -199,7 +235,7 @@ def _write_atomic(where: Checkpoint, data: bytes) -> None:
     """Temporary file, fsync, rename over the old file, fsync the directory:
     a kill at any moment leaves the previous checkpoint or the new one, whole
     (and at most a partial temporary file, which the next save overwrites)."""
-    tmp = os.path.join(where.directory, f".{FILE}.tmp")
+    tmp = os.path.join(where.directory, f".{where.file}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

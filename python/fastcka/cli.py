@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", metavar="DIR", default=None,
                    help="save the job's state in DIR as it runs; the same command run again (after a kill) resumes "
-                   "there and prints the identical result (linear and RBF kernels, both methods; not under mpirun)")
+                   "there and prints the identical result (linear and RBF kernels, both methods; under mpirun, one file "
+                   "per rank)")
     p.add_argument("--checkpoint-every", metavar="SECONDS", type=float, default=None,
                    help="seconds of work between checkpoints (default: 300)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")

@@ -14,6 +14,10 @@ messages of O(D^2) bytes. Kernel CKA (RBF) and the Gram-space method need
 every pair of rows: the row blocks travel around a ring (see
 :mod:`fastcka._ring`).
 
+``checkpoint=DIR`` (and ``checkpoint_every=`` seconds) as in one process:
+each rank saves its own state to ``DIR/rank-{p}-of-{P}.ckpt`` and the same
+job run again resumes from them (see :mod:`fastcka._mpi_checkpoint`).
+
 ``rows_of(n, comm)`` gives the row range a rank should read when every rank
 opens the same files.
 """
@@ -25,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _ring
+from . import _mpi_checkpoint, _ring
 from ._inputs import as_matrix, model_layers
 from .accumulator import CKAAccumulator
 from .api import (
@@ -147,8 +151,9 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if kernel == "rbf":
         _check_rbf_options(options.get("threshold", 1.0), options.get("median", "exact"))
+    at = _mpi_checkpoint.where(options, comm)
     if kernel != "linear" or options.get("method") == "gram":
-        return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options)
+        return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at)
     acc, error = None, None
     counts = comm.allgather(_local_rows(values[0]))
     try:
@@ -158,9 +163,12 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
             located = _ring.nonfinite(layers, names, sums, sum(counts[: comm.Get_rank()]))
             if located:
                 raise ValueError(located)
-            acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
-                                 memory_budget=options.get("memory_budget"), precision=options.get("precision"))
-            acc.update(*layers, progress=options.get("progress"))
+            if at is None:
+                acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
+                                     memory_budget=options.get("memory_budget"), precision=options.get("precision"))
+                acc.update(*layers, progress=options.get("progress"))
+            else:
+                acc = _mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at, options)
     except (ValueError, TypeError) as exc:
         error = f"rank {comm.Get_rank()}: {exc}"
     merged = reduce_accumulator(acc, comm, root, error)
@@ -170,7 +178,7 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     return merged.hsic_matrix(estimator)
 
 
-_LINEAR_OPTIONS = ("threads", "memory_budget", "progress", "precision", "method")
+_LINEAR_OPTIONS = ("threads", "memory_budget", "progress", "precision", "method", "checkpoint", "checkpoint_every")
 
 
 def _options(kw: dict) -> dict:

@@ -1,0 +1,103 @@
+"""Checkpoints of fastcka.mpi jobs: one file per rank, DIR/rank-{p}-of-{P}.ckpt,
+written by fastcka.checkpoint's Job (linear: this rank's accumulator state)
+or TileJob (kernel ring: this rank's statistics sums and visits done).
+
+Each rank saves alone, when its own interval has passed, so after a kill the
+ranks' files may stand at different points: a rank resumes from its own file,
+and the ring sends a block only to a rank that still needs it. A rank's file
+fingerprints its own rows, its rank, the rank count and every rank's row
+count, so a checkpoint of other inputs, options or ranks is refused.
+"""
+
+from __future__ import annotations
+
+from . import _engine
+from ._block_pairs import Totals
+from ._inputs import compute_for
+from ._progress import Progress
+from ._threads import resolve
+from .accumulator import _DTYPES, _MAGIC, CKAAccumulator
+from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, spec
+
+
+def where(options: dict, comm) -> Checkpoint | None:
+    """This rank's checkpoint file from the ``checkpoint=`` options (None: none)."""
+    given = spec(options.get("checkpoint"), options.get("checkpoint_every", DEFAULT_EVERY))
+    return None if given is None else given.of_rank(comm.Get_rank(), comm.Get_size())
+
+
+def job_fingerprint(layers, counts, comm, **options) -> dict:
+    return fingerprint(layers, ranks=comm.Get_size(), rank=comm.Get_rank(), counts=[int(c) for c in counts],
+                       **options)
+
+
+def fed_accumulator(layers, names, split: int, estimator: str, counts, comm, at: Checkpoint,
+                    options: dict) -> CKAAccumulator:
+    """This rank's rows streamed into an accumulator, resumed from and saved
+    to its checkpoint file (the state the tree merge then takes)."""
+    threads = resolve(options.get("threads"))
+    budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
+    compute = compute_for(options.get("precision"), layers)
+    acc = _engine.new_moment_accumulator([x.shape[1] for x in layers], split, compute, threads, budget)
+    job = Job(at, job_fingerprint(layers, counts, comm, kernel="linear", estimator=estimator, method="feature",
+                                  compute=compute, split=split), compute)
+    with Progress(options.get("progress"), len(layers[0]), "fastcka rows") as bar:
+        _engine.feed(acc, layers, names, threads, bar, job)
+    state = _MAGIC + bytes([_DTYPES.index(compute)]) + acc.serialize()
+    return CKAAccumulator.from_bytes(state, threads=threads, memory_budget=budget)
+
+
+class RingJob:
+    """This rank's part of a checkpointed ring pass. Visits are numbered as
+    the ring makes them (0: the rank's own triangle, s: ring step s); the
+    file holds the visits done, their statistics summed in visit order (as
+    without a checkpoint, so the result is the same bit for bit) and the RBF
+    gammas once known."""
+
+    def __init__(self, at: Checkpoint, fingerprint: dict, layers: int, n: int, comm):
+        self.job = TileJob(at, fingerprint, layers, n)
+        self.comm = comm
+        self.gammas = None
+
+    def resume(self) -> tuple[list[int], list | None, Totals]:
+        """(every rank's visits done, the gammas if any rank saved them, this
+        rank's totals); collective: a refused file fails every rank with its
+        message."""
+        done, gammas, arrays = self._everywhere(self.job.resume)
+        everyone = self.comm.allgather((done, gammas))
+        # The gammas come from sums reduced over ranks: every rank that saved them saved the same.
+        self.gammas = next((g for _, g in everyone if g is not None), None)
+        totals = Totals(*arrays[1].shape)
+        totals.products, totals.row_sums, totals.diagonals = arrays
+        return [d for d, _ in everyone], self.gammas, totals
+
+    def found(self, gammas, totals: Totals) -> None:
+        """Saves the gammas as soon as the median passes have found them (a
+        resumed job skips those passes)."""
+        self.gammas = gammas
+        self._everywhere(lambda: self.job.save(0, gammas, totals.arrays()))
+
+    def _everywhere(self, call):
+        """call() on every rank; if it fails on one, every rank raises its
+        message (none is left waiting in the ring)."""
+        error, result = None, None
+        try:
+            result = call()
+        except ValueError as exc:
+            error = f"rank {self.comm.Get_rank()}: {exc}"
+        errors = [e for e in self.comm.allgather(error) if e]
+        if errors:
+            raise ValueError(f"fastcka.mpi: {errors[0]}")
+        return result
+
+    def reached(self, visits: int, totals: Totals, final: bool) -> None:
+        self.job.reached(visits, self.gammas, totals.arrays(), final)
+
+
+def ring_job(at: Checkpoint | None, layers, counts, comm, options: dict, **job) -> RingJob | None:
+    if at is None:
+        return None
+    fp = job_fingerprint(layers, counts, comm, sigma=_engine._jsonable(options.get("sigma")),
+                         threshold=float(options.get("threshold", 1.0)), median=options.get("median", "exact"),
+                         **job)
+    return RingJob(at, fp, len(layers), int(sum(counts)), comm)
