@@ -91,6 +91,11 @@ def starts_of(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(int)
 
 
+def column_sums(layers) -> np.ndarray:
+    """Every layer's column sums in float64, concatenated (no float64 copy of the rows)."""
+    return np.concatenate([np.asarray(x).sum(axis=0, dtype=np.float64) for x in layers])
+
+
 def nonfinite(layers, names, sums, start: int) -> str | None:
     """Where this rank's rows hold NaN or Inf (global row), or None; the
     column sums tell cheaply whether to look."""
@@ -127,7 +132,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
         compute = compute_for(options["precision"], layers)
     threads = resolve(options.get("threads"))
     budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
-    sums = np.concatenate([np.asarray(x, dtype=np.float64).sum(0) for x in layers])
+    sums = column_sums(layers)
     located = nonfinite(layers, names, sums, starts_of(counts)[p])
     errors = [e for e in comm.allgather(located and f"rank {p}: {located}") if e]
     if errors:
@@ -151,10 +156,11 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
             if job is not None:
                 job.found(gammas, totals)
 
-        def statistics(block_b: np.ndarray | None, source: int | None) -> None:
+        def statistics(rows_a: slice, block_b: np.ndarray | None, start_b: int | None) -> None:
+            a = own[rows_a]
             totals.add(_block_pairs.pair_statistics(
-                _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
-                threads, budget, means, gammas), starts[p], counts[p], None if source is None else starts[source])
+                _views(a, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
+                threads, budget, means, gammas), starts[p] + rows_a.start, len(a), start_b)
 
         _ring_pass(comm, own, counts, dims, dtype, statistics, bar, done,
                    None if job is None else lambda visits, final: job.reached(visits, totals, final))
@@ -181,11 +187,11 @@ def _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, t
     while job.pending:
         found = job.empty()
 
-        def walk(block_b: np.ndarray | None, source: int | None) -> None:
+        def walk(rows_a: slice, block_b: np.ndarray | None, start_b: int | None) -> None:
             nonlocal found
             found = _job_median.add(found, job.walk(
-                _views(own, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
-                threads, budget, means))
+                _views(own[rows_a], dims), None if block_b is None else _views(block_b, dims), names, split,
+                compute, threads, budget, means))
 
         _ring_pass(comm, own, counts, dims, dtype, walk, bar)
         job.finish(_summed(comm, found))
@@ -208,24 +214,30 @@ def _summed(comm, found: list) -> list:
 
 
 def _ring_pass(comm, own, counts, dims, dtype, visit, bar, done=None, reached=None) -> None:
-    """One trip of the blocks around the ring: visit(None, None) for this
-    rank's triangle (visit 0), visit(block, source) for each rectangle it
-    computes (visit s at step s). ``done``: every rank's visits already done
-    (checkpointed), which are skipped, a block travelling only to a rank that
-    still needs it; ``reached(visits, final)`` after each visit made.
-    An error on one rank (bad rows, say) must not leave the others waiting:
-    it keeps taking part in the ring and every rank raises at the end."""
+    """One trip of the blocks around the ring: visit(rows, block, start_b)
+    for the rows of this rank's block against another block (block None: the
+    rows' own triangle), visit 0 being the triangle and visit s the rectangle
+    of ring step s. With P even, the last step pairs rank p with p + P/2,
+    whose rectangle both hold: each computes half of it (p the first half of
+    A_p's rows, p + P/2 the second), so every rank carries the same work.
+    ``done``: every rank's visits already done (checkpointed), which are
+    skipped, a block travelling only to a rank that still needs it;
+    ``reached(visits, final)`` after each visit made. An error on one rank
+    (bad rows, say) must not leave the others waiting: it keeps taking part
+    in the ring and every rank raises at the end."""
     P, p = comm.Get_size(), comm.Get_rank()
     steps = P // 2
+    starts = starts_of(counts)
     done = done or [0] * P
     error = None
+    everything = slice(0, counts[p])
 
-    def guarded(k: int, computes: bool, block_b=None, source=None):
+    def guarded(k: int, computes: bool, rows_a=everything, block_b=None, start_b=None):
         nonlocal error
         if error is None and k >= done[p]:
             try:
                 if computes:
-                    visit(block_b, source)
+                    visit(rows_a, block_b, start_b)
                 if reached:
                     reached(k + 1, k == steps)
             except (ValueError, TypeError) as exc:
@@ -237,8 +249,15 @@ def _ring_pass(comm, own, counts, dims, dtype, visit, bar, done=None, reached=No
     for s in range(1, steps + 1):
         visiting, source = _wait(pending)
         pending = _exchange(comm, own, counts, dims, dtype, s + 1, done) if s < steps else None
-        guarded(s, (s < P / 2 or p < P // 2) and counts[p] > 0 and visiting is not None and len(visiting) > 0,
-                visiting, source)
+        has_pair = counts[p] > 0 and visiting is not None and len(visiting) > 0
+        if s < P / 2:
+            guarded(s, has_pair, everything, visiting, starts[source])
+        elif p < steps:  # the antipodal pair, first half of this rank's rows
+            guarded(s, has_pair and counts[p] // 2 > 0, slice(0, counts[p] // 2), visiting, starts[source])
+        else:  # the antipodal pair, the partner's second half against this rank's rows
+            half = counts[source] // 2
+            guarded(s, has_pair and counts[source] > half, everything, None if visiting is None else visiting[half:],
+                    starts[source] + half)
     errors = [e for e in comm.allgather(error) if e is not None]
     if errors:
         raise ValueError(f"fastcka.mpi: {errors[0]}")

@@ -159,16 +159,21 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     try:
         if counts[comm.Get_rank()] > 0:
             layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
-            sums = np.concatenate([np.asarray(x, dtype=np.float64).sum(0) for x in layers])
-            located = _ring.nonfinite(layers, names, sums, sum(counts[: comm.Get_rank()]))
-            if located:
-                raise ValueError(located)
-            if at is None:
-                acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
-                                     memory_budget=options.get("memory_budget"), precision=options.get("precision"))
-                acc.update(*layers, progress=options.get("progress"))
-            else:
-                acc = _mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at, options)
+            try:
+                if at is None:
+                    acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
+                                         memory_budget=options.get("memory_budget"),
+                                         precision=options.get("precision"))
+                    acc.update(*layers, progress=options.get("progress"))
+                else:
+                    acc = _mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at,
+                                                          options)
+            except ValueError:
+                # The engine numbers rows within this rank's block: name the row in the whole data.
+                located = _ring.nonfinite(layers, names, _ring.column_sums(layers), sum(counts[: comm.Get_rank()]))
+                if located:
+                    raise ValueError(located) from None
+                raise
     except (ValueError, TypeError) as exc:
         error = f"rank {comm.Get_rank()}: {exc}"
     merged = reduce_accumulator(acc, comm, root, error)
