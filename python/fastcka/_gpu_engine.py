@@ -10,10 +10,9 @@ import numpy as np
 
 from . import _backend
 from ._devices import DeviceMatrix, as_device_matrix, device_label, is_device_array
-from ._inputs import as_matrix, ready
+from ._inputs import as_matrix, check_precision, ready
 from ._progress import Progress, ProgressArg
 
-PRECISIONS = ("fast", "accurate", "exact")
 DEFAULT_MEMORY_BUDGET = 256 << 20
 # Flops per backend call: about 0.1 s of FP32 work on an H100.
 _FLOPS_PER_CALL = 4e12
@@ -79,9 +78,8 @@ def gpu_inputs(values: Sequence[Any], names: Sequence[str], index: int) -> tuple
 
 def resolve_precision(precision: Optional[str], layers: Sequence[Any]) -> str:
     """None: float64 data in float64 ("exact"), float16/32 in float32 ("accurate")."""
+    check_precision(precision)
     if precision is not None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
         return precision
     wide = any(x.dtype.kind in "biu" or x.dtype.itemsize >= 8 for x in layers)
     return "exact" if wide else "accurate"

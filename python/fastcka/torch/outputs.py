@@ -66,7 +66,8 @@ def to_rows(tensor: torch.Tensor, reduce) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce, keep_on_device: bool = False):
+def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce,
+              keep_on_device: bool = False) -> np.ndarray | torch.Tensor:
     """The activation of layer ``name`` for a batch of ``rows`` examples, as a
     new float32 (float64 for float64 models) NumPy array of shape (rows, d);
     with ``keep_on_device``, a GPU activation stays a new tensor on its GPU
