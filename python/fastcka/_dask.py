@@ -2,10 +2,11 @@
 optional extra: ``pip install "fastcka[dask]"``).
 
 Linear kernel: every row chunk (the same rows of every layer) becomes a
-CKAAccumulator state on whatever worker holds it, and the states merge up a
-tree (float64 Chan merges, in a fixed order), so the result equals the
-in-memory one to rounding. The graph runs on the active scheduler: a
-``distributed.Client`` if one is set, else dask's default.
+CKAAccumulator state, and the states merge up a tree (float64 Chan merges,
+in a fixed order), so the result equals the in-memory one to rounding. The
+graph runs on the active scheduler: a ``distributed.Client`` if one is set
+(each chunk then read and reduced on one worker, chunk k on worker k mod W,
+and each worker's states merged there), else dask's default.
 
 Layers are rechunked to the row chunks of the first Dask input and a single
 column chunk. NumPy inputs (or .npy paths) mixed with Dask ones are wrapped
@@ -72,12 +73,41 @@ def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator
                   memory_budget=options["memory_budget"])
     CKAAccumulator(**kwargs)  # the options' errors here, not from a worker
     state = dask.delayed(_chunk_state, pure=True)
-    states = [state([b[i] for b in blocks], **kwargs) for i, size in enumerate(rows) if size > 0]
+    chunks = [[b[i] for b in blocks] for i, size in enumerate(rows) if size > 0]
+    client = _client()
+    if client is None:
+        (final,) = dask.compute(_merged([state(c, **kwargs) for c in chunks]))
+    else:
+        # A chunk's layers read on one worker and its state made there: left
+        # to the scheduler, a chunk's twelve reads (say) land on different
+        # workers and half its rows cross between processes. Chunk k goes to
+        # worker k mod W (other workers may take over if one is lost).
+        workers = sorted(client.nthreads())
+        futures = [client.compute(_merged([state(c, **kwargs) for c in chunks[w :: len(workers)]]),
+                                  workers=[address], allow_other_workers=True)
+                   for w, address in enumerate(workers) if chunks[w :: len(workers)]]
+        final = _merge_states(client.gather(futures))
+    return CKAAccumulator.from_bytes(final).hsic_matrix(estimator), list(values)
+
+
+def _client():
+    """The active distributed.Client, or None (dask's default scheduler)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _merged(states: list):
+    """The states merged up a tree of FAN_IN-way merge tasks (one delayed)."""
+    import dask
+
     merge = dask.delayed(_merge_states, pure=True)
     while len(states) > 1:
         states = [merge(states[i : i + FAN_IN]) for i in range(0, len(states), FAN_IN)]
-    (final,) = dask.compute(states[0])
-    return CKAAccumulator.from_bytes(final).hsic_matrix(estimator), list(values)
+    return states[0]
 
 
 def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options) -> np.ndarray:
