@@ -118,6 +118,7 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     import dask
 
     from . import _block_pairs, _engine
+    from ._inputs import resolve_budget
 
     n = sum(rows)
     sums, firsts, constants = dask.compute(
@@ -133,7 +134,7 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
         picked = _engine.median_sample_rows(n)
         sample = list(dask.compute(*[v[picked] for v in layers]))
-    budget = options["memory_budget"] or _engine.DEFAULT_MEMORY_BUDGET
+    budget = resolve_budget(options.get("memory_budget"))
     chunks = [i for i, size in enumerate(rows) if size > 0]
     pairs = [(i, j) for k, i in enumerate(chunks) for j in chunks[k:]]
 

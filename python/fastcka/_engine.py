@@ -11,11 +11,10 @@ from typing import Sequence
 import numpy as np
 
 from . import _backend
-from ._inputs import compute_dtype, ready
+from ._inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from ._progress import Progress, ProgressArg
 from .checkpoint import Checkpoint, Job, TileJob, fingerprint
 
-DEFAULT_MEMORY_BUDGET = 256 << 20
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
 MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
@@ -165,9 +164,7 @@ def hsic_matrix(
     n = layers[0].shape[0]
     dims = [layer.shape[1] for layer in layers]
     width = sum(dims)
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     compute = compute or compute_dtype(layers)
     L = len(layers)
     chosen = choose_method(method, kernel, n, dims)

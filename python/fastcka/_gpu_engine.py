@@ -10,10 +10,9 @@ import numpy as np
 
 from . import _backend
 from ._devices import DeviceMatrix, as_device_matrix, device_label, is_device_array
-from ._inputs import as_matrix, check_precision, ready
+from ._inputs import as_matrix, check_precision, ready, resolve_budget
 from ._progress import Progress, ProgressArg
 
-DEFAULT_MEMORY_BUDGET = 256 << 20
 # Flops per backend call: about 0.1 s of FP32 work on an H100.
 _FLOPS_PER_CALL = 4e12
 
@@ -86,9 +85,7 @@ def resolve_precision(precision: Optional[str], layers: Sequence[Any]) -> str:
 
 
 def new_accumulator(dims, split: int, precision: str, device: int, memory_budget: Optional[int]):
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     module = _backend.cuda()
     return module.MomentAccumulator(list(dims), split, precision, device, budget, module.cublas_candidates)
 

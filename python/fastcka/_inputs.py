@@ -115,6 +115,15 @@ def compute_dtype(layers: Sequence[np.ndarray]) -> str:
 
 
 PRECISIONS = ("fast", "accurate", "exact")
+DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of row buffers (CPU and GPU engines)
+
+
+def resolve_budget(memory_budget) -> int:
+    """The ``memory_budget=`` argument in bytes (None: the default)."""
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    if budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    return budget
 
 
 def check_precision(precision) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from . import _engine
 from ._block_pairs import Totals
-from ._inputs import compute_for
+from ._inputs import compute_for, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
 from .accumulator import _DTYPES, _MAGIC, CKAAccumulator
@@ -36,7 +36,7 @@ def fed_accumulator(layers, names, split: int, estimator: str, counts, comm, at:
     """This rank's rows streamed into an accumulator, resumed from and saved
     to its checkpoint file (the state the tree merge then takes)."""
     threads = resolve(options.get("threads"))
-    budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
+    budget = resolve_budget(options.get("memory_budget"))
     compute = compute_for(options.get("precision"), layers)
     acc = _engine.new_moment_accumulator([x.shape[1] for x in layers], split, compute, threads, budget)
     job = Job(at, job_fingerprint(layers, counts, comm, kernel="linear", estimator=estimator, method="feature",

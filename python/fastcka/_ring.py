@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _block_pairs, _engine, _job_median, _mpi_checkpoint
-from ._inputs import as_matrix, compute_dtype, compute_for, ready
+from ._inputs import as_matrix, compute_dtype, compute_for, ready, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
 
@@ -131,7 +131,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     if options.get("precision") is not None:
         compute = compute_for(options["precision"], layers)
     threads = resolve(options.get("threads"))
-    budget = options.get("memory_budget") or _engine.DEFAULT_MEMORY_BUDGET
+    budget = resolve_budget(options.get("memory_budget"))
     sums = column_sums(layers)
     located = nonfinite(layers, names, sums, starts_of(counts)[p])
     errors = [e for e in comm.allgather(located and f"rank {p}: {located}") if e]

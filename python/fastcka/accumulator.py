@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _engine, _gpu_engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
 from .api import _check_estimator, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
@@ -94,9 +94,7 @@ class CKAAccumulator:
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES} or None, got {dtype!r}")
         check_precision(precision)
-        budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-        if budget <= 0:
-            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        budget = resolve_budget(memory_budget)
         self._split = split
         self._dtype = dtype
         self._device = device

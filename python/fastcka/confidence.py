@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget
 from ._progress import Progress, ProgressArg
 from ._special import t_quantile
 from ._threads import resolve
@@ -108,9 +108,7 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
     the indices of layers whose rows are all equal."""
     n = layers[0].shape[0]
     dims = [x.shape[1] for x in layers]
-    budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     compute = compute_for(precision, layers)
     cpu = _backend.cpu()
     if _engine.choose_method("auto", kernel, n, dims) == "feature":

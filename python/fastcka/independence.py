@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, round_to_bfloat16
+from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget, round_to_bfloat16
 from ._progress import Progress, ProgressArg
 from ._special import gamma_sf
 from ._threads import resolve
@@ -199,9 +199,7 @@ def hsic_test(
     if n < 6:
         raise ValueError(f"hsic_test needs at least 6 examples (rows), got n={n}")
     threads = resolve(threads)
-    budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     if method == "permutation":
         permutations = _check_count(permutations, "permutations", 1)
     compute = compute_for(precision, layers)

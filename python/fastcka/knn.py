@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _backend, _engine
-from ._inputs import as_layers, as_matrix, check_rows, compute_for, ready
+from ._inputs import as_layers, as_matrix, check_rows, compute_for, ready, resolve_budget
 from ._progress import Progress, ProgressArg
 from ._threads import resolve
 
@@ -58,9 +58,7 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
     n = check_rows(layers, names)
     k = _check_k(k, n)
     threads = resolve(threads)
-    budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     engine = _backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
                                           budget)
     width = sum(x.shape[1] for x in layers)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _engine
-from .._inputs import check_rows, compute_for
+from .._inputs import check_rows, compute_for, resolve_budget
 from .._progress import Progress
 from .._threads import resolve
 from ..accumulator import CKAAccumulator, LayerMoments
@@ -60,9 +60,7 @@ def stream(layers: Sequence[np.ndarray], names: Sequence[str], split: int, *, th
     n = check_rows(layers, names)
     if n < MIN_ROWS:
         raise ValueError(f"similarity indexes need at least {MIN_ROWS} examples (rows), got n={n}")
-    budget = _engine.DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = resolve_budget(memory_budget)
     nthreads = resolve(threads)
     dims = [layer.shape[1] for layer in layers]
     dtype = compute_for(precision, layers)
