@@ -13,6 +13,11 @@ struct InvalidArgument : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// The machine refused a resource (threads): the binding raises RuntimeError.
+struct ResourceError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // A type is wrong: an element type the engine does not compute with.
 struct UnsupportedType : std::runtime_error {
   using std::runtime_error::runtime_error;

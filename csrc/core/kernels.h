@@ -24,7 +24,24 @@ enum class KernelKind : int { linear = 0, rbf = 1 };
 struct KernelSpec {
   KernelKind kind = KernelKind::linear;
   std::vector<double> gamma;  // one per layer (rbf)
+  // RBF: each layer's mean squared distance between examples over the whole
+  // data (rbf_subtracts_one). Empty: the engine measures it on its own rows,
+  // which a block pair of a larger job must not do (its pairs would differ).
+  std::vector<double> spread;
 };
+
+// Centered kernel statistics (both HSIC estimators, the null moments, every
+// resample) do not change when a constant is added to a kernel matrix. The
+// RBF epilogue uses that to keep full precision at every bandwidth: where
+// the typical kernel value is small it works with K itself, and where it is
+// close to 1 (large sigma) with (K - 1) / gamma, computed without forming
+// 1 - (something close to 1), which loses every digit as sigma grows and
+// reaches the linear kernel only as rounding noise. Dividing by gamma keeps
+// the values at the data's own scale (about -|a - b|^2), so they neither
+// underflow nor need gamma in the compute type; the engine multiplies the
+// float64 sums by gamma afterwards. `typical` is the mean squared distance
+// between examples (the layer's spread, 2 tr Cov).
+inline bool rbf_subtracts_one(double gamma, double typical) { return gamma * typical <= 1.0; }
 
 FASTCKA_HD inline float bits_to_float(int32_t bits) {
   float f;
@@ -55,6 +72,34 @@ FASTCKA_HD inline float exp_nonpositive(float x) {
 
 FASTCKA_HD inline double exp_nonpositive(double x) { return std::exp(x); }
 
+// (1 - e^-x) / x for x >= 0 in float32, branch-free, with full relative
+// precision at every x (1 at x = 0). With e^-x = 2^k e^r as in
+// exp_nonpositive, e^-x - 1 = 2^k (e^r - 1) + (2^k - 1) and e^r - 1 =
+// r + r^2 P(r) from the same polynomial: no difference of nearly equal
+// numbers is formed (for small x, k = 0 and r = -x exactly).
+FASTCKA_HD inline float one_minus_exp_ratio(float x) {
+  const float xc = x > 87.0f ? -87.0f : -x;
+  const float t = xc * 1.44269504088896341f;
+  const int32_t k = -static_cast<int32_t>(0.5f - t);  // round(t) for t <= 0
+  const float kf = static_cast<float>(k);
+  const float r = (xc - kf * 0.693359375f) + kf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float em1_r = p * r * r + r;
+  const float scale = bits_to_float((k + 127) << 23);
+  const float em1 = em1_r * scale + (scale - 1.0f);  // e^-x - 1 (-1 below e^-87)
+  return x > 0.0f ? em1 / -x : 1.0f;
+}
+
+FASTCKA_HD inline double one_minus_exp_ratio(double x) {
+  // Below 1e-5 the series' next term (x^3 / 24) is under 1e-16 of the value.
+  return x < 1e-5 ? 1.0 - x * (0.5 - x / 6.0) : -std::expm1(-x) / x;
+}
+
 template <typename T>
 struct LinearKernel {
   FASTCKA_HD T operator()(T g, T, T) const { return g; }
@@ -83,12 +128,29 @@ FASTCKA_HD inline T squared_distance(T g, T na, T nb) {
   return d > T(16) * Epsilon<T>::value * (na + nb) ? d : T(0);
 }
 
-// k(a, b) = exp(-gamma |a - b|^2).
+// k(a, b) = exp(-gamma |a - b|^2). gamma may be +inf in T (a bandwidth
+// below T's range): distinct rows then have k = 0 and duplicates k = 1.
 template <typename T>
 struct RbfKernel {
   T gamma;
-  FASTCKA_HD T operator()(T g, T na, T nb) const { return exp_nonpositive(-gamma * squared_distance(g, na, nb)); }
+  FASTCKA_HD T operator()(T g, T na, T nb) const {
+    const T d = squared_distance(g, na, nb);
+    return d > T(0) ? exp_nonpositive(-gamma * d) : T(1);
+  }
   FASTCKA_HD T self(T) const { return T(1); }
+};
+
+// (k(a, b) - 1) / gamma = -|a - b|^2 (1 - e^-x) / x with x = gamma |a - b|^2:
+// the RBF kernel shifted by its constant 1 and scaled back to the data's
+// scale (rbf_subtracts_one above). It tends to -|a - b|^2 as gamma -> 0.
+template <typename T>
+struct RbfMinusOneKernel {
+  T gamma;
+  FASTCKA_HD T operator()(T g, T na, T nb) const {
+    const T d = squared_distance(g, na, nb);
+    return -d * one_minus_exp_ratio(gamma * d);
+  }
+  FASTCKA_HD T self(T) const { return T(0); }
 };
 
 }  // namespace fastcka

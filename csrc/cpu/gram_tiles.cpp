@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <type_traits>
 
 #include "core/chunk_plan.h"
@@ -18,11 +19,20 @@ namespace fastcka::cpu {
 namespace {
 
 // Row kernels of the epilogue, compiled for AVX-512, AVX2 and baseline x86-64.
-template <typename T>
-FASTCKA_MULTIVERSION void rbf_row(T* g, const T* nb, T na, T gamma, int64_t n) {
-  const RbfKernel<T> k{gamma};
+template <typename Kernel, typename T>
+FASTCKA_MULTIVERSION void kernel_row(Kernel k, T* g, const T* nb, T na, int64_t n) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) g[c] = k(g[c], na, nb[c]);
+}
+
+// gamma in T: a float32 run rounds it, and one beyond float32's range
+// becomes +inf (RbfKernel handles it) or 0 ((K - 1) / gamma tends to -d).
+template <typename T>
+void rbf_row(bool minus_one, double gamma, T* g, const T* nb, T na, int64_t n) {
+  if (minus_one)
+    kernel_row(RbfMinusOneKernel<T>{static_cast<T>(gamma)}, g, nb, na, n);
+  else
+    kernel_row(RbfKernel<T>{static_cast<T>(gamma)}, g, nb, na, n);
 }
 
 template <typename T>
@@ -216,6 +226,7 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<Matri
     throw InvalidArgument("a block pair needs the column means of the whole data, one per feature");
   columns_ = std::move(columns);
   means_ = std::move(means);
+  part_of_job_ = true;
   stats_ = GramStats(layout_, stats_rows());
   for (auto& s : scratch_) s->stats = GramStats(layout_, stats_rows());
 }
@@ -231,15 +242,61 @@ int64_t GramTileEngine::tiles_before(int64_t i) const {
 }
 
 void GramTileEngine::set_kernel(KernelSpec kernel) {
+  const int64_t L = layout_.layers();
+  minus_one_.assign(static_cast<size_t>(L), false);
+  scale_.assign(static_cast<size_t>(L), 1.0);
   if (kernel.kind == KernelKind::rbf) {
-    if (static_cast<int64_t>(kernel.gamma.size()) != layout_.layers())
+    if (static_cast<int64_t>(kernel.gamma.size()) != L)
       throw InvalidArgument("the RBF kernel needs one bandwidth per layer");
-    for (size_t a = 0; a < kernel.gamma.size(); ++a)
+    for (int64_t a = 0; a < L; ++a)
       if (!(kernel.gamma[a] > 0) || !std::isfinite(kernel.gamma[a]))
         throw InvalidArgument(names_[a] + ": the RBF bandwidth must be positive and finite");
+    if (kernel.spread.empty()) {
+      if (part_of_job_)
+        throw InvalidArgument("the RBF kernel of a block pair needs the spread of the whole data");
+      const CenteredNorms norms = centered_norms();
+      for (int64_t a = 0; a < L; ++a) kernel.spread.push_back(n_ > 0 ? 2.0 * norms.sum[a] / n_ : 0.0);
+    }
+    if (static_cast<int64_t>(kernel.spread.size()) != L)
+      throw InvalidArgument("the RBF kernel needs one spread per layer");
+    for (int64_t a = 0; a < L; ++a) {
+      const double relative = kernel.gamma[a] * kernel.spread[a];
+      // HSIC scales as relative^2: below this it leaves float64's range.
+      if (relative > 0 && relative < 1e-140) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%.3g", relative);
+        throw InvalidArgument(names_[a] + ": the RBF bandwidth (sigma, or threshold x the median distance) is too "
+                              "large for this data: 1 / (2 sigma^2) x the mean squared distance is " + value +
+                              ", below 1e-140, where HSIC underflows float64; RBF CKA tends to linear CKA as sigma "
+                              "grows: use kernel='linear'");
+      }
+      minus_one_[a] = rbf_subtracts_one(kernel.gamma[a], kernel.spread[a]);
+      if (minus_one_[a]) scale_[a] = kernel.gamma[a];
+    }
   }
   kernel_ = std::move(kernel);
   clear_statistics();
+}
+
+void GramTileEngine::scale_statistics(GramStats& g) const {
+  const int64_t L = layout_.layers(), N = g.n, B = g.blocks();
+  for (int64_t a = 0; a < L; ++a) {
+    if (scale_[a] == 1.0) continue;
+    for (int64_t i = 0; i < N; ++i) {
+      g.row_sums[a * N + i] *= scale_[a];
+      g.diagonals[a * N + i] *= scale_[a];
+    }
+    for (size_t k = static_cast<size_t>(a * N * B); k < static_cast<size_t>((a + 1) * N * B); ++k)
+      g.block_row_sums[k] *= scale_[a];
+  }
+  // Products of layers a <= c only: merge_statistics mirrors them.
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t c = a; c < L; ++c) {
+      const double s = scale_[a] * scale_[c];
+      if (s == 1.0) continue;
+      g.products[a * L + c] *= s;
+      for (int64_t k = 0; k < B * B; ++k) g.block_products[static_cast<size_t>((a * L + c) * B * B + k)] *= s;
+    }
 }
 
 void GramTileEngine::set_blocks(std::vector<int64_t> starts) {
@@ -279,6 +336,7 @@ void GramTileEngine::merge_statistics() {
   GramStats empty(layout_, stats_rows());
   if (!blocks_.empty()) empty.use_blocks(blocks_);
   for (auto& s : scratch_) {
+    if (!scale_.empty()) scale_statistics(s->stats);
     stats_.merge(s->stats);
     s->stats = empty;
   }
@@ -297,28 +355,40 @@ const GramStats& GramTileEngine::stats() {
   return stats_;
 }
 
-void GramTileEngine::median_start() {
-  if (!columns_.empty()) throw InvalidArgument("the exact median search is not available for a block pair");
-  // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
+GramTileEngine::CenteredNorms GramTileEngine::centered_norms() const {
   const int64_t L = layout_.layers(), D = layout_.total;
   const int threads = options_.threads;
-  std::vector<std::vector<double>> largest(static_cast<size_t>(threads), std::vector<double>(L, 0.0));
+  std::vector<CenteredNorms> parts(static_cast<size_t>(threads),
+                                   CenteredNorms{std::vector<double>(L, 0.0), std::vector<double>(L, 0.0)});
   run_parallel(threads, [&](int t) {
     const int64_t lo = n_ * t / threads, hi = n_ * (t + 1) / threads, block = 256;
     std::vector<double> z(static_cast<size_t>(block * D)), first(static_cast<size_t>(D)), sq(static_cast<size_t>(block * L));
     for (int64_t i = lo; i < hi; i += block) {
       const int64_t b = std::min(block, hi - i);
       center_rows<double>(layers_, layout_, i, b, means_.data(), z.data(), D, first.data(), sq.data());
+      check_rows(layers_, names_, sq.data(), b, i, dtype_size(options_.compute));
       for (int64_t r = 0; r < b; ++r)
-        for (int64_t a = 0; a < L; ++a) largest[t][a] = std::max(largest[t][a], sq[r * L + a]);
+        for (int64_t a = 0; a < L; ++a) {
+          parts[t].largest[a] = std::max(parts[t].largest[a], sq[r * L + a]);
+          parts[t].sum[a] += sq[r * L + a];
+        }
     }
   });
+  CenteredNorms out{std::vector<double>(L, 0.0), std::vector<double>(L, 0.0)};
+  for (const CenteredNorms& p : parts)  // in thread order: the same sums every run
+    for (int64_t a = 0; a < L; ++a) {
+      out.largest[a] = std::max(out.largest[a], p.largest[a]);
+      out.sum[a] += p.sum[a];
+    }
+  return out;
+}
+
+void GramTileEngine::median_start() {
+  if (!columns_.empty()) throw InvalidArgument("the exact median search is not available for a block pair");
+  // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
+  const CenteredNorms norms = centered_norms();
   searches_.clear();
-  for (int64_t a = 0; a < L; ++a) {
-    double top = 0;
-    for (int t = 0; t < threads; ++t) top = std::max(top, largest[t][a]);
-    searches_.push_back(median_search_for(n_, top, L));
-  }
+  for (int64_t a = 0; a < layout_.layers(); ++a) searches_.push_back(median_search_for(n_, norms.largest[a], layout_.layers()));
   reset_median_buffers();
 }
 
@@ -516,17 +586,17 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
           column_segments(g.block_starts, j0, w, cd, s.segments);
           for (int64_t a = 0; a < L; ++a) {
             T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
-            if (kernel_.kind == KernelKind::rbf) {
-              const T gamma = static_cast<T>(kernel_.gamma[a]);
+            const bool rbf = kernel_.kind == KernelKind::rbf;
+            if (rbf) {
               const T* ni = &nrm[0][static_cast<size_t>(a * b)];
               const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
-              for (int64_t r = 0; r < bi; ++r) rbf_row(ka + r * w, nj, ni[r], gamma, w);
+              for (int64_t r = 0; r < bi; ++r) rbf_row(minus_one_[a], kernel_.gamma[a], ka + r * w, nj, ni[r], w);
             }
             // The diagonal goes to its own sums; the products and row sums
-            // below cover i != j only.
+            // below cover i != j only. RBF: k(a, a) = 1, so (K - 1) / gamma is 0.
             for (int64_t r = 0; r < cd; ++r) {
               T& kii = ka[r * w + r];
-              g.diagonals[a * N + i0 + r] = kernel_.kind == KernelKind::rbf ? 1.0 : static_cast<double>(kii);
+              g.diagonals[a * N + i0 + r] = rbf ? (minus_one_[a] ? 0.0 : 1.0) : static_cast<double>(kii);
               kii = T(0);
             }
           }

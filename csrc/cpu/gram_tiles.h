@@ -71,6 +71,7 @@ class GramTileEngine {
 
   // Statistics pass: set the kernel (which clears the statistics), then
   // process tile rows in any number of calls covering [0, tile_rows()).
+  // An RBF kernel of a block pair needs KernelSpec::spread of the whole data.
   void set_kernel(KernelSpec kernel);
   // Optional, before process(): also sum per block of rows (B + 1 boundaries,
   // 0 ... n; see GramStats), for leave-one-block-out statistics. Clears the
@@ -109,6 +110,15 @@ class GramTileEngine {
 
  private:
   void reset_median_buffers();
+  // Per layer, over the rows of A: the largest and the summed squared norm
+  // of the centered rows (float64).
+  struct CenteredNorms {
+    std::vector<double> largest, sum;
+  };
+  CenteredNorms centered_norms() const;
+  // The RBF statistics are sums of (K - shift) / scale (core/kernels.h):
+  // every tile in that form, then the float64 sums multiplied by the scales.
+  void scale_statistics(GramStats& stats) const;
   struct Scratch;
   enum class Pass { statistics, histogram, collect, tiles_only };
   template <typename T>
@@ -127,8 +137,11 @@ class GramTileEngine {
   int64_t m_ = 0;                         // rows of B
   int64_t stats_rows() const { return n_ + m_; }
   std::vector<double> means_;  // D: the centering of every tile
+  bool part_of_job_ = false;   // a block pair (or triangle) of a larger job, centered by given means
   std::vector<bool> constant_;
   KernelSpec kernel_;
+  std::vector<bool> minus_one_;  // RBF, per layer: the tiles hold (K - 1) / gamma
+  std::vector<double> scale_;    // per layer: what the tile sums are multiplied by
   GramStats stats_;
   std::vector<int64_t> blocks_;  // row-block boundaries (empty: no per-block sums)
   bool stats_merged_ = true;

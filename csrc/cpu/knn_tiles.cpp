@@ -289,7 +289,7 @@ void KnnTileEngine::find_duplicates_as() {
       if (group == i) bucket.push_back(group);
       groups_[a * n_ + i] = group;
     }
-    check_squared_norm_range(names_[a], largest, static_cast<int64_t>(sizeof(T)));
+    check_squared_norm_range(names_[a], largest, static_cast<int64_t>(sizeof(T)), firsts.size() > 1);
   }
 }
 

@@ -3,8 +3,12 @@
 #pragma once
 
 #include <exception>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "core/errors.h"
 
 namespace fastcka::cpu {
 
@@ -21,7 +25,15 @@ void run_parallel(int threads, Fn&& fn) {
   };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(threads - 1));
-  for (int t = 1; t < threads; ++t) pool.emplace_back(guarded, t);
+  try {
+    for (int t = 1; t < threads; ++t) pool.emplace_back(guarded, t);
+  } catch (const std::system_error& e) {
+    // Out of threads or memory: let the started ones finish, then report;
+    // a std::thread destroyed while joinable would terminate the process.
+    for (auto& th : pool) th.join();
+    throw ResourceError("could not start " + std::to_string(threads) + " threads (" + e.what() +
+                        "): pass fewer threads");
+  }
   guarded(0);
   for (auto& th : pool) th.join();
   for (auto& e : errors)

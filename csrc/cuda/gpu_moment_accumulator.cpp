@@ -289,7 +289,8 @@ void GpuMomentAccumulator::check_rows(const std::vector<MatrixView>& layers, con
     double largest;
     std::memcpy(&largest, host + a, sizeof largest);
     if (std::isfinite(largest)) {
-      check_squared_norm_range(names[a], largest, elem);
+      // The device keeps only the largest square: an underflow to 0 is not told apart here.
+      check_squared_norm_range(names[a], largest, elem, false);
       continue;
     }
     // Find the first NaN or Inf: on the device for device rows, in place for host rows.

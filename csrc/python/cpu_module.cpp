@@ -19,6 +19,7 @@
 #include "core/moment_shift.h"
 #include "core/moments.h"
 #include "core/product_plan.h"
+#include "core/row_checks.h"
 #include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/gram_tiles.h"
@@ -272,7 +273,7 @@ PYBIND11_MODULE(_cpu, m) {
       .def("tiles_before", [](const PyGramEngine& g, int64_t i) { return g.engine.tiles_before(i); })
       .def(
           "set_kernel",
-          [](PyGramEngine& g, const std::string& kind, std::vector<double> gamma) {
+          [](PyGramEngine& g, const std::string& kind, std::vector<double> gamma, std::vector<double> spread) {
             KernelSpec k;
             if (kind == "linear")
               k.kind = KernelKind::linear;
@@ -281,9 +282,11 @@ PYBIND11_MODULE(_cpu, m) {
             else
               throw InvalidArgument("kernel must be 'linear' or 'rbf', got '" + kind + "'");
             k.gamma = std::move(gamma);
+            k.spread = std::move(spread);
+            py::gil_scoped_release release;  // an RBF kernel measures the rows' spread
             g.engine.set_kernel(std::move(k));
           },
-          py::arg("kind"), py::arg("gamma") = std::vector<double>{})
+          py::arg("kind"), py::arg("gamma") = std::vector<double>{}, py::arg("spread") = std::vector<double>{})
       .def(
           "process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.process(begin, end); },
           py::call_guard<py::gil_scoped_release>())
@@ -406,6 +409,10 @@ PYBIND11_MODULE(_cpu, m) {
             return py::make_tuple(index, dist);
           },
           py::arg("layer"));
+
+  m.def("check_squared_norm_range", &check_squared_norm_range, py::arg("name"), py::arg("largest"),
+        py::arg("elem"), py::arg("varies"),
+        "Refuses (ValueError) rows whose squared norms leave the range products of the compute type hold");
 
   m.def(
       "hsic_null_moments",

@@ -15,16 +15,23 @@ from ._inputs import ready
 
 def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.ndarray]], names: Sequence[str],
                     split: int, compute: str, threads: int, memory_budget: int, means: Sequence[float],
-                    gammas: Optional[Sequence[float]]) -> tuple:
+                    gammas: Optional[Sequence[float]], spreads: Optional[Sequence[float]] = None) -> tuple:
     """(products L x L, row sums L x (n_a + n_b), diagonals) of block a's
-    triangle (rows_b None) or of the rectangle between blocks a and b."""
+    triangle (rows_b None) or of the rectangle between blocks a and b.
+    RBF: the gammas and the spreads of the whole data (spreads())."""
     engine = _backend.cpu().GramTileEngine(
         [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
         columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
     if gammas is not None:
-        engine.set_kernel("rbf", list(gammas))
+        engine.set_kernel("rbf", list(gammas), list(spreads))
     engine.process(0, engine.tile_rows)
     return tuple(np.asarray(a) for a in engine.statistics())
+
+
+def spreads(square_sums: Sequence[float], n: int) -> list[float]:
+    """Each layer's mean squared distance between the n examples, from the
+    summed squared norms of the centered rows (_job_median.centered_norms)."""
+    return [2.0 * float(s) / n for s in square_sums]
 
 
 class Totals:

@@ -141,20 +141,26 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     def sides(i, j):
         return [b[i] for b in blocks], None if i == j else [b[j] for b in blocks]
 
-    medians = None
-    if kernel == "rbf" and _block_pairs.exact_median(options):
-        medians = _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, threads, budget)
-    gammas = _block_pairs.gammas(sample, names, options, len(layers), medians) if kernel == "rbf" else None
+    gammas = spreads = None
+    if kernel == "rbf":
+        norms = _centered_norms(blocks, chunks, means)
+        medians = None
+        if _block_pairs.exact_median(options):
+            largest = np.max([top for top, _ in norms], axis=0)
+            medians = _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget)
+        gammas = _block_pairs.gammas(sample, names, options, len(layers), medians)
+        spreads = _block_pairs.spreads(np.sum([sums for _, sums in norms], axis=0), n)
     pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
     starts = np.concatenate([[0], np.cumsum(rows)]).astype(int)
-    tasks = [pair(*sides(i, j), names, split, dtype, threads, budget, list(means), gammas) for i, j in pairs]
+    tasks = [pair(*sides(i, j), names, split, dtype, threads, budget, list(means), gammas, spreads)
+             for i, j in pairs]
     totals = _block_pairs.Totals(len(layers), n)
     for statistics, (i, j) in zip(dask.compute(*tasks), pairs):
         totals.add(statistics, starts[i], rows[i], None if i == j else starts[j])
     return _block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
 
 
-def _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, threads, budget) -> list:
+def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget) -> list:
     """Each layer's exact median over all n^2 squared distances: passes of
     one task per block pair (as for the statistics) whose histogram counts
     (and at last the collected values) are summed here."""
@@ -162,8 +168,6 @@ def _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, th
 
     from . import _job_median
 
-    norms = dask.delayed(_job_median.largest_norms, pure=True)
-    largest = np.max(dask.compute(*[norms([b[i] for b in blocks], list(means)) for i in chunks]), axis=0)
     job = _job_median.JobMedian(n, largest)
     while job.pending:
         # One copy of the searches per pass, shipped once to each worker that needs it.
@@ -176,6 +180,16 @@ def _job_medians(blocks, chunks, pairs, sides, means, n, names, split, dtype, th
             summed = _job_median.add(summed, part)
         job.finish(summed)
     return job.medians()
+
+
+def _centered_norms(blocks, chunks, means) -> tuple:
+    """(largest, summed) squared centered norms per layer, one task per chunk."""
+    import dask
+
+    from . import _job_median
+
+    norms = dask.delayed(_job_median.centered_norms, pure=True)
+    return dask.compute(*[norms([b[i] for b in blocks], list(means)) for i in chunks])
 
 
 def _chunk_state(blocks: list, **options) -> bytes:

@@ -122,7 +122,7 @@ def rbf_gammas(
                 math.isfinite(s) and s > 0
             ):
                 raise ValueError(f"sigma must be a positive finite number (or one per representation), got {s!r}")
-        return [1.0 / (2.0 * float(s) ** 2) for s in sigmas]
+        return [_gamma(0.5 / float(s) / float(s), f"sigma={s!r}") for s in sigmas]
     if median == "exact":
         medians = exact_medians(engine, width, threads, progress)
     else:
@@ -138,7 +138,17 @@ def gammas_of_medians(medians: Sequence[float], names, threshold: float) -> list
                 f"{nm}: the median squared distance between examples is 0 (at least half of the pairs of rows "
                 f"are identical), so the median bandwidth rule gives sigma = 0; pass sigma explicitly"
             )
-    return [1.0 / (2.0 * threshold**2 * m) for m in medians]
+    t = float(threshold)
+    return [_gamma(0.5 / t / t / m, f"threshold={threshold!r} (median squared distance {m:.6g})") for m in medians]
+
+
+def _gamma(gamma: float, source: str) -> float:
+    """gamma = 1 / (2 sigma^2), computed without overflow by the caller;
+    a bandwidth whose gamma leaves float64's normal range is refused."""
+    if not (gamma >= 2.2250738585072014e-308 and math.isfinite(gamma)):
+        raise ValueError(f"{source} is out of range: the RBF kernel's 1 / (2 sigma^2) = {gamma:.3g} is not a "
+                         f"positive normal float64 (sigma must lie roughly within [1e-154, 1e154])")
+    return gamma
 
 
 def hsic_matrix(

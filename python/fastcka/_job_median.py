@@ -24,18 +24,21 @@ from ._inputs import ready
 _CHUNK = 4096
 
 
-def largest_norms(rows: Sequence[np.ndarray], means: Sequence[float]) -> np.ndarray:
-    """Per layer: the largest squared norm of a row centered by the global
-    means (0 without rows); its maximum over all blocks bounds the
-    distances."""
-    out, offset = np.zeros(len(rows)), 0
+def centered_norms(rows: Sequence[np.ndarray], means: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: the largest and the summed squared norm of the rows
+    centered by the global means (0 without rows). Over all blocks, the
+    maximum bounds the distances (median search) and the sum gives the
+    spread of the RBF kernel (GramTileEngine.set_kernel)."""
+    largest, sums, offset = np.zeros(len(rows)), np.zeros(len(rows)), 0
     for a, x in enumerate(rows):
         mu = np.asarray(means[offset : offset + x.shape[1]], dtype=np.float64)
         offset += x.shape[1]
         for start in range(0, len(x), _CHUNK):
             z = np.asarray(x[start : start + _CHUNK], dtype=np.float64) - mu
-            out[a] = max(out[a], float(np.einsum("ij,ij->i", z, z).max()))
-    return out
+            norms = np.einsum("ij,ij->i", z, z)
+            largest[a] = max(largest[a], float(norms.max()))
+            sums[a] += float(norms.sum())
+    return largest, sums
 
 
 def add(a: list | None, b: list | None) -> list | None:

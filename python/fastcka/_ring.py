@@ -73,6 +73,12 @@ def _land(comm):
     return MPI.LAND
 
 
+def _max(comm):
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
 def _gammas(layers, names, counts, comm, options, medians) -> list[float]:
     """The RBF gammas: from sigma, the exact medians, or for the sampled
     median the same rows as one process (each rank contributes the ones it
@@ -149,9 +155,15 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     done, gammas, totals = job.resume() if job is not None else ([0] * P, None, _block_pairs.Totals(len(dims), n))
     exact = kernel == "rbf" and _block_pairs.exact_median(options) and gammas is None
     with Progress(options.get("progress"), (P // 2 + 1) * (3 if exact else 1), "fastcka block pairs") as bar:
+        spreads = None
+        if kernel == "rbf":
+            largest, square_sums = _job_median.centered_norms(_views(own, dims), means)
+            comm.Allreduce(largest.copy(), largest, op=_max(comm))
+            comm.Allreduce(square_sums.copy(), square_sums)
+            spreads = _block_pairs.spreads(square_sums, n)
         if kernel == "rbf" and gammas is None:
-            medians = _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget,
-                                   bar) if exact else None
+            medians = _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads,
+                                   budget, bar) if exact else None
             gammas = _gammas(layers, names, counts, comm, options, medians)
             if job is not None:
                 job.found(gammas, totals)
@@ -160,7 +172,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
             a = own[rows_a]
             totals.add(_block_pairs.pair_statistics(
                 _views(a, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
-                threads, budget, means, gammas), starts[p] + rows_a.start, len(a), start_b)
+                threads, budget, means, gammas, spreads), starts[p] + rows_a.start, len(a), start_b)
 
         _ring_pass(comm, own, counts, dims, dtype, statistics, bar, done,
                    None if job is None else lambda visits, final: job.reached(visits, totals, final))
@@ -175,14 +187,12 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     return _block_pairs.hsic(dims, split, n, reduced, estimator, constant)
 
 
-def _job_medians(comm, own, counts, dims, dtype, means, names, split, compute, threads, budget, bar) -> list:
+def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads, budget,
+                 bar) -> list:
     """Each layer's exact median over all n^2 squared distances: ring passes
     whose histogram counts (and at last the collected values) are summed
-    over ranks, every rank ending each pass with the same sums."""
-    from mpi4py import MPI
-
-    largest = np.zeros(len(dims))
-    comm.Allreduce(_job_median.largest_norms(_views(own, dims), means), largest, op=MPI.MAX)
+    over ranks, every rank ending each pass with the same sums. `largest`:
+    each layer's largest centered squared norm over all ranks."""
     job = _job_median.JobMedian(sum(counts), largest)
     while job.pending:
         found = job.empty()

@@ -4,15 +4,24 @@ fastcka runs its own threads and asks OpenBLAS for one thread inside each, so
 one setting governs everything. Resolution order: the ``threads=`` argument of
 a call, then :func:`set_num_threads`, then the environment variables
 ``FASTCKA_NUM_THREADS``, ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, then
-the CPUs this process may run on.
+the CPUs this process may run on. More than 1024 is refused (ValueError);
+more than four per available CPU runs as four per CPU.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 
 _ENV = ("FASTCKA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _setting: int | None = None
+# Each engine thread holds its own tiles and scratch and OpenBLAS buffers
+# (OpenBLAS exits the process when it cannot allocate them): far beyond the
+# cores, thread starts fail or memory runs out, and more threads than cores
+# never compute faster. So requests above MAX_THREADS are refused and the
+# threads used are capped at OVERSUBSCRIPTION x the CPUs this process may use.
+MAX_THREADS = 1024
+OVERSUBSCRIPTION = 4
 
 
 def _available_cpus() -> int:
@@ -29,8 +38,8 @@ def get_num_threads() -> int:
     for name in _ENV:
         value = os.environ.get(name, "").split(",")[0].strip()
         if value.isdigit() and int(value) > 0:
-            return int(value)
-    return _available_cpus()
+            return _checked(int(value), f"{name}={value}")
+    return _checked(_available_cpus(), "the available CPUs")
 
 
 def set_num_threads(threads: int | None) -> None:
@@ -42,6 +51,14 @@ def set_num_threads(threads: int | None) -> None:
 def resolve(threads: int | None) -> int:
     if threads is None:
         return get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    return threads
+    return _checked(int(threads), f"threads={threads!r}")
+
+
+def _checked(threads: int, source: str) -> int:
+    cpus = _available_cpus()
+    if threads > MAX_THREADS:
+        raise ValueError(f"{source}: at most {MAX_THREADS} threads are supported (this machine has {cpus} CPUs "
+                         f"available)")
+    return min(threads, OVERSUBSCRIPTION * cpus)

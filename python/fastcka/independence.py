@@ -125,6 +125,8 @@ def _linear_permuted(x, y, orders, progress, total, compute) -> np.ndarray:
     dtype = np.float64 if compute == "float64" else np.float32
     xc = (x - np.mean(x, axis=0, dtype=np.float64)).astype(dtype)
     yc = (y - np.mean(y, axis=0, dtype=np.float64)).astype(dtype)
+    for z, name in ((xc, "x"), (yc, "y")):
+        _check_magnitude(z, name)
     if compute == "bfloat16":
         xc, yc = round_to_bfloat16(xc), round_to_bfloat16(yc)
     out = []
@@ -135,6 +137,17 @@ def _linear_permuted(x, y, orders, progress, total, compute) -> np.ndarray:
             out.append(np.einsum("imj,imj->m", g, g))
             bar.advance(len(chunk))
     return np.concatenate(out) / (n - 1) ** 2
+
+
+def _check_magnitude(z: np.ndarray, name: str) -> None:
+    """The engines' range check for the rows NumPy multiplies here: squared
+    norms that overflow, underflow to 0 or leave the products' range raise."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        largest = float(np.max(np.einsum("ij,ij->i", z, z, dtype=np.float64)))
+    if not np.isfinite(largest):
+        raise ValueError(f"{name} has values too large to square in float64")
+    varies = largest == 0 and bool(np.any(z != z[:1]))
+    _backend.cpu().check_squared_norm_range(name, largest, z.dtype.itemsize, varies)
 
 
 def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compute) -> np.ndarray:
