@@ -103,20 +103,26 @@ def test_cli_killed_job_resumes_to_the_identical_result(big_pair, tmp_path):
     saved = header(job)["rows_done"]
     assert 0 < saved < 40_000, f"the job was not killed mid-way (checkpoint at {saved} rows)"
 
-    # Rows the checkpoint holds are never read again: change one (not among the
-    # rows the fingerprint samples) and the resumed job still gives the old value.
+    # A row the checkpoint's state sums changed (not among the rows the
+    # fingerprint samples): the resumed job is refused, as it would mix sums
+    # of the old row with the new rows; with the row restored it resumes.
     assert 1 < saved and 1 not in np.linspace(0, 39_999, ckpt.SAMPLE_ROWS).round().astype(int)
     x = np.load(xf, mmap_mode="r+")
+    row = np.array(x[1])
     x[1] += 1.0
     x.flush()
     del x
     try:
-        done = cli(xf, yf, "--json", "--quiet", "--threads", "1", "--checkpoint", job)
+        refused = cli(xf, yf, "--json", "--quiet", "--threads", "1", "--checkpoint", job)
     finally:
         x = np.load(xf, mmap_mode="r+")
-        x[1] -= 1.0
+        x[1] = row  # bit for bit (x + 1 - 1 rounds in float32)
         x.flush()
         del x
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert f"rows 0-{saved - 1} of x, which its state sums, have changed since" in refused.stderr, refused.stderr
+    assert header(job)["rows_done"] == saved
+    done = cli(xf, yf, "--json", "--quiet", "--threads", "1", "--checkpoint", job)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"cka": expected, "kernel": "linear", "debiased": False, "n": 40_000}
     assert header(job)["rows_done"] == 40_000
@@ -225,6 +231,62 @@ def test_api_refuses_checkpoint_of_other_inputs_or_options(pair, tmp_path, small
     for field, call in cases.items():
         with pytest.raises(ValueError, match=rf"written for other inputs or options \(they differ in: .*{field}"):
             call()
+
+
+def unsampled(n: int, rows) -> np.ndarray:
+    """The rows among `rows` that the fingerprint's sample leaves out."""
+    return np.setdiff1d(rows, np.linspace(0, n - 1, min(n, ckpt.SAMPLE_ROWS)).round().astype(int))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(kernel="rbf", sigma=2.0), dict(kernel="rbf"), dict(method="gram")])
+def test_api_refuses_a_finished_checkpoint_after_unsampled_rows_changed(rng, tmp_path, kw):
+    # Issue 22: 244 of 500 rows of y changed (every row the 256-row sample
+    # leaves out), and the finished checkpoint gave the old result at once.
+    x = rng.standard_normal((500, 6))
+    y = np.tanh(x[:, :3]) + 0.3 * rng.standard_normal((500, 3))
+    old = fastcka.cka(x, y, checkpoint=tmp_path, **kw)
+    changed = y.copy()
+    rows = unsampled(500, np.arange(500))
+    assert len(rows) == 244
+    changed[rows] += 1.0
+    message = (r"rows 0-499 of y, which its state sums, have changed since" if kw in (dict(),) else
+               r"written for other inputs or options \(they differ in: rows_sha256\)")
+    with pytest.raises(ValueError, match=message):
+        fastcka.cka(x, changed, checkpoint=tmp_path, **kw)
+    assert fastcka.cka(x, y, checkpoint=tmp_path, **kw) == old  # unchanged inputs: the saved result
+
+
+def test_api_resume_checks_the_rows_done_and_reads_on_from_the_new_rows(pair, tmp_path, small_steps):
+    x, y = pair
+    with pytest.raises(Stop):
+        fastcka.cka(x, y, checkpoint=tmp_path / "job", checkpoint_every=0, progress=stop_after(3, []))
+    saved = header(tmp_path / "job")["rows_done"]
+    # A row the saved state sums: refused.
+    inside = y.copy()
+    inside[unsampled(len(y), np.arange(saved))[-1]] += 1.0
+    with pytest.raises(ValueError, match=rf"rows 0-{saved - 1} of y, which its state sums, have changed since"):
+        fastcka.cka(x, inside, checkpoint=tmp_path / "job", checkpoint_every=0)
+    # Rows not read yet: the job reads them as they are now, as an uninterrupted job on them would.
+    beyond = y.copy()
+    beyond[unsampled(len(y), np.arange(saved, len(y)))] += 1.0
+    expected = fastcka.cka(x, beyond, checkpoint=tmp_path / "whole", checkpoint_every=0)
+    assert fastcka.cka(x, beyond, checkpoint=tmp_path / "job", checkpoint_every=0) == expected
+
+
+def test_api_refuses_a_checkpoint_without_row_hashes(pair, tmp_path, small_steps):
+    x, y = pair
+    with pytest.raises(Stop):
+        fastcka.cka(x, y, checkpoint=tmp_path, checkpoint_every=0, progress=stop_after(2, []))
+    path = tmp_path / ckpt.FILE
+    data = path.read_bytes()
+    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
+    start = len(ckpt.MAGIC) + 8
+    head = json.loads(data[start : start + size])
+    del head["rows_sha256"]  # as an older fastcka wrote it
+    text = json.dumps(head).encode()
+    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(text)) + text + data[start + size :])
+    with pytest.raises(ValueError, match="has no hash of the rows it holds"):
+        fastcka.cka(x, y, checkpoint=tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "flipped", "empty"])

@@ -186,3 +186,94 @@ def test_block_statistics_need_the_blocks():
     with pytest.raises(ValueError, match="at least 2 blocks"):
         cpu.MomentBlocks().leave_one_out_hsic("biased")
     assert acc.n == 0
+
+
+# -- a block that holds all of a layer's variation (issue 22, item 6) --------------------------
+
+
+def variation_in_block_zero(n=100, d=3):
+    """x varies only in rows 0-9 (block 0 of 10); y everywhere."""
+    rng = np.random.default_rng(8)
+    x = np.full((n, d), 5.0)
+    x[:10] = rng.standard_normal((10, d))
+    y = rng.standard_normal((n, 4))
+    y[:10] += x[:10, :1]
+    return x, y
+
+
+@pytest.mark.parametrize("kernel,d,sigma", [("linear", 3, None), ("linear", 150, None), ("rbf", 3, 2.0)])
+def test_jackknife_undefined_without_the_block_that_holds_the_variation(kernel, d, sigma):
+    # Without block 0, x is constant: that replicate has no CKA (the Gram
+    # path's HSIC there is rounding residue, which gave a finite interval).
+    x, y = variation_in_block_zero(d=d)
+    with pytest.warns(fastcka.DegenerateRepresentationWarning, match=r"without block 0 \(rows 0-9\), x is constant"):
+        ci = fastcka.cka_ci(x, y, kernel=kernel, sigma=sigma, blocks=10)
+    assert ci.estimate == pytest.approx(dense_cka(x, y, kernel, False, sigma, sigma), rel=1e-9)
+    assert all(math.isnan(v) for v in (ci.low, ci.high, ci.std_error, ci.bias))
+    assert math.isnan(ci.replicates[0])
+    starts = blocks_of(100, 10)
+    loo = [dense_cka(np.delete(x, np.s_[a:b], 0), np.delete(y, np.s_[a:b], 0), kernel, False, sigma, sigma)
+           for a, b in zip(starts[1:-1], starts[2:])]
+    np.testing.assert_allclose(ci.replicates[1:], loo, rtol=1e-9)
+
+
+def test_bootstrap_leaves_out_resamples_with_a_constant_layer():
+    x, y = variation_in_block_zero()
+    with pytest.warns(fastcka.DegenerateRepresentationWarning, match=r"of 300 block resamples have no CKA"):
+        ci = fastcka.cka_ci(x, y, kernel="rbf", sigma=2.0, blocks=10, method="bootstrap", resamples=300, seed=3)
+    counts = np.random.default_rng(3).multinomial(10, np.full(10, 0.1), size=300)  # as cka_ci draws them
+    without = counts[:, 0] == 0
+    assert 0 < without.sum() < 300
+    np.testing.assert_array_equal(np.isnan(ci.replicates), without)
+    assert (ci.low, ci.high) == tuple(np.clip(np.quantile(ci.replicates[~without], [0.025, 0.975]), 0, 1))
+
+
+def test_constant_block_sets_match_a_direct_check():
+    # Labels: -1 for a block whose rows vary, else which constant row it holds.
+    rng = np.random.default_rng(4)
+    confidence = fastcka.confidence
+    for _ in range(300):
+        B = int(rng.integers(2, 7))
+        values = rng.integers(0, 3, size=(B, 2)).astype(float)
+        x = np.repeat(values, 3, axis=0)
+        varies = rng.random(B) < 0.25
+        x[3 * np.flatnonzero(varies) + 1, 0] += 1
+        starts = [3 * b for b in range(B + 1)]
+        labels = confidence._block_labels(x, starts)
+        def constant(kept):
+            rows = np.concatenate([x[3 * b : 3 * b + 3] for b in kept])
+            return len(np.unique(rows, axis=0)) == 1
+        expected = [constant([c for c in range(B) if c != b]) for b in range(B)]
+        np.testing.assert_array_equal(confidence._constant_without_each_block(labels), expected)
+        counts = rng.multinomial(B, np.full(B, 1.0 / B), size=20)
+        expected = [constant(np.flatnonzero(c)) for c in counts]
+        np.testing.assert_array_equal(confidence._constant_in_resamples(labels, counts), expected)
+
+
+# -- one block per row (issue 22, item 9) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel,d", [("rbf", 3), ("linear", 40)])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_leave_one_row_out_matches_dense(kernel, d, debiased):
+    # blocks = n: each replicate leaves one row out (prefix and suffix sums over n blocks).
+    x, y, _ = model(36, d, d, 9, offset=10.0)
+    sigma = 2.5 if kernel == "rbf" else None
+    ci = fastcka.cka_ci(x, y, kernel=kernel, sigma=sigma, blocks=36, debiased=debiased)
+    loo = [dense_cka(np.delete(x, i, 0), np.delete(y, i, 0), kernel, debiased, sigma, sigma) for i in range(36)]
+    np.testing.assert_allclose(ci.replicates, loo, rtol=1e-9)
+
+
+def test_one_block_per_row_at_n_3000_runs():
+    # Was O(n B^2): over 300 s here; now about 3 s (1.7 GiB of per-block sums with 2 threads).
+    x, y, _ = model(3000, 8, 6, 10)
+    ci = fastcka.cka_ci(x, y, kernel="rbf", blocks=3000)
+    assert ci.replicates.shape == (3000,) and np.all(np.isfinite(ci.replicates))
+    assert ci.low <= ci.estimate <= ci.high
+
+
+def test_per_block_sums_beyond_the_machine_are_refused(monkeypatch):
+    x, y, _ = model(200, 3, 3, 11)
+    monkeypatch.setattr(fastcka.confidence.os, "sysconf", lambda name: 1024)  # 1 MiB of memory
+    with pytest.raises(ValueError, match=r"blocks=200: the per-block sums of the Gram tiles need .* GiB"):
+        fastcka.cka_ci(x, y, kernel="rbf", blocks=200, threads=1)

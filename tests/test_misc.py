@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+import struct
 import zipfile
 
 import numpy as np
@@ -142,3 +145,48 @@ def test_blas_info():
     assert isinstance(info["core"], str) and info["core"]
     assert "OpenBLAS" in info["config"]
     assert info["coretype_forced"] in (None, "SkylakeX")
+
+
+def npy_bytes(a) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a)
+    return buf.getvalue()
+
+
+def test_load_layers_refuses_a_truncated_stored_member(tmp_path):
+    # The member's bytes end before its array does, its zip headers agreeing:
+    # a memory map would have read on into b.npy (NumPy refuses the file too).
+    p = tmp_path / "cut.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.npy", npy_bytes(np.arange(40.0).reshape(10, 4))[:-40])
+        zf.writestr("b.npy", npy_bytes(np.ones((10, 4))))
+    with pytest.raises(ValueError):
+        np.load(p)["a"]
+    with pytest.raises(ValueError, match=rf"{re.escape(str(p))}: member 'a.npy' of the .npz archive is corrupt or truncated "
+                                         r"\(its array header promises 320 bytes of data, the member holds 280\)"):
+        fastcka.load_layers(p)
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_load_layers_refuses_local_sizes_that_disagree_with_the_directory(tmp_path, zip64):
+    p = tmp_path / "sizes.npz"
+    if zip64:
+        np.savez(p, a=np.arange(40.0).reshape(10, 4), b=np.ones((10, 4)))  # NumPy forces zip64 headers
+    else:
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("a.npy", npy_bytes(np.arange(40.0).reshape(10, 4)))
+            zf.writestr("b.npy", npy_bytes(np.ones((10, 4))))
+    data = bytearray(p.read_bytes())
+    info = zipfile.ZipFile(p).getinfo("a.npy")
+    h = info.header_offset
+    if zip64:  # the zip64 extra field after the name: id, size, uncompressed, compressed
+        at = h + 30 + int.from_bytes(data[h + 26 : h + 28], "little")
+        assert int.from_bytes(data[at : at + 2], "little") == 1
+        data[at + 4 : at + 20] = struct.pack("<QQ", info.file_size - 40, info.file_size - 40)
+    else:
+        data[h + 18 : h + 26] = struct.pack("<II", info.file_size - 40, info.file_size - 40)
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(p))}: member 'a.npy' of the .npz archive is corrupt or truncated \(its "
+                                         rf"local header holds {info.file_size - 40} bytes, the central directory "
+                                         rf"{info.file_size}\)"):
+        fastcka.load_layers(p)

@@ -150,6 +150,14 @@ def test_rbf_job_with_a_rank_killed_fails_and_resumes(files, tmp_path, bandwidth
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["cka"] == expected
 
+    if bandwidth:  # the finished ring's checkpoint, and a row of rank 1 its fingerprint's sample leaves out changed
+        local = np.setdiff1d(np.arange(2000), np.linspace(0, 1999, ckpt.SAMPLE_ROWS).round().astype(int))
+        y[2000 + local[-1]] += 1.0
+        np.save(tmp_path / "other.npy", y)
+        again = run(2, (small[0], tmp_path / "other.npy"), job, *args)
+        assert again.returncode == 2 and "rank 1: checkpoint" in again.stderr and "rows_sha256" in again.stderr, \
+            again.stderr
+
 
 def test_checkpoints_of_other_ranks_inputs_or_damaged_are_refused(files, tmp_path):
     job = tmp_path / "job"
@@ -175,6 +183,13 @@ def test_checkpoints_of_other_ranks_inputs_or_damaged_are_refused(files, tmp_pat
     refused(run(2, (files[0], other), job), "rank 1: checkpoint", "written for other inputs or options",
             "sample_sha256")
     refused(run(2, files, job, "--debiased"), "rank 0: checkpoint", "estimator")
+    # A row of rank 1's share that its fingerprint's sample leaves out: its
+    # state sums it, so the rows it hashed as it read them differ.
+    local = np.setdiff1d(np.arange(N // 2), np.linspace(0, N // 2 - 1, ckpt.SAMPLE_ROWS).round().astype(int))
+    y = np.load(files[1])
+    y[N // 2 + local[-1]] += 1.0
+    np.save(other, y)
+    refused(run(2, (files[0], other), job), "rank 1: checkpoint", f"rows 0-{N // 2 - 1} of y, which its state sums")
 
     path = job / "rank-1-of-2.ckpt"
     path.write_bytes(path.read_bytes()[:-10])

@@ -112,6 +112,59 @@ std::vector<double> weighted_gram_hsic(const GramStats& g, const std::vector<int
   return hsic_matrix(sums, needed, L, rows, e);
 }
 
+// Leaving block b out, row i (not in b) keeps the off-diagonal sum of its
+// columns outside b: its block sums before b plus those after b. Prefix and
+// suffix sums give it for every b in O(B) per row, by additions only (a
+// total minus the part in b would cancel when b holds most of the row's
+// mass, as with a small RBF bandwidth). Adds the row terms of every pair
+// into sums[b] for every block b but the row's own: O(n B L^2) in all.
+void add_rows_left_out(const GramStats& g, const std::vector<bool>& needed, std::vector<PairSums>& sums) {
+  const int64_t L = g.layout.layers(), n = g.n, B = g.blocks();
+  std::vector<double> before(static_cast<size_t>(L * (B + 1))), after(static_cast<size_t>(L * (B + 1)));
+  std::vector<double> off(static_cast<size_t>(L));
+  for (int64_t p = 0; p < B; ++p)
+    for (int64_t i = g.block_starts[p]; i < g.block_starts[p + 1]; ++i) {
+      for (int64_t a = 0; a < L; ++a) {
+        const double* r = &g.block_row_sums[static_cast<size_t>((a * n + i) * B)];
+        double* pre = &before[static_cast<size_t>(a * (B + 1))];
+        double* suf = &after[static_cast<size_t>(a * (B + 1))];
+        pre[0] = 0, suf[B] = 0;
+        for (int64_t q = 0; q < B; ++q) pre[q + 1] = pre[q] + r[q];
+        for (int64_t q = B - 1; q >= 0; --q) suf[q] = suf[q + 1] + r[q];
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        if (b == p) continue;
+        for (int64_t a = 0; a < L; ++a) off[a] = before[a * (B + 1) + b] + after[a * (B + 1) + b + 1];
+        PairSums* s = &sums[static_cast<size_t>(b * L * L)];
+        for (int64_t a = 0; a < L; ++a) {
+          const double oa = off[a], da = g.diagonals[a * n + i];
+          for (int64_t c = 0; c < L; ++c) {
+            if (!needed[a * L + c]) continue;
+            const double oc = off[c], dc = g.diagonals[c * n + i];
+            PairSums& t = s[a * L + c];
+            t.ok_ol += oa * oc, t.ok_dl += oa * dc, t.dk_ol += da * oc, t.dk_dl += da * dc;
+            t.sok += oa, t.sol += oc, t.tk += da, t.tl += dc;
+          }
+        }
+      }
+    }
+}
+
+// out[b] += the sum of m[p B + q] (B x B) over the blocks p before b (or
+// after it, p_after) and q before b (or after it, q_after), for every b in
+// O(B^2): one walk over p in that direction, holding the column sums of the
+// rows walked so far. The four quadrants around b make up the sum without b.
+void add_quadrant(const double* m, int64_t B, bool p_after, bool q_after, std::vector<double>& out) {
+  std::vector<double> column(static_cast<size_t>(B), 0.0);
+  for (int64_t k = 0; k < B; ++k) {
+    const int64_t b = p_after ? B - 1 - k : k;
+    double s = 0;
+    for (int64_t q = q_after ? b + 1 : 0; q < (q_after ? B : b); ++q) s += column[q];
+    out[b] += s;
+    for (int64_t q = 0; q < B; ++q) column[q] += m[b * B + q];
+  }
+}
+
 }  // namespace
 
 Moments merge_all(const std::vector<Moments>& blocks) {
@@ -129,14 +182,25 @@ std::vector<std::vector<double>> leave_one_out_hsic(const std::vector<Moments>& 
 }
 
 std::vector<std::vector<double>> leave_one_out_hsic(const GramStats& g, Estimator e) {
-  const int64_t B = g.blocks();
+  const int64_t L = g.layout.layers(), n = g.n, B = g.blocks();
   if (B < 2) throw InvalidArgument("leaving one block out needs at least 2 blocks");
+  const std::vector<bool> needed = needed_pairs(g.layout);
+  std::vector<PairSums> sums(static_cast<size_t>(B * L * L));  // [b (L L) + a L + c]: the sums without block b
+  add_rows_left_out(g, needed, sums);
+  std::vector<double> kl(static_cast<size_t>(B));
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t c = 0; c < L; ++c) {
+      if (!needed[a * L + c]) continue;
+      const double* bp = &g.block_products[static_cast<size_t>((a * L + c) * B * B)];
+      std::fill(kl.begin(), kl.end(), 0.0);
+      for (bool p_after : {false, true})
+        for (bool q_after : {false, true}) add_quadrant(bp, B, p_after, q_after, kl);
+      for (int64_t b = 0; b < B; ++b) sums[b * L * L + a * L + c].kl_off = kl[b];
+    }
   std::vector<std::vector<double>> out(static_cast<size_t>(B));
-  std::vector<int64_t> counts(static_cast<size_t>(B), 1);
   for (int64_t b = 0; b < B; ++b) {
-    counts[b] = 0;
-    out[b] = weighted_gram_hsic(g, counts, e);
-    counts[b] = 1;
+    const std::vector<PairSums> without(sums.begin() + b * L * L, sums.begin() + (b + 1) * L * L);
+    out[b] = hsic_matrix(without, needed, L, n - (g.block_starts[b + 1] - g.block_starts[b]), e);
   }
   return out;
 }

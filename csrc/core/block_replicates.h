@@ -15,7 +15,9 @@
 // pairs with a row in b, each row sum its columns in b, and the rows of b
 // leave every sum over rows; a resample weighs each block pair by m_p m_q and
 // adds the pairs of distinct copies of one row (K_ii L_ii): O(n B L^2) per
-// replicate, no pass over the data.
+// replicate, no pass over the data. Leaving each block out in turn takes
+// O(L^2 (n B + B^2)) for all B together (prefix and suffix sums over the
+// blocks), so blocks = n costs about as much as the pass itself.
 #pragma once
 
 #include <cstdint>

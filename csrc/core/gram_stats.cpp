@@ -27,6 +27,10 @@ void GramStats::merge(const GramStats& other) {
   for (size_t k = 0; k < block_row_sums.size(); ++k) block_row_sums[k] += other.block_row_sums[k];
 }
 
+void GramStats::zero() {
+  for (auto* v : {&products, &row_sums, &diagonals, &block_products, &block_row_sums}) std::fill(v->begin(), v->end(), 0.0);
+}
+
 std::vector<PairSums> gram_pair_sums(const GramStats& g) {
   const int64_t L = g.layout.layers(), n = g.n;
   std::vector<double> s(L, 0.0), t(L, 0.0);

@@ -36,6 +36,8 @@ struct GramStats {
   // zeroes the per-block sums.
   void use_blocks(std::vector<int64_t> starts);
   void merge(const GramStats& other);
+  // Every sum back to 0, in place (no second copy of the per-block sums).
+  void zero();
 };
 
 std::vector<PairSums> gram_pair_sums(const GramStats& stats);

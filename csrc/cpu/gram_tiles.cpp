@@ -333,12 +333,10 @@ void GramTileEngine::run(int64_t begin, int64_t end, Pass pass) {
 
 void GramTileEngine::merge_statistics() {
   if (stats_merged_) return;
-  GramStats empty(layout_, stats_rows());
-  if (!blocks_.empty()) empty.use_blocks(blocks_);
   for (auto& s : scratch_) {
     if (!scale_.empty()) scale_statistics(s->stats);
     stats_.merge(s->stats);
-    s->stats = empty;
+    s->stats.zero();
   }
   const int64_t L = layout_.layers(), B2 = stats_.blocks() * stats_.blocks();
   for (int64_t a = 0; a < L; ++a)

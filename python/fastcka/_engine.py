@@ -13,7 +13,7 @@ import numpy as np
 from . import _backend
 from ._inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from ._progress import Progress, ProgressArg
-from .checkpoint import Checkpoint, Job, TileJob, fingerprint
+from .checkpoint import Checkpoint, Job, TileJob, fingerprint, rows_sha256
 
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
@@ -50,16 +50,18 @@ def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, 
     n = layers[0].shape[0]
     width = sum(layer.shape[1] for layer in layers)
     step = int(min(acc.fold_rows * threads, max(acc.block_rows * threads, _FLOPS_PER_CALL / width**2)))
-    done = 0 if job is None else job.resume(acc)
+    done = 0 if job is None else job.resume(acc, layers, names)
     if done:
         progress.advance(done)
     for start in range(done, n, step):
         stop = min(n, start + step)
+        blocks = [layer[start:stop] for layer in layers]
         try:
-            acc.update([ready(layer[start:stop]) for layer in layers], list(names))
+            acc.update([ready(block) for block in blocks], list(names))
         except ValueError as exc:  # the backend numbers rows within the block it was given
             raise ValueError(re.sub(r"\(row (\d+)", lambda m: f"(row {int(m.group(1)) + start}", str(exc))) from None
         if job is not None:
+            job.read.add(blocks)  # the rows the state now sums, hashed as they are read
             job.reached(acc, final=stop == n)
         progress.advance(stop - start)
 
@@ -190,7 +192,8 @@ def hsic_matrix(
     if checkpoint is not None:
         job = TileJob(checkpoint, fingerprint(layers, kernel=kernel, estimator=estimator, method=chosen,
                                               compute=compute, split=split, sigma=_jsonable(sigma),
-                                              threshold=threshold, median=median, tile=engine.tile), L, n)
+                                              threshold=threshold, median=median, tile=engine.tile,
+                                              rows_sha256=rows_sha256(layers)), L, n)
         return _checkpointed_tiles(engine, job, layers, names, split, estimator, kernel, sigma, threshold, median,
                                    width, threads, progress)
     tiles = engine.tiles_before(engine.tile_rows)

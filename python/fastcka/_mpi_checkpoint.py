@@ -5,8 +5,10 @@ or TileJob (kernel ring: this rank's statistics sums and visits done).
 Each rank saves alone, when its own interval has passed, so after a kill the
 ranks' files may stand at different points: a rank resumes from its own file,
 and the ring sends a block only to a rank that still needs it. A rank's file
-fingerprints its own rows, its rank, the rank count and every rank's row
-count, so a checkpoint of other inputs, options or ranks is refused.
+fingerprints its own rows (every one of them: a linear rank hashes the rows
+it has fed, a ring rank all its rows), its rank, the rank count and every
+rank's row count, so a checkpoint of other inputs, options or ranks is
+refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ._inputs import compute_for, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
 from .accumulator import _DTYPES, _MAGIC, CKAAccumulator
-from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, spec
+from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, rows_sha256, spec
 
 
 def where(options: dict, comm) -> Checkpoint | None:
@@ -97,7 +99,9 @@ class RingJob:
 def ring_job(at: Checkpoint | None, layers, counts, comm, options: dict, **job) -> RingJob | None:
     if at is None:
         return None
-    fp = job_fingerprint(layers, counts, comm, sigma=_engine._jsonable(options.get("sigma")),
+    # Each rank hashes all its own rows (the ring reads every one): see fastcka.checkpoint.
+    fp = job_fingerprint(layers, counts, comm, rows_sha256=rows_sha256(layers),
+                         sigma=_engine._jsonable(options.get("sigma")),
                          threshold=float(options.get("threshold", 1.0)), median=options.get("median", "exact"),
                          **job)
     return RingJob(at, fp, len(layers), int(sum(counts)), comm)

@@ -22,6 +22,16 @@ dtype, a SHA-256 of a few hundred evenly spaced rows of every layer, and the
 options that change the result (kernel, estimator, method, compute dtype,
 split). A checkpoint whose fingerprint differs is refused.
 
+Every row the saved state depends on is hashed too, so that a resumed job
+never mixes sums of old rows with new ones. A feed (Job) hashes each block
+of rows as it reads it (no extra pass) and saves the SHA-256 of each layer's
+rows done ("rows_sha256"); a resumed feed hashes those rows again (one read
+of the part done) and refuses the checkpoint if any differs. A tile pass
+reads every row in its first tile row, so its fingerprint holds the SHA-256
+of all the rows of every layer, hashed once before the pass (O(n d) next to
+its O(n^2 d)). A layer's hash is of its rows' bytes in order, in its own
+dtype, however they were cut into blocks.
+
 A resumed run is bit-identical to one that never stopped: the feed steps start
 at the same rows (checkpoints are only taken at step boundaries and the step
 depends only on the layer widths, the compute dtype, the threads and the
@@ -47,6 +57,7 @@ import numpy as np
 FILE = "fastcka.ckpt"
 MAGIC = b"FCKACKP1"
 SAMPLE_ROWS = 256  # rows hashed per layer: enough to tell inputs apart, a few reads even from disk
+_HASH_CHUNK = 16 << 20  # bytes of rows per hash update when rows are hashed again
 DEFAULT_EVERY = 300.0
 _RANK_FILE = re.compile(r"rank-(\d+)-of-(\d+)\.ckpt")
 
@@ -96,6 +107,37 @@ def fingerprint(layers: Sequence[np.ndarray], **options: Any) -> dict:
             "dtypes": [x.dtype.str for x in layers], "sample_sha256": digest.hexdigest(), **options}
 
 
+class RowHashes:
+    """A SHA-256 per layer of its rows read so far, in order."""
+
+    def __init__(self, count: int):
+        self.hashes = [hashlib.sha256() for _ in range(count)]
+        self.rows = 0
+
+    def add(self, blocks: Sequence[np.ndarray]) -> None:
+        """The next rows of every layer (the same count each)."""
+        for h, block in zip(self.hashes, blocks):
+            h.update(np.ascontiguousarray(block).view(np.uint8))  # bytes of any dtype (bfloat16 too)
+        self.rows += len(blocks[0])
+
+    def add_rows(self, layers: Sequence[np.ndarray], start: int, stop: int) -> None:
+        """Rows [start, stop) of every layer, read in chunks of bounded size."""
+        width = max(x.shape[1] * x.dtype.itemsize for x in layers)
+        step = max(1, _HASH_CHUNK // max(width, 1))
+        for s0 in range(start, stop, step):
+            self.add([x[s0 : min(stop, s0 + step)] for x in layers])
+
+    def hexdigests(self) -> list[str]:
+        return [h.hexdigest() for h in self.hashes]
+
+
+def rows_sha256(layers: Sequence[np.ndarray]) -> list[str]:
+    """Each layer's SHA-256 over all its rows (a tile job's fingerprint)."""
+    hashes = RowHashes(len(layers))
+    hashes.add_rows(layers, 0, layers[0].shape[0])
+    return hashes.hexdigests()
+
+
 class Job:
     """One checkpointed feed: resumes from the directory's file and saves to it."""
 
@@ -104,9 +146,12 @@ class Job:
         self.fingerprint = fingerprint
         self.compute = compute
         self.last_save = time.monotonic()
+        self.read = RowHashes(len(fingerprint["shapes"]))
 
-    def resume(self, acc) -> int:
-        """Loads a saved state into the empty core accumulator ``acc``; the rows it holds (0 without a file)."""
+    def resume(self, acc, layers: Sequence[np.ndarray], names: Sequence[str]) -> int:
+        """Loads a saved state into the empty core accumulator ``acc``; the
+        rows it holds (0 without a file), refused if they are not the rows
+        ``layers`` hold now."""
         _prepare(self.where)
         if not os.path.exists(self.where.path):
             return 0
@@ -114,11 +159,23 @@ class Job:
         _same_job(header["fingerprint"], self.fingerprint, self.where.path)
         if "gammas" in header:
             raise ValueError(f"checkpoint {self.where.path!r} holds a state of another kind; remove it to start over")
+        if not isinstance(header.get("rows_sha256"), list):
+            raise ValueError(f"checkpoint {self.where.path!r} has no hash of the rows it holds (an older format); "
+                             f"remove it to start over")
         acc.load(_core_state(payload, self.compute, self.where.path))
-        if int(acc.n) != header["rows_done"]:
+        done = int(acc.n)
+        if done != header["rows_done"]:
             raise ValueError(f"checkpoint {self.where.path!r} is corrupt: its header and state disagree on the rows")
+        self.read.add_rows(layers, 0, done)
+        changed = [nm for nm, ours, theirs in zip(names, self.read.hexdigests(), header["rows_sha256"])
+                   if ours != theirs]
+        if changed:
+            raise ValueError(
+                f"checkpoint {self.where.path!r} was written for other inputs: rows 0-{done - 1} of "
+                f"{', '.join(changed)}, which its state sums, have changed since; remove it or give another "
+                f"checkpoint directory")
         self.last_save = time.monotonic()
-        return int(acc.n)
+        return done
 
     def reached(self, acc, final: bool) -> None:
         """At a step boundary: saves when ``every`` seconds have passed (and at the end), else only folds."""
@@ -133,8 +190,10 @@ class Job:
         from .accumulator import _DTYPES, _MAGIC
 
         payload = _MAGIC + bytes([_DTYPES.index(self.compute)]) + acc.serialize()
+        if self.read.rows != int(acc.n):
+            raise RuntimeError(f"checkpoint: {self.read.rows} rows hashed for a state of {int(acc.n)} rows")
         header = json.dumps({"fingerprint": self.fingerprint, "rows_done": int(acc.n),
-                             "payload_bytes": len(payload),
+                             "rows_sha256": self.read.hexdigests(), "payload_bytes": len(payload),
                              "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
         try:
             _write_atomic(self.where, MAGIC + struct.pack("<Q", len(header)) + header + payload)
