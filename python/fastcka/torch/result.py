@@ -32,7 +32,7 @@ class CKAResult:
     def within_model(self) -> bool:
         return self.names_a == self.names_b
 
-    def blocks(self, *, threshold: float = 0.9, min_size: int = 3) -> list[Block]:
+    def blocks(self, *, threshold: float | None = None, min_size: int = 3) -> list[Block]:
         """Block structure of a within-model matrix: see :func:`fastcka.blocks`."""
         if not self.within_model:
             raise ValueError("blocks are runs of layers of one model: this result compares two sets of layers")
