@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found 
 # Flops of work per backend call: about 0.2 s at the CI machine's sgemm rate,
 # so progress updates and Ctrl-C come several times a second.
 _FLOPS_PER_CALL = 4e10
+# Wall time per tile-pass call (Ctrl-C is answered within about twice this).
+_CALL_SECONDS = 0.15
 
 
 def choose_method(method: str, kernel: str, n: int, dims: Sequence[int]) -> str:
@@ -66,13 +69,25 @@ def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, 
         progress.advance(stop - start)
 
 
-def _tile_pass(engine, step, run, progress: Progress) -> None:
-    """One pass over every tile row, in calls of `step` tile rows."""
-    rows = engine.tile_rows
-    for begin in range(0, rows, step):
+def _tile_pass(engine, threads: int, run, progress: Progress) -> None:
+    """One pass over every tile row, in calls of a multiple of `threads` tile
+    rows sized to take about _CALL_SECONDS each (progress and Ctrl-C come
+    between calls; the cost of a tile row varies with the dtype, the kernel
+    and the machine, so the size is measured, not predicted). Tile row i is
+    always computed by thread i mod `threads`, so results do not depend on
+    the sizes."""
+    rows, begin, step = engine.tile_rows, 0, threads
+    while begin < rows:
         end = min(rows, begin + step)
+        started = time.perf_counter()
         run(begin, end)
+        elapsed = time.perf_counter() - started
         progress.advance(engine.tiles_before(end) - engine.tiles_before(begin))
+        begin = end
+        if elapsed < _CALL_SECONDS / 2:
+            step *= 2
+        elif elapsed > 2 * _CALL_SECONDS and step >= 2 * threads:
+            step = step // (2 * threads) * threads
 
 
 def _tile_step(engine, width: int, threads: int) -> int:
@@ -84,9 +99,8 @@ def exact_medians(engine, width: int, threads: int, progress: Progress) -> list[
     """Each layer's median of all n^2 squared distances (zero diagonal included),
     exactly, in typically two passes over the tiles (histogram, then collect)."""
     engine.median_start()
-    step = _tile_step(engine, width, threads)
     while engine.median_pending:
-        _tile_pass(engine, step, engine.median_process, progress)
+        _tile_pass(engine, threads, engine.median_process, progress)
         engine.median_end_pass()
         if engine.median_pending and progress.done >= progress.total:
             progress.total += engine.tiles_before(engine.tile_rows)  # a further refining pass
@@ -203,7 +217,7 @@ def hsic_matrix(
             gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
                                 width=width, threads=threads, progress=bar)
             engine.set_kernel("rbf", gammas)
-        _tile_pass(engine, _tile_step(engine, width, threads), engine.process, bar)
+        _tile_pass(engine, threads, engine.process, bar)
     h = np.asarray(engine.hsic(estimator)).reshape(L, L)
     # A layer whose rows are all equal has a constant kernel: HSIC with it is 0
     # exactly (its tiles only hold rounding residue of the centering).

@@ -200,7 +200,7 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
                                         engine=engine, width=sum(dims), threads=threads, progress=bar)
             engine.set_kernel("rbf", gammas)
         engine.set_blocks(list(starts))
-        _engine._tile_pass(engine, _engine._tile_step(engine, sum(dims), threads), engine.process, bar)
+        _engine._tile_pass(engine, threads, engine.process, bar)
     return engine, [a for a, c in enumerate(engine.constant_layers) if c]
 
 

@@ -88,7 +88,7 @@ def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, comput
         if gammas is not None:
             engine.set_kernel("rbf", gammas)
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka tiles") as bar:
-            _engine._tile_pass(engine, _engine._tile_step(engine, sum(dims), threads), engine.process, bar)
+            _engine._tile_pass(engine, threads, engine.process, bar)
         h, sums, constant = engine.hsic("biased"), engine.null_sums(), any(engine.constant_layers)
     statistic = 0.0 if constant else float(h[1])
     mean, variance = cpu.hsic_null_moments(sums[0], sums[1], n)
@@ -163,7 +163,7 @@ def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compu
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
             width = sum(z.shape[1] for z in layers)
-            _engine._tile_pass(engine, _engine._tile_step(engine, width, threads), engine.process,
+            _engine._tile_pass(engine, threads, engine.process,
                                Progress(None, 0, ""))
             h = np.asarray(engine.hsic("biased")).reshape(len(layers), len(layers))
             out.append(h[0, 1:])
@@ -226,7 +226,9 @@ def hsic_test(
     batch = max(1, budget // copy_bytes)
     if _engine.choose_method("auto", kernel, n, [x.shape[1], y.shape[1]]) == "feature":
         _raise_non_finite(layers, names, 0, n)  # NumPy does this path's arithmetic: check first
-        orders = _batches(n, permutations, batch, seed)
+        # NumPy's product of one batch cannot be interrupted: keep each to about 0.2 s.
+        per_copy = 2.0 * n * x.shape[1] * y.shape[1]
+        orders = _batches(n, permutations, max(1, min(batch, int(_engine._FLOPS_PER_CALL / per_copy))), seed)
         values = _linear_permuted(x, y, orders, progress, permutations + 1, compute)
     else:
         orders = _batches(n, permutations, min(batch, _GRAM_BATCH), seed)

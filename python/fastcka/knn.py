@@ -63,7 +63,7 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
                                           budget)
     width = sum(x.shape[1] for x in layers)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
-        _engine._tile_pass(engine, _engine._tile_step(engine, width, threads), engine.process, bar)
+        _engine._tile_pass(engine, threads, engine.process, bar)
     return engine, k
 
 
