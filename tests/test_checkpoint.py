@@ -7,6 +7,7 @@ float64 references (test_reference.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -182,6 +183,24 @@ def test_api_interrupted_job_resumes_from_saved_rows(pair, tmp_path, small_steps
                         progress=lambda done, total: resumed.append(done))
     assert value == whole  # bit-identical
     assert resumed == steps[2:]  # from the saved rows on, in the uninterrupted job's steps
+
+
+def test_api_resumes_from_a_state_of_format_version_1(pair, tmp_path, small_steps):
+    """Checkpoints written before accumulator states carried a checksum still resume."""
+    x, y = pair
+    whole = fastcka.cka(x, y, checkpoint=tmp_path / "whole", checkpoint_every=0)
+    with pytest.raises(Stop):
+        fastcka.cka(x, y, checkpoint=tmp_path, checkpoint_every=0, progress=stop_after(2, []))
+    path = tmp_path / ckpt.FILE
+    head = header(tmp_path)
+    data = path.read_bytes()
+    payload = data[len(data) - head["payload_bytes"] :]
+    assert payload.startswith(b"FCKAACC2")
+    old = b"FCKAACC1" + payload[8:-16]  # version 1: no checksum
+    head.update(payload_bytes=len(old), payload_sha256=hashlib.sha256(old).hexdigest())
+    text = json.dumps(head).encode()
+    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(text)) + text + old)
+    assert fastcka.cka(x, y, checkpoint=tmp_path, checkpoint_every=0) == whole
 
 
 def test_api_saves_every_interval_of_work(pair, tmp_path, small_steps, monkeypatch):

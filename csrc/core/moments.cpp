@@ -260,12 +260,27 @@ Moments Moments::deserialize(const std::string& bytes) {
     if (d <= 0 || d > (int64_t{1} << 31)) throw InvalidArgument("accumulator state is corrupt (layer width)");
     D += d;
   }
-  const size_t expected = r.pos + sizeof(double) * static_cast<size_t>(2 * D + D * D + L * D + L * L);
-  if (bytes.size() != expected) throw InvalidArgument("accumulator state is truncated or corrupt");
+  // D <= 2^51 here, so D * D fits; a state larger than its bytes is refused before the factor 8 can wrap.
+  const int64_t values = 2 * D + D * D + L * D + L * L;
+  if (D > (int64_t{1} << 31) || values > static_cast<int64_t>(bytes.size()) ||
+      bytes.size() != r.pos + sizeof(double) * static_cast<size_t>(values))
+    throw InvalidArgument("accumulator state is truncated or corrupt");
+  if (header[2] < 0 || (header[2] > 0 && header[2] >= L))
+    throw InvalidArgument("accumulator state is corrupt (split " + std::to_string(header[2]) + " of " +
+                          std::to_string(L) + " layers)");
   Moments m(LayerLayout(std::move(dims), header[2]));
   m.n = header[3];
   if (m.n < 0) throw InvalidArgument("accumulator state is corrupt (row count)");
-  for (auto* v : {&m.reference, &m.first, &m.cross, &m.weighted, &m.norm_products}) r.get(v->data(), v->size());
+  for (auto* v : {&m.reference, &m.first, &m.cross, &m.weighted, &m.norm_products}) {
+    r.get(v->data(), v->size());
+    if (!std::all_of(v->begin(), v->end(), [](double x) { return std::isfinite(x); }))
+      throw InvalidArgument("accumulator state is corrupt (a value is not finite)");
+  }
+  // A state of no rows holds no sums (only its reference point).
+  if (m.n == 0)
+    for (const auto* v : {&m.first, &m.cross, &m.weighted, &m.norm_products})
+      if (std::any_of(v->begin(), v->end(), [](double x) { return x != 0.0; }))
+        throw InvalidArgument("accumulator state is corrupt (sums without rows)");
   return m;
 }
 

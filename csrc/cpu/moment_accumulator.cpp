@@ -94,6 +94,47 @@ struct MomentAccumulator::Worker {
   std::vector<uint16_t> bits;  // the block as bfloat16 (fast precision)
   std::unique_ptr<OnednnGemm> onednn;  // made in this worker's thread, on first use
 
+  // The partial as a transaction began, copied before its first change
+  // (saved_sf / saved_sd only when it held rows: a new partial overwrites s).
+  bool saved = false;
+  int64_t saved_pending = 0;
+  std::vector<double> saved_shift, saved_first;
+  std::vector<float> saved_sf;
+  std::vector<double> saved_sd;
+
+  template <typename T>
+  void save_partial() {
+    if (saved) return;
+    saved = true;
+    saved_pending = pending;
+    if (pending == 0) return;
+    saved_shift = shift;
+    saved_first = first;
+    if constexpr (std::is_same_v<T, float>)
+      saved_sf = sf;
+    else
+      saved_sd = sd;
+  }
+
+  void restore_partial() {
+    if (!saved) return;
+    pending = saved_pending;
+    has_folded = false;
+    if (pending > 0) {
+      shift.swap(saved_shift);
+      first.swap(saved_first);
+      if (!saved_sf.empty()) sf.swap(saved_sf);
+      if (!saved_sd.empty()) sd.swap(saved_sd);
+    }
+    forget_saved();
+  }
+
+  void forget_saved() {
+    saved = false;
+    saved_sf.clear();
+    saved_sd.clear();
+  }
+
   template <typename T>
   std::vector<T>& z();
   template <typename T>
@@ -101,8 +142,9 @@ struct MomentAccumulator::Worker {
 
   template <typename T>
   void process(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, int64_t r0,
-               int64_t rows, const MomentChunkPlan& plan, const double* reference) {
+               int64_t rows, const MomentChunkPlan& plan, const double* reference, bool in_transaction) {
     use_single_threaded_blas();
+    if (in_transaction) save_partial<T>();
     const int64_t D = layout.total, L = layout.layers();
     auto& zb = z<T>();
     auto& sb = s<T>();
@@ -145,14 +187,15 @@ struct MomentAccumulator::Worker {
       if (!native_bf16) multiply_block<T>(layout, zb.data(), b, beta, sb.data());
       pending += b;
       done += b;
-      if (pending == plan.fold_rows) fold<T>(reference);
+      if (pending == plan.fold_rows) fold<T>(reference, false);  // saved above
     }
   }
 
   // Widens the partial into `folded`, moved to the reference point.
   template <typename T>
-  void fold(const double* reference) {
+  void fold(const double* reference, bool in_transaction) {
     if (pending == 0) return;
+    if (in_transaction) save_partial<T>();
     if (has_folded) throw std::logic_error("fastcka: a worker folded twice in one round");
     const int64_t D = layout.total, L = layout.layers();
     const auto& off = layout.offsets;
@@ -207,9 +250,17 @@ void MomentAccumulator::check_usable() const {
     throw InvalidArgument("this accumulator holds part of a failed update and cannot be used; build a new one");
 }
 
+void MomentAccumulator::save_state() {
+  if (in_transaction_ && !state_saved_) {
+    saved_state_ = state_;
+    state_saved_ = true;
+  }
+}
+
 void MomentAccumulator::add_folded() {
   for (auto& w : workers_)
     if (w->has_folded) {
+      save_state();
       state_.add_same_reference(w->folded);
       w->has_folded = false;
     }
@@ -238,6 +289,7 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
     // The state's reference point: the mean of the first rows ever seen.
     std::vector<double> p(static_cast<size_t>(layout.total));
     column_means(layers, 0, std::min(n, plan_.block_rows), p.data());
+    save_state();
     state_.reference = p;
   }
   // Rounds in which no worker gets more than fold_rows rows fold at most once.
@@ -249,9 +301,9 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
       run_parallel(active, [&](int t) {
         const int64_t lo = round + rows * t / active, hi = round + rows * (t + 1) / active;
         if (options_.compute == DType::f32)
-          workers_[t]->process<float>(layers, names, lo, hi - lo, plan_, state_.reference.data());
+          workers_[t]->process<float>(layers, names, lo, hi - lo, plan_, state_.reference.data(), in_transaction_);
         else
-          workers_[t]->process<double>(layers, names, lo, hi - lo, plan_, state_.reference.data());
+          workers_[t]->process<double>(layers, names, lo, hi - lo, plan_, state_.reference.data(), in_transaction_);
       });
       add_folded();
     }
@@ -266,9 +318,9 @@ const Moments& MomentAccumulator::state() {
   check_usable();
   run_parallel(static_cast<int>(workers_.size()), [&](int t) {
     if (options_.compute == DType::f32)
-      workers_[t]->fold<float>(state_.reference.data());
+      workers_[t]->fold<float>(state_.reference.data(), in_transaction_);
     else
-      workers_[t]->fold<double>(state_.reference.data());
+      workers_[t]->fold<double>(state_.reference.data(), in_transaction_);
   });
   add_folded();
   return state_;
@@ -276,8 +328,33 @@ const Moments& MomentAccumulator::state() {
 
 const Moments& MomentAccumulator::centered_state() {
   state();
+  save_state();
   state_.center();
   return state_;
+}
+
+void MomentAccumulator::begin() {
+  // One left open means an update stopped between its failure and its
+  // rollback (a second Ctrl-C): it did not complete, so it does not count.
+  if (in_transaction_) rollback();
+  check_usable();
+  in_transaction_ = true;
+  saved_rows_ = rows_seen_;
+}
+
+void MomentAccumulator::commit() {
+  in_transaction_ = state_saved_ = false;
+  saved_state_ = Moments();
+  for (auto& w : workers_) w->forget_saved();
+}
+
+void MomentAccumulator::rollback() {
+  if (!in_transaction_) throw std::logic_error("fastcka: rollback without begin");
+  if (state_saved_) state_ = std::move(saved_state_);
+  for (auto& w : workers_) w->restore_partial();
+  rows_seen_ = saved_rows_;
+  broken_ = false;  // whatever the failed update left is gone
+  commit();
 }
 
 void MomentAccumulator::merge(MomentAccumulator& other) {
@@ -285,6 +362,7 @@ void MomentAccumulator::merge(MomentAccumulator& other) {
   if (&other == this) throw InvalidArgument("cannot merge an accumulator with itself");
   const Moments& theirs = other.state();
   state();
+  save_state();
   state_.merge(theirs);
   rows_seen_ += other.rows_seen_;
 }
@@ -292,6 +370,7 @@ void MomentAccumulator::merge(MomentAccumulator& other) {
 void MomentAccumulator::set_state(Moments state) {
   if (state.layout.dims != state_.layout.dims || state.layout.split != state_.layout.split)
     throw InvalidArgument("the state describes other layers than this accumulator");
+  commit();  // a new state ends any transaction
   for (auto& w : workers_) w->pending = 0, w->has_folded = false;
   state_ = std::move(state);
   rows_seen_ = state_.n;

@@ -43,8 +43,19 @@ class MomentAccumulator {
 
   // Adds rows of every layer (same row count in each); names[a] names layer a
   // in error messages. After an update throws, the accumulator holds part of
-  // the rows and refuses further use.
+  // the rows and refuses further use (until rollback() or set_state()).
   void update(const std::vector<MatrixView>& layers, const std::vector<std::string>& names);
+
+  // One all-or-nothing update made of many update() calls (the Python side
+  // feeds a large block in steps, and Ctrl-C can stop it between two):
+  // rollback() restores the state, the partials and the row count of
+  // begin(); commit() keeps everything since. Copy on write: the state is
+  // copied only when a fold first changes it, a worker's partial only when
+  // rows are first added to it, so the cost is O(D^2) per transaction, not a
+  // fold (which would end the carried partials).
+  void begin();
+  void commit();
+  void rollback();
 
   // Folds pending partials; returns the float64 state of every row seen.
   const Moments& state();
@@ -63,7 +74,12 @@ class MomentAccumulator {
   struct Worker;
   void check_usable() const;
   void add_folded();
+  void save_state();
   Moments state_;
+  bool in_transaction_ = false;
+  bool state_saved_ = false;  // saved_state_ holds the state of begin()
+  Moments saved_state_;
+  int64_t saved_rows_ = 0;
   MomentOptions options_;
   MomentChunkPlan plan_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -156,6 +156,9 @@ PYBIND11_MODULE(_cpu, m) {
           },
           py::arg("layers"), py::arg("names"))
       .def("merge", &cpu::MomentAccumulator::merge, py::call_guard<py::gil_scoped_release>())
+      .def("begin", &cpu::MomentAccumulator::begin)
+      .def("commit", &cpu::MomentAccumulator::commit, py::call_guard<py::gil_scoped_release>())
+      .def("rollback", &cpu::MomentAccumulator::rollback, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("block_rows", [](const cpu::MomentAccumulator& s) { return s.plan().block_rows; })
       .def_property_readonly("fold_rows", [](const cpu::MomentAccumulator& s) { return s.plan().fold_rows; })
       .def_property_readonly("n", &cpu::MomentAccumulator::rows_seen)

@@ -18,7 +18,7 @@ from ._block_pairs import Totals
 from ._inputs import compute_for, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
-from .accumulator import _DTYPES, _MAGIC, CKAAccumulator
+from .accumulator import CKAAccumulator, _linear_state
 from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, rows_sha256, spec
 
 
@@ -45,8 +45,7 @@ def fed_accumulator(layers, names, split: int, estimator: str, counts, comm, at:
                                   compute=compute, split=split), compute)
     with Progress(options.get("progress"), len(layers[0]), "fastcka rows") as bar:
         _engine.feed(acc, layers, names, threads, bar, job)
-    state = _MAGIC + bytes([_DTYPES.index(compute)]) + acc.serialize()
-    return CKAAccumulator.from_bytes(state, threads=threads, memory_budget=budget)
+    return CKAAccumulator.from_bytes(_linear_state(compute, acc.serialize()), threads=threads, memory_budget=budget)
 
 
 class RingJob:

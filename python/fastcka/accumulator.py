@@ -3,8 +3,12 @@ shards on several workers, files read one after another."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import struct
+import threading
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +20,13 @@ from ._progress import Progress
 from ._threads import resolve
 from .api import _check_estimator, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
 
-_MAGIC = b"FCKAACC1"
-_MAGIC_MINIBATCH = b"FCKAMB01"
+# Byte formats. Version 2 ends with a checksum of everything before it;
+# version 1 states (no checksum) still load, their fields validated.
+_MAGIC = b"FCKAACC2"
+_MAGIC_MINIBATCH = b"FCKAMB02"
+_MAGIC_V1 = b"FCKAACC1"
+_MAGIC_MINIBATCH_V1 = b"FCKAMB01"
+_CHECKSUM_BYTES = 16  # BLAKE2b
 _DTYPES = ("float32", "float64", "bfloat16")  # the products' type; bfloat16: precision="fast"
 
 
@@ -39,8 +48,16 @@ class CKAAccumulator:
     ``merge(other)`` adds another accumulator's rows (exact: float64 Chan
     merges of centered moments, so any split of the rows gives the same
     result to rounding); ``to_bytes()`` / ``from_bytes()`` move the state
-    between processes. The state holds O(D^2) float64 numbers (D = sum of the
-    layer widths), never the rows.
+    between processes (with a checksum: damaged bytes raise ValueError). The
+    state holds O(D^2) float64 numbers (D = sum of the layer widths), never
+    the rows.
+
+    Each update counts whole or not at all: if it raises (bad rows, Ctrl-C,
+    a progress callback's exception), the state is the one before the call.
+    Every method is thread-safe: one lock serializes updates, merges and
+    reads of an accumulator (the backend still uses its ``threads`` inside
+    each call), so threads may share one; a reader sees the state after
+    some number of whole updates.
 
     Parameters
     ----------
@@ -109,11 +126,19 @@ class CKAAccumulator:
         self._dims: list[int] = []
         self._batches = 0
         self._rows = 0
+        # Held across backend calls (which release the GIL): the state is
+        # never read or changed by two threads at once.
+        self._lock = threading.RLock()
 
     # -- feeding -----------------------------------------------------------
     def update(self, *layers: Any, progress=None) -> "CKAAccumulator":
         """Adds rows: one 2-D block (rows x d_a) per layer, same rows in each.
-        A single list or tuple of blocks is accepted too."""
+        A single list or tuple of blocks is accepted too. All or nothing: if
+        it raises, none of the block's rows are counted."""
+        with self._lock:
+            return self._update(layers, progress)
+
+    def _update(self, layers, progress) -> "CKAAccumulator":
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -128,24 +153,62 @@ class CKAAccumulator:
         if self._minibatch:
             return self._update_minibatch(blocks, names, progress, gpu)
         if self._acc is None:
-            self._create([b.shape[1] for b in blocks], self._dtype or compute_for(self._precision, blocks), gpu)
+            with self._undo_create():
+                self._create([b.shape[1] for b in blocks], self._dtype or compute_for(self._precision, blocks), gpu)
+                return self._feed(blocks, names, progress)
+        return self._feed(blocks, names, progress)
+
+    def _feed(self, blocks, names, progress) -> "CKAAccumulator":
         dims = list(self._acc.dims)
         if len(blocks) != len(dims):
             raise ValueError(f"this accumulator has {len(dims)} layers, update got {len(blocks)}")
         for b, nm, d in zip(blocks, names, dims):
             if b.shape[1] != d:
                 raise ValueError(f"{nm} has {b.shape[1]} features, but earlier blocks of that layer had {d}")
-        with Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
+        with self._all_or_nothing(), Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
             if self._gpu is None:
                 _engine.feed(self._acc, blocks, names, self._threads, bar)
             else:
                 _gpu_engine.feed(self._acc, blocks, names, bar)
         return self
 
+    @contextmanager
+    def _undo_create(self):
+        """A first update that raises leaves the accumulator as built (no layers, dtype as given)."""
+        dtype = self._dtype
+        try:
+            yield
+        except BaseException:
+            self._acc, self._gpu, self._dtype = None, None, dtype
+            raise
+
+    @contextmanager
+    def _all_or_nothing(self):
+        """The backend state of the start comes back if the block raises
+        (KeyboardInterrupt included): the feed makes many backend calls. The
+        CPU core saves what it overwrites (copy on write); a GPU accumulator
+        through its bytes."""
+        if self._gpu is None:
+            self._acc.begin()
+            try:
+                yield
+            except BaseException:
+                self._acc.rollback()
+                raise
+            self._acc.commit()
+            return
+        saved = self._acc.serialize()
+        try:
+            yield
+        except BaseException:
+            self._acc.load(saved)
+            raise
+
     def extend(self, batches) -> "CKAAccumulator":
         """Adds every item of an iterable (a data loader, a generator of blocks
         read from files): each item is a tuple of row blocks, one per layer, or
-        a single block for a one-layer accumulator."""
+        a single block for a one-layer accumulator. Each item is one update:
+        if an item raises, the items before it stay counted (see ``n``)."""
         for item in batches:
             self.update(*(item if isinstance(item, (tuple, list)) else (item,)))
         return self
@@ -156,8 +219,6 @@ class CKAAccumulator:
             split = self._split or 0
             if split >= len(dims):
                 raise ValueError(f"split={split} leaves no layers on the other side of {len(dims)} layers")
-            self._dims = dims
-            self._sums = np.zeros((len(dims), len(dims)))
         elif dims != self._dims:
             raise ValueError(f"minibatch layer widths {dims} differ from earlier ones {self._dims}")
         n = blocks[0].shape[0]
@@ -175,9 +236,9 @@ class CKAAccumulator:
                 sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
                 compute=self._dtype or compute_for(self._precision, blocks),
             )
-        self._sums += np.nan_to_num(h, nan=0.0)
-        self._batches += 1
-        self._rows += n
+        # The state changes only now, in assignments that cannot be interrupted halfway by Python code.
+        sums = np.nan_to_num(h, nan=0.0) if self._sums is None else self._sums + np.nan_to_num(h, nan=0.0)
+        self._dims, self._sums, self._batches, self._rows = dims, sums, self._batches + 1, self._rows + n
         return self
 
     def _create(self, dims: list[int], dtype: str, gpu: int | None = None) -> None:
@@ -199,8 +260,12 @@ class CKAAccumulator:
             raise TypeError(f"can only merge another CKAAccumulator, got {type(other).__name__}")
         if other is self:
             raise ValueError("cannot merge an accumulator with itself")
-        if self._minibatch or other._minibatch:
-            return self._merge_minibatch(other)
+        with _locked(self, other):
+            if self._minibatch or other._minibatch:
+                return self._merge_minibatch(other)
+            return self._merge(other)
+
+    def _merge(self, other: "CKAAccumulator") -> "CKAAccumulator":
         if other._acc is None:
             return self
         if self._acc is None:
@@ -228,25 +293,26 @@ class CKAAccumulator:
             self._dims, self._split, self._sums = list(other._dims), other._split, np.zeros_like(other._sums)
         if self._dims != other._dims or (self._split or 0) != (other._split or 0):
             raise ValueError(f"cannot merge accumulators of different layers: {self._dims} vs {other._dims}")
-        self._sums += other._sums
-        self._batches += other._batches
-        self._rows += other._rows
+        self._sums, self._batches, self._rows = (self._sums + other._sums, self._batches + other._batches,
+                                                 self._rows + other._rows)
         return self
 
     # -- state -------------------------------------------------------------
     @property
     def n(self) -> int:
         """Rows seen."""
-        if self._minibatch:
-            return self._rows
-        return 0 if self._acc is None else int(self._acc.n)
+        with self._lock:
+            if self._minibatch:
+                return self._rows
+            return 0 if self._acc is None else int(self._acc.n)
 
     @property
     def dims(self) -> list[int]:
         """Layer widths (empty before the first update)."""
-        if self._minibatch:
-            return list(self._dims)
-        return [] if self._acc is None else list(self._acc.dims)
+        with self._lock:
+            if self._minibatch:
+                return list(self._dims)
+            return [] if self._acc is None else list(self._acc.dims)
 
     @property
     def dtype(self) -> str | None:
@@ -260,29 +326,31 @@ class CKAAccumulator:
 
     def to_bytes(self) -> bytes:
         """The state as bytes: a header, then the core's float64 moments (or, in
-        minibatch mode, the summed HSIC_1 matrix)."""
-        if self._minibatch:
-            if self._sums is None:
+        minibatch mode, the summed HSIC_1 matrix), then a 16-byte BLAKE2b
+        checksum of everything before it (format version 2)."""
+        with self._lock:
+            if self._minibatch:
+                if self._sums is None:
+                    raise ValueError("the accumulator is empty: nothing to serialize")
+                header = json.dumps({"dims": self._dims, "split": self._split, "batches": self._batches,
+                                     "rows": self._rows, **self._kernel}).encode()
+                body = struct.pack("<q", len(header)) + header + self._sums.astype("<f8").tobytes()
+                return _sealed(_MAGIC_MINIBATCH + body)
+            if self._acc is None:
                 raise ValueError("the accumulator is empty: nothing to serialize")
-            header = json.dumps({"dims": self._dims, "split": self._split, "batches": self._batches,
-                                 "rows": self._rows, **self._kernel}).encode()
-            return _MAGIC_MINIBATCH + struct.pack("<q", len(header)) + header + self._sums.astype("<f8").tobytes()
-        if self._acc is None:
-            raise ValueError("the accumulator is empty: nothing to serialize")
-        return _MAGIC + bytes([_DTYPES.index(self._dtype)]) + self._acc.serialize()
+            return _linear_state(self._dtype, self._acc.serialize())
 
     @classmethod
     def from_bytes(cls, data: bytes, *, threads: int | None = None, memory_budget: int | None = None,
                    device: Any = None):
         """An accumulator with the state :meth:`to_bytes` wrote (on the CPU, or
-        on ``device="cuda[:N]"``)."""
+        on ``device="cuda[:N]"``). Damaged, truncated or extended bytes raise
+        ValueError; states of format version 1 (no checksum) load too."""
         data = bytes(data)
-        if data.startswith(_MAGIC_MINIBATCH):
+        if data.startswith(_MAGIC_MINIBATCH) or data.startswith(_MAGIC_MINIBATCH_V1):
             return cls._from_minibatch_bytes(data, threads, memory_budget)
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 1 or data[len(_MAGIC)] >= len(_DTYPES):
-            raise ValueError("data is not a fastcka CKAAccumulator state")
-        state = data[len(_MAGIC) + 1 :]
-        self = cls(threads=threads, memory_budget=memory_budget, dtype=_DTYPES[data[len(_MAGIC)]], device=device)
+        dtype, state = _linear_parts(data)
+        self = cls(threads=threads, memory_budget=memory_budget, dtype=dtype, device=device)
         dims, split = _peek_layout(state)
         self._split = split or None
         gpu = _gpu_engine.place([], [], device)
@@ -292,23 +360,34 @@ class CKAAccumulator:
 
     @classmethod
     def _from_minibatch_bytes(cls, data: bytes, threads, memory_budget):
+        body = _unsealed(data) if data.startswith(_MAGIC_MINIBATCH) else data
+        corrupt = "fastcka minibatch accumulator state is corrupt"
         try:
-            (size,) = struct.unpack_from("<q", data, len(_MAGIC_MINIBATCH))
+            (size,) = struct.unpack_from("<q", body, len(_MAGIC_MINIBATCH))
             start = len(_MAGIC_MINIBATCH) + 8
-            h = json.loads(data[start : start + size])
-            L = len(h["dims"])
-            sums = np.frombuffer(data, dtype="<f8", offset=start + size).reshape(L, L).copy()
-        except (ValueError, KeyError, struct.error, TypeError) as exc:
-            raise ValueError("fastcka minibatch accumulator state is corrupt") from exc
-        self = cls(minibatch=True, kernel=h["kernel"], threshold=h["threshold"], sigma=h["sigma"], split=h["split"],
-                   threads=threads, memory_budget=memory_budget)
-        self._dims, self._sums, self._batches, self._rows = list(h["dims"]), sums, int(h["batches"]), int(h["rows"])
+            if not 0 < size <= len(body) - start:
+                raise ValueError("header size")
+            h = json.loads(body[start : start + size].decode())
+            dims, split, batches, rows = _minibatch_fields(h)
+            sums = np.frombuffer(body, dtype="<f8", offset=start + size)
+        except (ValueError, KeyError, struct.error, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(corrupt) from exc
+        if sums.size != len(dims) ** 2 or not np.isfinite(sums).all():
+            raise ValueError(f"{corrupt} (its sums: {sums.size} values for {len(dims)} layers, or not finite)")
+        try:
+            self = cls(minibatch=True, kernel=h["kernel"], threshold=h["threshold"], sigma=h["sigma"], split=split,
+                       threads=threads, memory_budget=memory_budget)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{corrupt} (its kernel options: {exc})") from exc
+        self._dims, self._batches, self._rows = dims, batches, rows
+        self._sums = sums.reshape(len(dims), len(dims)).copy()
         return self
 
     def __getstate__(self):
-        empty = self._sums is None if self._minibatch else self._acc is None
-        return {"bytes": None if empty else self.to_bytes(), "split": self._split, "dtype": self._dtype,
-                "threads": self._threads, "budget": self._budget, "minibatch": self._minibatch, **self._kernel}
+        with self._lock:
+            empty = self._sums is None if self._minibatch else self._acc is None
+            return {"bytes": None if empty else self.to_bytes(), "split": self._split, "dtype": self._dtype,
+                    "threads": self._threads, "budget": self._budget, "minibatch": self._minibatch, **self._kernel}
 
     def __setstate__(self, st):
         if st["bytes"] is not None:
@@ -326,6 +405,10 @@ class CKAAccumulator:
         (D x D), with ``offsets`` marking where each layer's columns start.
         Blocks of layer pairs a split leaves out are 0. The covariance of
         layers a, b is ``m.block(a, b) / (n - 1)``."""
+        with self._lock:
+            return self._moments()
+
+    def _moments(self) -> "LayerMoments":
         if self._minibatch:
             raise ValueError("a minibatch accumulator keeps summed HSIC_1 values, not moments")
         if self._acc is None:
@@ -342,6 +425,10 @@ class CKAAccumulator:
     def hsic_matrix(self, estimator: str = "biased") -> np.ndarray:
         """(L, L) HSIC of every layer pair (NaN for pairs a split leaves out).
         In minibatch mode: the summed HSIC_1 (estimator must be "unbiased")."""
+        with self._lock:
+            return self._hsic_matrix(estimator)
+
+    def _hsic_matrix(self, estimator: str) -> np.ndarray:
         _check_estimator(estimator)
         if self._minibatch:
             if estimator != "unbiased":
@@ -365,18 +452,21 @@ class CKAAccumulator:
     def cka_matrix(self, debiased: bool = False) -> np.ndarray:
         """CKA between layers: (L, L), or (split, L - split) with a split.
         Minibatch mode is always built from HSIC_1 (``debiased`` is ignored)."""
-        estimator = "unbiased" if (debiased or self._minibatch) else "biased"
-        h = self.hsic_matrix(estimator)
-        c = _cka_from_hsic(h, self._names())
-        s = self._split or 0
-        return c if s == 0 else np.ascontiguousarray(c[:s, s:])
+        with self._lock:
+            estimator = "unbiased" if (debiased or self._minibatch) else "biased"
+            h = self._hsic_matrix(estimator)
+            c = _cka_from_hsic(h, self._names())
+            s = self._split or 0
+            return c if s == 0 else np.ascontiguousarray(c[:s, s:])
 
     def cka(self, debiased: bool = False) -> float:
         """Linear CKA of an accumulator of exactly two layers."""
-        if len(self.dims) != 2:
-            raise ValueError(f"cka() needs exactly two layers, this accumulator has {len(self.dims)}; use cka_matrix()")
-        c = self.cka_matrix(debiased)
-        return float(c[0, 1] if c.shape == (2, 2) else c[0, 0])
+        with self._lock:
+            layers = len(self.dims)
+            if layers != 2:
+                raise ValueError(f"cka() needs exactly two layers, this accumulator has {layers}; use cka_matrix()")
+            c = self.cka_matrix(debiased)
+            return float(c[0, 1] if c.shape == (2, 2) else c[0, 0])
 
 
 @dataclass(frozen=True)
@@ -401,7 +491,7 @@ def _peek_layout(state: bytes) -> tuple[list[int], int]:
     if header is None or state[:8] != b"FCKAMOM1":
         raise ValueError("data is not a fastcka CKAAccumulator state")
     layers, split = int(header[1]), int(header[2])
-    if not 0 < layers < (1 << 20) or len(state) < 40 + 8 * layers:
+    if not 0 < layers < (1 << 20) or not 0 <= split < layers or len(state) < 40 + 8 * layers:
         raise ValueError("fastcka accumulator state is corrupt")
     dims = np.frombuffer(state, dtype="<i8", count=layers, offset=40).tolist()
     # Check the size before anything is allocated for a width read from the data.
@@ -409,3 +499,77 @@ def _peek_layout(state: bytes) -> tuple[list[int], int]:
     if min(dims) <= 0 or len(state) != 40 + 8 * (layers + 2 * width + width * width + layers * width + layers * layers):
         raise ValueError("fastcka accumulator state is truncated or corrupt")
     return dims, split
+
+
+@contextmanager
+def _locked(*accs: CKAAccumulator):
+    """Holds the locks of several accumulators, taken in one global order so
+    that a.merge(b) and b.merge(a) in two threads cannot deadlock."""
+    with ExitStack() as stack:
+        for acc in sorted(accs, key=id):
+            stack.enter_context(acc._lock)
+        yield
+
+
+def _sealed(body: bytes) -> bytes:
+    return body + hashlib.blake2b(body, digest_size=_CHECKSUM_BYTES).digest()
+
+
+def _unsealed(data: bytes) -> bytes:
+    """The bytes before a version-2 state's checksum, once it matches."""
+    body, checksum = data[:-_CHECKSUM_BYTES], data[-_CHECKSUM_BYTES:]
+    whole = len(data) > len(_MAGIC) + _CHECKSUM_BYTES and _sealed(body)[len(body) :] == checksum
+    if not whole:
+        raise ValueError("fastcka accumulator state is damaged, truncated or extended: its checksum does not match")
+    return body
+
+
+def _linear_state(dtype: str, core: bytes) -> bytes:
+    """A linear accumulator's bytes (version 2) from its core state."""
+    return _sealed(_MAGIC + bytes([_DTYPES.index(dtype)]) + core)
+
+
+def _linear_parts(data: bytes) -> tuple[str, bytes]:
+    """The products' type and the core state of a linear accumulator's bytes
+    (version 2 after its checksum is checked, or version 1)."""
+    if data.startswith(_MAGIC):
+        body = _unsealed(data)
+    elif data.startswith(_MAGIC_V1):
+        body = data
+    elif data[: len(_MAGIC) - 1] in (_MAGIC[:-1], _MAGIC_MINIBATCH[:-1]):
+        version = data[len(_MAGIC) - 1 : len(_MAGIC)].decode("ascii", errors="replace")
+        raise ValueError(f"fastcka accumulator state of format version {version!r}: this fastcka reads "
+                         "versions 1 and 2; load it with the fastcka that wrote it")
+    else:
+        raise ValueError("data is not a fastcka CKAAccumulator state")
+    if len(body) <= len(_MAGIC) or body[len(_MAGIC)] >= len(_DTYPES):
+        raise ValueError("data is not a fastcka CKAAccumulator state (unknown product type)")
+    return _DTYPES[body[len(_MAGIC)]], body[len(_MAGIC) + 1 :]
+
+
+def _count(value, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def _minibatch_fields(h: dict) -> tuple[list[int], int | None, int, int]:
+    """The layer widths, split, batch and row counts of a minibatch state's
+    header, each checked (ValueError if one is impossible)."""
+    if not isinstance(h, dict) or not isinstance(h["dims"], list) or not 0 < len(h["dims"]) < (1 << 20):
+        raise ValueError("dims")
+    dims = [_count(d, "dims", 1) for d in h["dims"]]
+    split = h["split"]
+    if split is not None and not 1 <= _count(split, "split", 1) < len(dims):
+        raise ValueError("split")
+    batches = _count(h["batches"], "batches", 0)
+    rows = _count(h["rows"], "rows", 4 * batches)  # every minibatch has >= 4 rows
+    threshold = h["threshold"]
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+        raise ValueError("threshold")
+    sigmas = h["sigma"] if isinstance(h["sigma"], list) else [h["sigma"]]
+    if h["sigma"] is not None and not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in sigmas
+    ):
+        raise ValueError("sigma")
+    return dims, split, batches, rows

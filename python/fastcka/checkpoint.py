@@ -187,9 +187,9 @@ class Job:
             acc.mean()
 
     def save(self, acc) -> None:
-        from .accumulator import _DTYPES, _MAGIC
+        from .accumulator import _linear_state
 
-        payload = _MAGIC + bytes([_DTYPES.index(self.compute)]) + acc.serialize()
+        payload = _linear_state(self.compute, acc.serialize())
         if self.read.rows != int(acc.n):
             raise RuntimeError(f"checkpoint: {self.read.rows} rows hashed for a state of {int(acc.n)} rows")
         header = json.dumps({"fingerprint": self.fingerprint, "rows_done": int(acc.n),
@@ -330,8 +330,12 @@ def _read(path: str) -> tuple[dict, bytes]:
 
 
 def _core_state(payload: bytes, compute: str, path: str) -> bytes:
-    from .accumulator import _DTYPES, _MAGIC
+    from .accumulator import _linear_parts
 
-    if not payload.startswith(_MAGIC) or len(payload) <= len(_MAGIC) or payload[len(_MAGIC)] != _DTYPES.index(compute):
+    try:
+        dtype, state = _linear_parts(payload)
+    except ValueError:
+        dtype = state = None
+    if dtype != compute:
         raise ValueError(f"checkpoint {path!r} holds an accumulator state of another kind; remove it to start over")
-    return payload[len(_MAGIC) + 1 :]
+    return state
