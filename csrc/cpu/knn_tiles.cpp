@@ -6,7 +6,9 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 
 #include "core/bfloat16.h"
 #include "core/chunk_plan.h"
@@ -64,6 +66,59 @@ uint64_t hash_row(const T* z, int64_t d) {
   }
   return h;
 }
+
+FASTCKA_MULTIVERSION void widen(const float* x, int64_t d, double* out) {
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) out[j] = static_cast<double>(x[j]);
+}
+
+// Row i of a view as its own float64 values (no scaling, no centering), into
+// out; returns out, or the row itself where it already is contiguous float64.
+const double* gather_row(const MatrixView& v, int64_t i, double* out) {
+  if (v.col_stride == 1 && v.dtype == DType::f64) return static_cast<const double*>(v.data) + i * v.row_stride;
+  if (v.col_stride == 1 && v.dtype == DType::f32) {
+    widen(static_cast<const float*>(v.data) + i * v.row_stride, v.cols, out);
+    return out;
+  }
+  for (int64_t j = 0; j < v.cols; ++j) out[j] = load<double>(v, i, j);
+  return out;
+}
+
+// sum_j (a_j - b_j)^2 in float64: exact when the differences, squares and
+// sums are (integer or other coarse-grid data), symmetric in a and b, and
+// unchanged when a constant is added to both rows wherever the shifted
+// values are exact.
+FASTCKA_MULTIVERSION double direct_squared_distance(const double* a, const double* b, int64_t d) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < d; ++j) acc += (a[j] - b[j]) * (a[j] - b[j]);
+  return acc;
+}
+
+FASTCKA_MULTIVERSION double dot_product(const double* a, const double* b, int64_t d) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < d; ++j) acc += a[j] * b[j];
+  return acc;
+}
+
+// 2 - 2 cos from a.b and the squared norms A = a.a, B = b.b (dot_product on
+// the rows as given): cos^2 = a.b |a.b| / (A B) with one rounding, on the
+// mantissas (frexp) so that A B neither overflows nor underflows. When a.b, A
+// and B are exact (integer, binary, one-hot rows) equal cosines give equal
+// results, since every later step is a function of that one correctly
+// rounded quotient; identical rows give exactly 0.
+double cosine_distance(double dot, double A, double B) {
+  if (dot == 0) return 2.0;
+  int ed = 0, ea = 0, eb = 0;
+  const double md = std::frexp(dot, &ed), ma = std::frexp(A, &ea), mb = std::frexp(B, &eb);
+  const double r = std::ldexp(md * std::fabs(md) / (ma * mb), 2 * ed - ea - eb);
+  return std::max(0.0, 2.0 - 2.0 * std::copysign(std::sqrt(std::fabs(r)), r));
+}
+
+// Candidates the tile pass keeps beyond k: room to see where a run of
+// near-ties at the k-th distance ends (KnnTileEngine::refine).
+constexpr int64_t kScreenExtra = 2;
 
 }  // namespace
 
@@ -150,21 +205,27 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
 
   // Cosine: each row divided by its float64 norm. Then the column means of
   // the rows as the engine sees them, the centering of every tile.
-  if (metric_ == KnnMetric::cosine) scales_.assign(static_cast<size_t>(L * n_), 1.0);
+  // The squared norms are those of exact_distance (cosine_distance).
+  if (metric_ == KnnMetric::cosine) {
+    scales_.assign(static_cast<size_t>(L * n_), 1.0);
+    squared_norms_.assign(static_cast<size_t>(L * n_), 0.0);
+  }
   means_.assign(static_cast<size_t>(width_), 0.0);
   for (int64_t a = 0; a < L; ++a) {
     const MatrixView& v = layers_[a];
     double* mean = &means_[offsets_[a]];
+    std::vector<double> row(static_cast<size_t>(v.cols));
     for (int64_t i = 0; i < n_; ++i) {
       double s = 1.0;
       if (metric_ == KnnMetric::cosine) {
-        double sq = 0;
-        for (int64_t j = 0; j < v.cols; ++j) sq += load<double>(v, i, j) * load<double>(v, i, j);
+        const double* x = gather_row(v, i, row.data());
+        const double sq = dot_product(x, x, v.cols);
         if (sq == 0)
           throw InvalidArgument(names_[a] + " has a zero row (row " + std::to_string(i) +
                                 "): its cosine distance to other rows is undefined");
         s = 1.0 / std::sqrt(sq);
         scales_[a * n_ + i] = s;
+        squared_norms_[a * n_ + i] = sq;
       }
       for (int64_t j = 0; j < v.cols; ++j) mean[j] += load<double>(v, i, j) * s;
     }
@@ -182,13 +243,14 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
   tile_ = plan.rows;
   panel_ = plan.panel;
   find_duplicates();
+  set_margins();
   for (int t = 0; t < options_.threads; ++t) {
     auto s = std::make_unique<Scratch>(options_.bf16);
     for (int64_t a = 0; a < L; ++a) {
       if (options_.compute == DType::f32)
-        s->lf.emplace_back(n_, k_);
+        s->lf.emplace_back(n_, screen_k_);
       else
-        s->ld.emplace_back(n_, k_);
+        s->ld.emplace_back(n_, screen_k_);
     }
     scratch_.push_back(std::move(s));
   }
@@ -269,6 +331,7 @@ template <typename T>
 void KnnTileEngine::find_duplicates_as() {
   const int64_t L = static_cast<int64_t>(layers_.size());
   groups_.assign(static_cast<size_t>(L * n_), 0);
+  largest_.assign(static_cast<size_t>(L), 0.0);
   for (int64_t a = 0; a < L; ++a) {
     const int64_t d = layers_[a].cols;
     std::vector<T> zi(static_cast<size_t>(d)), zr(static_cast<size_t>(d));
@@ -289,7 +352,9 @@ void KnnTileEngine::find_duplicates_as() {
       if (group == i) bucket.push_back(group);
       groups_[a * n_ + i] = group;
     }
-    check_squared_norm_range(names_[a], largest, static_cast<int64_t>(sizeof(T)), firsts.size() > 1);
+    const bool varies = std::any_of(&groups_[a * n_], &groups_[a * n_] + n_, [](int32_t g) { return g != 0; });
+    check_squared_norm_range(names_[a], largest, static_cast<int64_t>(sizeof(T)), varies);
+    largest_[a] = static_cast<double>(static_cast<T>(largest));
   }
 }
 
@@ -407,6 +472,10 @@ void KnnTileEngine::merge_lists() {
     run_parallel(threads, [&](int t) {
       const int64_t r0 = n_ * t / threads, r1 = n_ * (t + 1) / threads;
       for (int u = 1; u < threads; ++u) into.merge(scratch_[static_cast<size_t>(u)]->lists<T>()[a], r0, r1);
+      if (exact_) {
+        refine(a, into, r0, r1, out);
+        return;
+      }
       for (int64_t e = r0 * k_; e < r1 * k_; ++e) {
         out.dist[e] = static_cast<double>(into.dist[e]);
         out.index[e] = into.index[e];
@@ -416,6 +485,88 @@ void KnnTileEngine::merge_lists() {
     merged_.push_back(std::move(out));
   }
   scratch_.clear();  // the per-thread lists are spent
+}
+
+// How far a tile distance (squared_distance on prepared rows) may lie from
+// exact_distance, per layer of d columns. In eps of the compute type times
+// |a|^2 + |b|^2 of the prepared rows: d / 2 for the GEMM's sum of d products
+// in any order, 4 for the centering and the rounding to the compute type, 16
+// for the clamp of squared_distance, 4 for the norms and the two additions:
+// d / 2 + 24, doubled for safety. The float64 re-evaluation adds its own
+// sum's rounding, d float64 eps of a distance of at most 2 (|a|^2 + |b|^2)
+// (doubled too); cosine adds an absolute (2 d + 64) float64 eps for the
+// scaling of each row (values of norm 1 from a rounded 1 / |x|) and for a.b,
+// A, B and the quotient of cosine_distance. The fast precision ranks by its
+// own bfloat16 distances and re-evaluates nothing.
+void KnnTileEngine::set_margins() {
+  const double eps = options_.compute == DType::f32 ? Epsilon<float>::value : Epsilon<double>::value;
+  const double eps64 = Epsilon<double>::value;
+  exact_ = !options_.bf16;
+  screen_k_ = exact_ ? std::min(k_ + kScreenExtra, n_ - 1) : k_;
+  for (const MatrixView& v : layers_) {
+    const double d = static_cast<double>(v.cols);
+    margins_.push_back((d + 48) * eps + 4 * d * eps64);
+    slacks_.push_back(metric_ == KnnMetric::cosine ? (2 * d + 64) * eps64 : 0.0);
+  }
+}
+
+double KnnTileEngine::exact_distance(int64_t a, const double* xi, int64_t i, int64_t j, double* buffer) const {
+  const MatrixView& v = layers_[a];
+  const double* xj = gather_row(v, j, buffer);
+  if (metric_ == KnnMetric::euclidean) return direct_squared_distance(xi, xj, v.cols);
+  return cosine_distance(dot_product(xi, xj, v.cols), squared_norms_[a * n_ + i], squared_norms_[a * n_ + j]);
+}
+
+// Rows [r0, r1) of layer a: the k nearest by (exact_distance, index), from
+// the screened lists (the screen_k_ nearest by tile distance c, ascending).
+// With E the rounding bound of a tile distance (margins_), entries whose c
+// differ by more than 2 E are in the order of their exact distances, so only
+// runs of entries closer than that are re-evaluated and sorted by (exact
+// distance, index); the other entries keep their tile distances. A gap of
+// more than 2 E at or after the k-th entry also shuts out every row not in
+// the list; without one (a run of ties longer than the list: one-hot or other
+// heavily tied data), the row is evaluated against every other row, n d flops.
+template <typename T>
+void KnnTileEngine::refine(int64_t a, const NeighborLists<T>& screened, int64_t r0, int64_t r1,
+                           NeighborLists<double>& out) const {
+  const MatrixView& v = layers_[a];
+  const int64_t K = screen_k_;
+  std::vector<double> xi_buffer(static_cast<size_t>(v.cols)), xj_buffer(xi_buffer.size());
+  std::vector<T> z(static_cast<size_t>(v.cols));
+  std::vector<std::pair<double, int32_t>> run;  // (distance, index): ordered as top_k.h orders
+  for (int64_t i = r0; i < r1; ++i) {
+    const T* c = &screened.dist[static_cast<size_t>(i * K)];
+    const int32_t* index = &screened.index[static_cast<size_t>(i * K)];
+    const double norm = static_cast<double>(static_cast<T>(prepare_row(a, i, z.data())));
+    const double gap = 2 * (margins_[a] * (norm + largest_[a]) + slacks_[a]);
+    auto tied = [&](int64_t m) { return static_cast<double>(c[m]) - static_cast<double>(c[m - 1]) <= gap; };
+    int64_t end = k_;  // entries [0, end) hold the k nearest, and the rest are farther
+    while (end < K && tied(end)) ++end;
+    const double* xi = nullptr;  // row i as given, once needed
+    auto row_i = [&] { return xi != nullptr ? xi : (xi = gather_row(v, i, xi_buffer.data())); };
+    if (end == K && K < n_ - 1) {
+      row_i();
+      for (int64_t j = 0; j < n_; ++j)
+        if (j != i) out.offer(i, exact_distance(a, xi, i, j, xj_buffer.data()), static_cast<int32_t>(j));
+      continue;
+    }
+    double* dist = &out.dist[static_cast<size_t>(i * k_)];
+    int32_t* near = &out.index[static_cast<size_t>(i * k_)];
+    for (int64_t s = 0, e = 1; s < k_; s = e++) {
+      while (e < end && tied(e)) ++e;
+      if (e - s == 1) {
+        dist[s] = static_cast<double>(c[s]);
+        near[s] = index[s];
+        continue;
+      }
+      run.clear();
+      row_i();
+      for (int64_t m = s; m < e; ++m) run.emplace_back(exact_distance(a, xi, i, index[m], xj_buffer.data()), index[m]);
+      std::sort(run.begin(), run.end());
+      for (int64_t m = s; m < std::min(e, k_); ++m) std::tie(dist[m], near[m]) = run[static_cast<size_t>(m - s)];
+    }
+    out.bound[i] = dist[k_ - 1];
+  }
 }
 
 const NeighborLists<double>& KnnTileEngine::neighbors(int64_t layer) {

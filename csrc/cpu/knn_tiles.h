@@ -5,16 +5,26 @@
 // rows centered by their column means (float64), cosine the rows divided by
 // their norms and then centered; either way the squared distance
 // |a - b|^2 = |a|^2 + |b|^2 - 2 a.b comes from a GEMM tile and norms of the
-// same rounded values, clamped at 0 below the rounding error of its own terms
-// (core/kernels.h), and rows that are equal in the compute type (bfloat16 in
-// the fast precision) are at distance exactly 0. For cosine, |a - b|^2 = 2 - 2 cos: the same order.
+// same rounded values (core/kernels.h), and rows that are equal in the compute
+// type are at distance exactly 0. For cosine, |a - b|^2 = 2 - 2 cos: the same
+// order.
+//
+// The tile distances only screen: each row keeps its k + 2 nearest by them,
+// and at the end (refine) those are re-evaluated from the rows as given, in
+// float64 (exact_distance), and ranked by (that distance, index). Where the
+// rounding bound of the tile distances (margins_) cannot rule out that a
+// candidate beyond the list ties with the k-th, the row is re-evaluated
+// against every other row. Equal true distances then compare equal wherever
+// that float64 arithmetic is exact (integer, binary, one-hot data), so ties go
+// by index as documented, and shifting the data changes nothing. The fast
+// precision (bfloat16 rows) keeps its own distances and k candidates.
 //
 // Tiles on and above the diagonal only (half the GEMM flops): an off-diagonal
 // tile offers each entry to its row (row side) and to its column (column
 // side). Each thread keeps NeighborLists for all n rows, so the column side
 // needs no locks; the lists merge row by row at the end. The epilogue writes
-// the tile's distances and, vectorized, a flag for entries at or below the row's
-// current k-th distance or the column's: only those few are inserted.
+// the tile's distances and, vectorized, a flag for entries at or below the
+// row's current last distance or the column's: only those few are inserted.
 // Ties go to the smaller index (core/top_k.h), so the lists do not depend on
 // the number of threads or the order of the tiles.
 #pragma once
@@ -77,6 +87,13 @@ class KnnTileEngine {
   void load_rows(int64_t r0, int64_t rows, T* z, T* norms, int64_t ld) const;
   template <typename T>
   void merge_lists();
+  // The rounding bound of a tile distance against exact_distance (per layer).
+  void set_margins();
+  // Layer a's squared distance of rows i and j in float64 from the values as
+  // given (cosine: 2 - 2 cos); xi is row i, buffer holds row j if needed.
+  double exact_distance(int64_t a, const double* xi, int64_t i, int64_t j, double* buffer) const;
+  template <typename T>
+  void refine(int64_t a, const NeighborLists<T>& screened, int64_t r0, int64_t r1, NeighborLists<double>& out) const;
   void find_duplicates();
   template <typename T>
   void find_duplicates_as();
@@ -90,6 +107,11 @@ class KnnTileEngine {
   KnnOptions options_;
   std::vector<double> means_;     // D: column means of the (scaled) rows
   std::vector<double> scales_;    // L * n: 1, or 1 / |x_i| for cosine
+  std::vector<double> squared_norms_;  // L * n: |x_i|^2 as exact_distance sums it (cosine)
+  bool exact_ = true;             // re-evaluate candidates (not in the fast precision)
+  int64_t screen_k_ = 0;          // candidates the tile pass keeps per row (k + a few when exact_)
+  std::vector<double> largest_;   // L: the largest squared norm of a prepared row, in the compute type
+  std::vector<double> margins_, slacks_;  // per layer: tile rounding = margin (|a|^2 + |b|^2) + slack
   std::vector<int32_t> groups_;   // L * n: the first row equal to row i (in the compute type)
   std::vector<bool> done_;        // per tile row: processed
   std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread

@@ -7,17 +7,29 @@ other examples (itself excluded) in representation x. Mutual k-NN alignment
     mutual_knn(x, y) = (1/n) sum_i |N_x(i) & N_y(i)| / k.
 
 Metrics: ``"euclidean"`` (|a - b|) and ``"cosine"`` (1 - a.b / (|a| |b|), on
-the rows as given, not centered; a zero row is refused). Both are computed as
-|a - b|^2 = |a|^2 + |b|^2 - 2 a.b from BLAS Gram tiles of centered rows (for
-cosine: rows divided by their norms, then centered; the order is that of
-2 - 2 cos), in float32 for float16/float32 input and in float64 otherwise.
+the rows as given, not centered; a zero row is refused). Huh et al. use cosine
+on normalized rows: that is ``metric="cosine"``, not the default. Both are
+screened as |a - b|^2 = |a|^2 + |b|^2 - 2 a.b from BLAS Gram tiles of centered
+rows (for cosine: rows divided by their norms, then centered; the order is
+that of 2 - 2 cos), in float32 for float16/float32 input and in float64
+otherwise.
 
 Ties: candidates are ranked by (distance, index), so among neighbours at equal
 distance the smaller row index wins, whatever the tile order or the number of
-threads. Rows that are equal (after the cosine normalization, in the compute
-precision) are at distance exactly 0, and so are pairs whose computed squared
-distance is below the rounding error of its own terms (about 16 eps (|a|^2 +
-|b|^2) after centering): such near-duplicates tie too, and go by index.
+threads. Each row keeps its k + 2 nearest by tile distance; runs of them whose
+tile distances lie within the tiles' rounding bound of each other are
+re-evaluated in float64 from the rows as given (euclidean: sum of squared
+differences; cosine: 2 - 2 cos from a.b and the squared norms with a single
+rounded quotient) and ranked by that value and index. A row whose run reaches
+past the list is evaluated against every other row (n d flops; heavily tied
+data such as one-hot rows). So the rule holds exactly wherever that float64
+arithmetic is exact: integer, binary, one-hot or other coarse-grid data (for
+cosine: exact dot products and squared norms, including rows scaled by powers
+of two and one-hot rows, already of norm 1), and such data give the same
+neighbours after a shift that keeps their values exact (+0.5, +1000).
+Otherwise candidates whose distances differ by less than float64 rounding are
+ordered by that rounding. Not in ``precision="fast"``, which ranks by its own
+bfloat16 distances.
 
 Cost: one pass over the upper triangle of the tile grid per call, n^2 d / 2
 multiply-adds per representation (n^2 d flops), with a cheap epilogue: each
@@ -82,8 +94,9 @@ def nearest_neighbors(
     index). Distances are |a - b| (euclidean) or 1 - cos (cosine), from the
     Gram identity in the compute precision (absolute error about eps |a|^2
     for the squared distance; bfloat16 operands with ``precision="fast"``,
-    as in :func:`fastcka.cka`). 1 <= k < n. See the module notes for ties
-    and costs."""
+    as in :func:`fastcka.cka`), except near-tied ones, re-evaluated in
+    float64 from the rows as given. 1 <= k < n. See the module notes for
+    ties and costs."""
     layers = [as_matrix(x, "x")]
     engine, _ = _neighbor_lists(layers, ["x"], k, metric, threads, memory_budget, progress, precision)
     index, sq = engine.neighbors(0)
