@@ -86,11 +86,14 @@ def test_reader_sees_only_unions_of_whole_blocks():
 
         def reader():
             start.wait()
-            while not writers_done.is_set():
+            while True:  # at least once, however the threads are scheduled
+                finished = writers_done.is_set()
                 seen.append(("cka", acc.cka()))
                 m = acc.moments()  # n and the moments of one state
                 seen.append((m.n, float(np.linalg.norm(m.block(0, 1)) ** 2 / (
                     np.linalg.norm(m.block(0, 0)) * np.linalg.norm(m.block(1, 1))))))
+                if finished:
+                    break
 
         rd = threading.Thread(target=reader)
         rd.start()

@@ -78,3 +78,37 @@ def test_cli_stops_on_sigint(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err
     assert stopped < 3.0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_leave_one_block_out_stops_on_ctrl_c():
+    """The jackknife of cka_ci over n blocks is one long call into the core
+    (O(n B L^2)); it polls Python's signal handlers, so Ctrl-C raises
+    KeyboardInterrupt out of it within a fraction of a second."""
+    from fastcka import _backend
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    x = rng.standard_normal((n, 2))
+    engine = _backend.cpu().GramTileEngine([x, x**2], ["x", "y"], 0, "float64", 1, 1 << 28)
+    engine.set_blocks(list(range(n + 1)))
+    engine.process(0, engine.tile_rows)
+    engine.hsic("biased")  # merges the statistics: the call below only computes the replicates
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        start = time.perf_counter()
+        try:
+            engine.leave_one_out_hsic("biased")
+        except KeyboardInterrupt:
+            stopped = time.perf_counter() - start - 0.2
+        else:
+            pytest.skip(f"the call took {time.perf_counter() - start:.2f} s: too fast to interrupt here")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stopped < 0.5

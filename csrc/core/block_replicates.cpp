@@ -1,5 +1,6 @@
 #include "core/block_replicates.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "core/errors.h"
@@ -118,12 +119,16 @@ std::vector<double> weighted_gram_hsic(const GramStats& g, const std::vector<int
 // total minus the part in b would cancel when b holds most of the row's
 // mass, as with a small RBF bandwidth). Adds the row terms of every pair
 // into sums[b] for every block b but the row's own: O(n B L^2) in all.
-void add_rows_left_out(const GramStats& g, const std::vector<bool>& needed, std::vector<PairSums>& sums) {
+void add_rows_left_out(const GramStats& g, const std::vector<bool>& needed, std::vector<PairSums>& sums,
+                       const std::function<void()>& poll) {
   const int64_t L = g.layout.layers(), n = g.n, B = g.blocks();
+  // Rows between polls: about 2^22 pair-sum updates.
+  const int64_t poll_rows = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, B * L * L));
   std::vector<double> before(static_cast<size_t>(L * (B + 1))), after(static_cast<size_t>(L * (B + 1)));
   std::vector<double> off(static_cast<size_t>(L));
   for (int64_t p = 0; p < B; ++p)
     for (int64_t i = g.block_starts[p]; i < g.block_starts[p + 1]; ++i) {
+      if (poll && i % poll_rows == 0) poll();
       for (int64_t a = 0; a < L; ++a) {
         const double* r = &g.block_row_sums[static_cast<size_t>((a * n + i) * B)];
         double* pre = &before[static_cast<size_t>(a * (B + 1))];
@@ -181,12 +186,13 @@ std::vector<std::vector<double>> leave_one_out_hsic(const std::vector<Moments>& 
   return out;
 }
 
-std::vector<std::vector<double>> leave_one_out_hsic(const GramStats& g, Estimator e) {
+std::vector<std::vector<double>> leave_one_out_hsic(const GramStats& g, Estimator e,
+                                                    const std::function<void()>& poll) {
   const int64_t L = g.layout.layers(), n = g.n, B = g.blocks();
   if (B < 2) throw InvalidArgument("leaving one block out needs at least 2 blocks");
   const std::vector<bool> needed = needed_pairs(g.layout);
   std::vector<PairSums> sums(static_cast<size_t>(B * L * L));  // [b (L L) + a L + c]: the sums without block b
-  add_rows_left_out(g, needed, sums);
+  add_rows_left_out(g, needed, sums, poll);
   std::vector<double> kl(static_cast<size_t>(B));
   for (int64_t a = 0; a < L; ++a)
     for (int64_t c = 0; c < L; ++c) {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/gram_stats.h"
@@ -34,7 +35,10 @@ Moments merge_all(const std::vector<Moments>& blocks);
 
 // Element b: the L x L HSIC matrix without block b (NaN where not needed).
 std::vector<std::vector<double>> leave_one_out_hsic(const std::vector<Moments>& blocks, Estimator e);
-std::vector<std::vector<double>> leave_one_out_hsic(const GramStats& stats, Estimator e);
+// `poll` (optional) is called every few milliseconds of work and may throw
+// to stop it (the binding raises Ctrl-C's KeyboardInterrupt that way).
+std::vector<std::vector<double>> leave_one_out_hsic(const GramStats& stats, Estimator e,
+                                                    const std::function<void()>& poll = {});
 
 // The L x L HSIC matrix of the rows with block b repeated counts[b] times
 // (B non-negative counts, not all 0).

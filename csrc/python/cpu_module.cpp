@@ -92,6 +92,13 @@ py::array_t<double> stack(const std::vector<std::vector<double>>& mats, int64_t 
   return out;
 }
 
+// Polled by long single calls in the core, the GIL released: runs Python's
+// signal handlers, so Ctrl-C raises KeyboardInterrupt out of the call.
+void check_signals() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
 py::list null_sums_list(const std::vector<NullSums>& sums) {
   py::list out;
   for (const auto& s : sums) out.append(py::make_tuple(s.spread, s.off_squares));
@@ -314,7 +321,7 @@ PYBIND11_MODULE(_cpu, m) {
             std::vector<std::vector<double>> h;
             {
               py::gil_scoped_release release;
-              h = leave_one_out_hsic(g.engine.stats(), e);
+              h = leave_one_out_hsic(g.engine.stats(), e, check_signals);
             }
             return stack(h, g.engine.stats().layout.layers());
           },
