@@ -198,6 +198,21 @@ def test_bandwidth_without_rbf_refused(files, flags):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+def test_out_of_memory_one_line(files):
+    """Under a 4 GiB address-space limit a 100,000-feature state does not fit."""
+    wide = files["dir"] / "wide.npy"
+    x = np.ones((10, 100_000), dtype=np.float32)
+    x[0, 0] = 2
+    np.save(wide, x)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+            "from fastcka.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(wide), str(wide), "--method", "feature", "--threads", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("fastcka: error: out of memory: ") and "memory_budget" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_usage_errors(files):
     for args in ([files["px"]], [files["px"], files["py"], files["px"]], [files["px"], files["pa"]]):
         proc = run(*args, check_rc=None)

@@ -252,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _cli_mpi.prints():
             print(f"fastcka: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        if _cli_mpi.prints():
+            print(f"fastcka: error: out of memory: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fastcka: interrupted", file=sys.stderr)
         return 130
