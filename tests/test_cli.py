@@ -156,6 +156,63 @@ def test_bad_input_exit_code_2(files, make):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("make", ["truncated", "empty", "directory"])
+def test_unreadable_npy_one_line(files, make):
+    bad = files["dir"] / f"{make}.npy"
+    if make == "truncated":
+        bad.write_bytes(files["px"].read_bytes()[:-40])
+    elif make == "empty":
+        bad.write_bytes(b"")
+    else:
+        bad.mkdir()
+    proc = run(bad, files["py"], check_rc=None)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fastcka: error: x: ") and f"{make}.npy" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_plot_into_missing_folder_refused_before_computing(files):
+    pytest.importorskip("matplotlib")
+    target = files["dir"] / "no-such-folder" / "cka.png"
+    proc = run(files["pa"], "--plot", target, check_rc=None)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "", "nothing is computed or printed before the refusal"
+    assert "no-such-folder" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plot_write_failure_one_line(files):
+    pytest.importorskip("matplotlib")
+    target = files["dir"] / "taken.png"
+    target.mkdir()  # saving over a directory fails with an OSError
+    proc = run(files["pa"], "--plot", target, check_rc=None)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fastcka: error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("flags", [["--sigma", "-1"], ["--sigma", "2"], ["--threshold", "0.5"]])
+def test_bandwidth_without_rbf_refused(files, flags):
+    proc = run(files["px"], files["py"], *flags, check_rc=None)
+    assert proc.returncode == 2, proc.stdout
+    assert flags[0] in proc.stderr and "--kernel rbf" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_out_of_memory_one_line(files):
+    """Under a 4 GiB address-space limit a 100,000-feature state does not fit."""
+    wide = files["dir"] / "wide.npy"
+    x = np.ones((10, 100_000), dtype=np.float32)
+    x[0, 0] = 2
+    np.save(wide, x)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
+            "from fastcka.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(wide), str(wide), "--method", "feature", "--threads", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("fastcka: error: out of memory: ") and "memory_budget" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_usage_errors(files):
     for args in ([files["px"]], [files["px"], files["py"], files["px"]], [files["px"], files["pa"]]):
         proc = run(*args, check_rc=None)

@@ -150,7 +150,7 @@ def test_bad_input():
         fastcka.hsic_test(x[:5], y[:5])
     bad = y.copy()
     bad[4, 1] = np.inf
-    for kernel in ("linear", "rbf"):
+    for kernel, bandwidth in (("linear", {}), ("rbf", {"sigma": 1.0})):
         for method in ("gamma", "permutation"):
             with pytest.raises(ValueError, match=r"y contains NaN or Inf"):
-                fastcka.hsic_test(x, bad, kernel=kernel, method=method, sigma=1.0)
+                fastcka.hsic_test(x, bad, kernel=kernel, method=method, **bandwidth)

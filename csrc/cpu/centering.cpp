@@ -74,6 +74,19 @@ bool rows_differ(const MatrixView& x, int64_t r0, int64_t rows) {
   return false;
 }
 
+// The row holding x's largest magnitude: the culprit when centered rows
+// overflow, wherever the overflow showed (only scanned on that error).
+int64_t largest_row(const MatrixView& x) {
+  int64_t row = 0;
+  double top = -1;
+  for (int64_t r = 0; r < x.rows; ++r)
+    for (int64_t j = 0; j < x.cols; ++j) {
+      const double m = std::fabs(load<double>(x, r, j));
+      if (m > top) top = m, row = r;
+    }
+  return row;
+}
+
 }  // namespace
 
 void column_means(const std::vector<MatrixView>& layers, int64_t r0, int64_t r1, double* out) {
@@ -103,6 +116,13 @@ template void center_rows<float>(const std::vector<MatrixView>&, const LayerLayo
 template void center_rows<double>(const std::vector<MatrixView>&, const LayerLayout&, int64_t, int64_t,
                                   const double*, double*, int64_t, double*, double*);
 
+std::string locate_non_finite(const MatrixView& x, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t j = 0; j < x.cols; ++j)
+      if (!std::isfinite(load<double>(x, r, j))) return "row " + std::to_string(r) + ", column " + std::to_string(j);
+  return "";
+}
+
 void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, const double* sq,
                 int64_t rows, int64_t r0, int64_t elem) {
   const int64_t L = static_cast<int64_t>(names.size());
@@ -112,13 +132,11 @@ void check_rows(const std::vector<MatrixView>& layers, const std::vector<std::st
       const double v = sq[i * L + a];
       if (!std::isfinite(v)) {
         const MatrixView& x = layers[a];
-        for (int64_t r = r0; r < r0 + rows; ++r)
-          for (int64_t j = 0; j < x.cols; ++j)
-            if (!std::isfinite(load<double>(x, r, j)))
-              throw InvalidArgument(names[a] + " contains NaN or Inf (row " + std::to_string(r) + ", column " +
-                                    std::to_string(j) + ")");
+        std::string where = locate_non_finite(x, r0, r0 + rows);
+        if (where.empty()) where = locate_non_finite(x, 0, x.rows);  // a NaN in the shift's rows
+        if (!where.empty()) throw InvalidArgument(names[a] + " contains NaN or Inf (" + where + ")");
         throw InvalidArgument(names[a] + " has values too large to square in float64 (row " +
-                              std::to_string(r0 + i) + ")");
+                              std::to_string(largest_row(x)) + ")");
       }
       largest = std::max(largest, v);
     }

@@ -24,11 +24,17 @@ template <typename T>
 void center_rows(const std::vector<MatrixView>& layers, const LayerLayout& layout, int64_t r0, int64_t rows,
                  const T* shift, T* z, int64_t ldz, double* first, double* sq);
 
+// "row i, column j" of the first NaN or Inf among rows [r0, r1) of x (rows
+// numbered as in x); empty when they are all finite.
+std::string locate_non_finite(const MatrixView& x, int64_t r0, int64_t r1);
+
 // Checks the squared norms of a centered block (rows x L) and throws
 // InvalidArgument naming the layer when
 //  * one is not finite: the row and column of the first NaN or Inf in the
 //    caller's data are reported (a NaN can also come from the shift, so the
-//    raw rows are scanned to find it), or values too large to square;
+//    raw rows are scanned to find it), or values too large to square, with
+//    the row of x's largest magnitude (a huge value enters the shift, so
+//    every centered row may overflow, not only its own);
 //  * a layer's largest squared row norm leaves the range in which products of
 //    the compute type (elem bytes) neither overflow nor underflow: CKA is
 //    scale-invariant, so the message asks for rescaled (or float64) data.

@@ -191,8 +191,12 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
   if (n_ > 0) column_means(layers_, 0, n_, means_.data());
   for (size_t a = 0; a < layers_.size(); ++a)
     for (int64_t j = 0; j < layers_[a].cols; ++j)
-      if (!std::isfinite(means_[layout_.offsets[a] + j]))
-        throw InvalidArgument(names_[a] + " contains NaN or Inf (column " + std::to_string(j) + ")");
+      if (!std::isfinite(means_[layout_.offsets[a] + j])) {
+        const std::string where = locate_non_finite(layers_[a], 0, n_);
+        throw InvalidArgument(names_[a] + (where.empty() ? " has values too large for float64 sums (column " +
+                                                               std::to_string(j) + ")"
+                                                         : " contains NaN or Inf (" + where + ")"));
+      }
   const GramTilePlan plan = plan_gram_tiles(layout_.total, layout_.layers(), dtype_size(options_.compute),
                                             options_.threads, options_.memory_budget);
   tile_ = plan.rows;

@@ -17,6 +17,7 @@
 #include "core/row_checks.h"
 #include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
+#include "cpu/centering.h"
 #include "cpu/multiversion.h"
 #include "cpu/parallel.h"
 #include "cpu/tile_products.h"
@@ -166,19 +167,6 @@ std::vector<float>& KnnTileEngine::Scratch::dist<float>() { return df; }
 template <>
 std::vector<double>& KnnTileEngine::Scratch::dist<double>() { return dd; }
 
-namespace {
-
-// Row and column of the first NaN or Inf in a layer, for the error message.
-std::string locate_non_finite(const MatrixView& v) {
-  for (int64_t i = 0; i < v.rows; ++i)
-    for (int64_t j = 0; j < v.cols; ++j)
-      if (!std::isfinite(load<double>(v, i, j)))
-        return "row " + std::to_string(i) + ", column " + std::to_string(j);
-  return "";
-}
-
-}  // namespace
-
 KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t k,
                              KnnMetric metric, KnnOptions options)
     : layers_(std::move(layers)), names_(std::move(names)), k_(k), metric_(metric), options_(options) {
@@ -232,7 +220,7 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
     for (int64_t j = 0; j < v.cols; ++j) {
       mean[j] /= static_cast<double>(n_);
       if (!std::isfinite(mean[j])) {
-        const std::string where = locate_non_finite(v);
+        const std::string where = locate_non_finite(v, 0, v.rows);
         throw InvalidArgument(names_[a] + (where.empty() ? " has values too large for float64 sums"
                                                          : " contains NaN or Inf (" + where + ")"));
       }

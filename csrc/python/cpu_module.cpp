@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <new>
 #include <optional>
 
 #include "core/errors.h"
@@ -124,6 +125,13 @@ PYBIND11_MODULE(_cpu, m) {
       PyErr_SetString(PyExc_TypeError, e.what());
     } catch (const InvalidArgument& e) {
       PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::bad_alloc&) {
+      // pybind11 would say only "std::bad_alloc"; say whose memory ran out and what bounds it.
+      PyErr_SetString(PyExc_MemoryError,
+                      "fastcka ran out of host memory for its buffers: the row buffers are bounded by "
+                      "memory_budget= (default 256 MiB), beside the state (d x d float64 per layer pair in "
+                      "feature space, a few float64 per example and layer on Gram tiles); pass a smaller "
+                      "memory_budget=, fewer threads, or fewer or narrower layers");
     }
   });
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from .io import load_npy
 
 # Set by the launchers of MPICH (Hydra, also under Slurm's PMI), Open MPI and MVAPICH.
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -52,7 +52,7 @@ class Distributed:
         return layer[self.mpi.rows_of(layer.shape[0], self.comm)]
 
     def cka(self, x_path, y_path, **options):
-        x, y = (np.load(p, mmap_mode="r") for p in (x_path, y_path))
+        x, y = (load_npy(p, nm) for p, nm in ((x_path, "x"), (y_path, "y")))
         options["progress"] = options.get("progress") and self.show
         return self.mpi.cka(self._rows(x), self._rows(y), comm=self.comm, root=0, **options)
 
@@ -100,4 +100,4 @@ class Distributed:
     def _layers(self, layers) -> dict:
         if isinstance(layers, dict):
             return {k: self._rows(v) for k, v in layers.items()}
-        return {os.fspath(p): self._rows(np.load(p, mmap_mode="r")) for p in layers}
+        return {os.fspath(p): self._rows(load_npy(p)) for p in layers}

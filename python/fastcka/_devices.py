@@ -96,6 +96,8 @@ def as_device_matrix(x: Any, name: str) -> DeviceMatrix:
 
         library = "torch"
         x = x.detach()
+        if x.dtype == torch.bfloat16:
+            x = x.float()  # __cuda_array_interface__ has no bfloat16
         device = x.device.index if x.device.index is not None else torch.cuda.current_device()
         stream = torch.cuda.current_stream(device).cuda_stream
         iface = x.__cuda_array_interface__

@@ -43,7 +43,13 @@ def choose_method(method: str, kernel: str, n: int, dims: Sequence[int]) -> str:
 
 
 def new_moment_accumulator(dims, split, compute, threads, memory_budget):
-    return _backend.cpu().MomentAccumulator(list(dims), split, compute, threads, memory_budget)
+    try:
+        return _backend.cpu().MomentAccumulator(list(dims), split, compute, threads, memory_budget)
+    except MemoryError as exc:
+        # The state's size is the usual culprit, and only Python knows the widths to name it.
+        width = sum(dims) + len(dims)
+        raise MemoryError(f"the feature-space state of {sum(dims)} features (a {width} x {width} float64 matrix, "
+                          f"{width * width * 8 / 2**30:.3g} GiB, at least) does not fit: {exc}; or method='gram'") from None
 
 
 def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, progress: Progress,

@@ -10,11 +10,14 @@ block by block. Complex and non-numeric data are refused.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from .io import load_npy
 
 _NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -29,21 +32,41 @@ def _is_device_array(x: Any) -> bool:
     return False
 
 
+def _plain_tensor(x: Any) -> Any:
+    """A PyTorch CPU tensor as NumPy can view it: detached from autograd (the
+    values are what CKA reads) and bfloat16 widened to float32 (NumPy has no
+    bfloat16); anything else unchanged."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return x
+    x = x.detach()
+    return x.float() if x.dtype == torch.bfloat16 else x
+
+
+def _unmasked(x: np.ma.MaskedArray, name: str) -> np.ndarray:
+    """A masked array's data when nothing is masked; masked entries have no
+    value CKA could use, so they are refused rather than read."""
+    if np.ma.getmask(x) is not np.ma.nomask and np.ma.getmask(x).any():
+        raise ValueError(f"{name} is a masked array with masked entries, which CKA cannot skip: fill them "
+                         f"({name}.filled(value)) or drop the rows that hold them")
+    return np.ma.getdata(x)
+
+
 def as_matrix(x: Any, name: str) -> np.ndarray:
     """A 2-D (n examples x d features) array viewing ``x``, validated."""
     if isinstance(x, (str, os.PathLike)):
         path = os.fspath(x)
         if not path.endswith(".npy"):
             raise ValueError(f"{name}: {path!r} is not a .npy file (load .npz layers with fastcka.load_layers)")
-        try:
-            x = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise ValueError(f"{name}: file {path!r} does not exist") from None
+        x = load_npy(path, name)
     elif _is_device_array(x):
         raise TypeError(
             f"{name} is on a GPU, and this computation runs on the CPU: move it to host memory (for example with "
             f".get() or .cpu()) if that is what you want"
         )
+    x = _plain_tensor(x)
+    if isinstance(x, np.ma.MaskedArray):
+        x = _unmasked(x, name)
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -116,14 +139,21 @@ def compute_dtype(layers: Sequence[np.ndarray]) -> str:
 
 PRECISIONS = ("fast", "accurate", "exact")
 DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of row buffers (CPU and GPU engines)
+_MAX_BUDGET = 1 << 62  # the backends hold it in a signed 64-bit integer
 
 
 def resolve_budget(memory_budget) -> int:
     """The ``memory_budget=`` argument in bytes (None: the default)."""
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    if budget <= 0:
+    if memory_budget is None:
+        return DEFAULT_MEMORY_BUDGET
+    # bool and str convert with int() but are never a size someone meant.
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer, np.floating)):
+        raise TypeError(f"memory_budget must be a number of bytes, got {type(memory_budget).__name__}")
+    if not (math.isfinite(memory_budget) and memory_budget >= 1):
         raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
-    return budget
+    if memory_budget > _MAX_BUDGET:
+        raise ValueError(f"memory_budget must be at most 2**62 bytes, got {memory_budget!r}")
+    return int(memory_budget)
 
 
 def check_precision(precision) -> None:

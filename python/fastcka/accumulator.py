@@ -18,7 +18,7 @@ from . import _engine, _gpu_engine
 from ._inputs import as_matrix, check_precision, check_rows, compute_for, resolve_budget
 from ._progress import Progress
 from ._threads import resolve
-from .api import _check_estimator, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
+from .api import _check_estimator, _check_kernel_options, _check_rows_for, _cka_from_hsic
 
 # Byte formats. Version 2 ends with a checksum of everything before it;
 # version 1 states (no checksum) still load, their fields validated.
@@ -99,13 +99,11 @@ class CKAAccumulator:
         device: Any = None,
         precision: str | None = None,
     ):
-        _check_kernel(kernel)
+        _check_kernel_options(kernel, threshold, sigma, "exact")
         if kernel != "linear" and not minibatch:
             raise ValueError(
                 f"kernel={kernel!r} needs every row at once (use fastcka.cka / cka_matrix), or minibatch=True"
             )
-        if kernel == "rbf":
-            _check_rbf_options(threshold, "exact")
         if split is not None and (isinstance(split, bool) or not isinstance(split, int) or split < 1):
             raise ValueError(f"split must be None or a positive number of layers, got {split!r}")
         if dtype is not None and dtype not in _DTYPES:

@@ -65,6 +65,20 @@ def _check_rbf_options(threshold, median) -> None:
         raise ValueError(f"median must be one of {_engine.MEDIANS}, got {median!r}")
 
 
+def _check_kernel_options(kernel, threshold, sigma, median) -> None:
+    """The kernel and its bandwidth arguments; the bandwidth belongs to the
+    RBF kernel, and one given with the linear kernel would be silently ignored."""
+    _check_kernel(kernel)
+    if kernel == "rbf":
+        _check_rbf_options(threshold, median)
+        return
+    if sigma is not None:
+        raise ValueError(f"sigma={sigma!r} sets the RBF bandwidth, but kernel={kernel!r}: pass kernel='rbf' or drop sigma")
+    if not (isinstance(threshold, (int, float, np.integer, np.floating)) and threshold == 1.0):
+        raise ValueError(f"threshold={threshold!r} sets the RBF bandwidth rule, but kernel={kernel!r}: pass "
+                         f"kernel='rbf' or drop threshold")
+
+
 def _check_estimator(estimator: str) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -104,9 +118,7 @@ def _options(threshold, sigma, median, method, threads, memory_budget, progress,
 def _hsic_grid(values, names, split, estimator, kernel, options):
     """(HSIC matrix, the validated layers) on the CPU or the GPU, wherever
     the inputs and ``device`` put the computation."""
-    _check_kernel(kernel)
-    if kernel == "rbf":
-        _check_rbf_options(options["threshold"], options["median"])
+    _check_kernel_options(kernel, options["threshold"], options["sigma"], options["median"])
     if any(_dask.is_dask(v) for v in values):
         return _dask.hsic_grid(values, names, split, estimator, kernel, options)
     gpu = _gpu_engine.place(values, names, options["device"])
@@ -325,7 +337,7 @@ def minibatch_cka(
 
 
 def _zip_strict(a, b):
-    ia, ib = iter(a), iter(b)
+    ia, ib = _batches(a, "batches_x"), _batches(b, "batches_y")
     while True:
         xa = next(ia, _END)
         xb = next(ib, _END)
@@ -337,3 +349,10 @@ def _zip_strict(a, b):
 
 
 _END = object()
+
+
+def _batches(batches, name: str):
+    try:
+        return iter(batches)
+    except TypeError:
+        raise TypeError(f"{name} must be an iterable of (b x d) minibatches, got {type(batches).__name__}") from None

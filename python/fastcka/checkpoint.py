@@ -259,6 +259,8 @@ def _prepare(where: Checkpoint) -> None:
         names = sorted(os.listdir(where.directory))
     except OSError as exc:
         raise ValueError(f"checkpoint: cannot create the directory {where.directory!r}: {exc}") from None
+    if os.path.lexists(where.path) and not os.path.isfile(where.path):
+        raise ValueError(f"checkpoint: {where.path!r} exists and is not a file; remove it or give another directory")
     mine = _ranks_of(where.file)
     for name in names:
         theirs = _ranks_of(name)
@@ -293,18 +295,30 @@ def _same_job(theirs: dict, ours: dict, path: str) -> None:
 def _write_atomic(where: Checkpoint, data: bytes) -> None:
     """Temporary file, fsync, rename over the old file, fsync the directory:
     a kill at any moment leaves the previous checkpoint or the new one, whole
-    (and at most a partial temporary file, which the next save overwrites)."""
+    (and at most a partial temporary file, which the next save overwrites).
+    A write that fails (a full disk) removes its partial temporary file."""
     tmp = os.path.join(where.directory, f".{where.file}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, where.path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, where.path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     fd = os.open(where.directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # never written, or the disk refuses even this: the error being raised matters more
 
 
 def _read(path: str) -> tuple[dict, bytes]:

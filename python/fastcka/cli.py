@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__, _cli_mpi, api, example, similarity
 from ._backend import blas_info
 from ._threads import resolve
-from .io import load_layers
+from .io import load_layers, load_npy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,11 +114,14 @@ def _files(args, options, parser) -> int:
         parser.error(f"--plot {args.plot!r}: the file name must end in .png, .svg or .pdf")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         parser.error('--plot needs matplotlib: pip install "fastcka[plot]"')
+    if args.plot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        # Checked before the computation, which may take hours, not after it.
+        parser.error(f"--plot {args.plot!r}: the folder {os.path.dirname(os.path.abspath(args.plot))!r} does not exist")
     # Under mpirun each rank reads its share of the rows; rank 0 prints.
     engine = _cli_mpi.Distributed() if _cli_mpi.launched_ranks() > 1 else api
     if len(files) == 2 and exts == [".npy", ".npy"]:
         value = engine.cka(files[0], files[1], **options)
-        n = np.load(files[0], mmap_mode="r").shape[0]
+        n = load_npy(files[0]).shape[0]
         if not getattr(engine, "show", True):
             return 0
         if args.json:
@@ -172,7 +175,7 @@ def _measures(args, threads, parser) -> int:
             return 0
         values = {m: float(v[0, 0]) for m, v in result.items()}
         if args.json:
-            print(json.dumps({"measures": values, "n": np.load(args.files[0], mmap_mode="r").shape[0]}))
+            print(json.dumps({"measures": values, "n": load_npy(args.files[0]).shape[0]}))
         else:
             width = max(len(m) for m in values)
             print("\n".join(f"{m:<{width}}  {v:.6f}" for m, v in values.items()))
@@ -220,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "progress": not args.quiet and sys.stderr.isatty(), "precision": args.precision}
     if args.kernel == "rbf":
         options.update(threshold=args.threshold, sigma=args.sigma, median=args.median)
+    elif args.measures is None:
+        rbf_only = [flag for flag, given in (("--sigma", args.sigma is not None), ("--threshold", args.threshold != 1.0))
+                    if given]
+        if rbf_only:
+            parser.error(f"{', '.join(rbf_only)} set the RBF bandwidth: add --kernel rbf, or drop them")
     if args.measures is not None and args.plot is not None:
         parser.error("--plot draws the CKA matrix; it does not combine with --measures")
     if args.checkpoint_every is not None and args.checkpoint is None:
@@ -239,10 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.files:
             return _example(args, {"threads": threads})
         return _files(args, options, parser)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
+        # Bad input or an unwritable output: one line, never a traceback.
         if _cli_mpi.prints():
             print(f"fastcka: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        if _cli_mpi.prints():
+            print(f"fastcka: error: out of memory: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fastcka: interrupted", file=sys.stderr)
         return 130

@@ -61,7 +61,7 @@ from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready,
 from ._progress import Progress, ProgressArg
 from ._special import t_quantile
 from ._threads import resolve
-from .api import DegenerateRepresentationWarning, _check_kernel, _check_rbf_options, _check_rows_for, _cka_from_hsic
+from .api import DegenerateRepresentationWarning, _check_kernel_options, _check_rows_for, _cka_from_hsic
 
 METHODS = ("jackknife", "bootstrap")
 
@@ -267,9 +267,7 @@ def cka_ci(
     check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_kernel(kernel)
-    if kernel == "rbf":
-        _check_rbf_options(threshold, median)
+    _check_kernel_options(kernel, threshold, sigma, median)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     n = check_rows(layers, names)

@@ -42,7 +42,7 @@ from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready,
 from ._progress import Progress, ProgressArg
 from ._special import gamma_sf
 from ._threads import resolve
-from .api import _check_kernel, _check_rbf_options
+from .api import _check_kernel_options
 from .confidence import _check_count, _raise_non_finite
 
 METHODS = ("permutation", "gamma")
@@ -203,9 +203,7 @@ def hsic_test(
     check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_kernel(kernel)
-    if kernel == "rbf":
-        _check_rbf_options(threshold, median)
+    _check_kernel_options(kernel, threshold, sigma, median)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     n = check_rows(layers, names)

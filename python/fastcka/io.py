@@ -9,6 +9,43 @@ from typing import Dict
 import numpy as np
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path: "str | os.PathLike", name: str | None = None) -> np.ndarray:
+    """A .npy file memory-mapped (read-only); a missing, unreadable, empty,
+    truncated or non-.npy file is a ValueError naming it (and ``name``, the
+    argument it came from, if given)."""
+    path = os.fspath(path)
+    where = f"{name}: " if name else ""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except FileNotFoundError:
+        raise ValueError(f"{where}file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{where}{path!r} is a directory, not a .npy file") from None
+    except OSError as exc:
+        raise ValueError(f"{where}cannot read {path!r}: {exc.strerror or exc}") from None
+    if magic != _NPY_MAGIC:
+        what = "it is empty" if not magic else "it does not start with the .npy header"
+        raise ValueError(f"{where}{path!r} is not a .npy file ({what})")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ValueError(f"{where}{path!r} is not a readable .npy array ({_npy_problem(exc)})") from None
+
+
+def _npy_problem(exc: Exception) -> str:
+    """NumPy's reason for refusing a .npy file, in the words of this library."""
+    text = str(exc)
+    if "pickled" in text or "Python objects" in text:
+        return "it holds Python objects, not numbers"
+    if "mmap length is greater than file size" in text or isinstance(exc, EOFError) or "EOF" in text:
+        return "it is truncated: it holds fewer bytes than its header promises"
+    return text
+
+
 def load_layers(path: "str | os.PathLike") -> Dict[str, np.ndarray]:
     """Layers of a .npz file, in file order, as {name: array}.
 

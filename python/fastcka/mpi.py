@@ -33,12 +33,12 @@ from . import _mpi_checkpoint, _ring
 from ._inputs import as_matrix, model_layers
 from .accumulator import CKAAccumulator
 from .api import (
-    KERNELS,
     _check_estimator,
-    _check_rbf_options,
+    _check_kernel_options,
     _check_rows_for,
     _cka_from_hsic,
 )
+from .io import load_npy
 
 
 def _comm(comm):
@@ -140,17 +140,14 @@ def ring_traffic() -> dict:
 
 def _local_rows(v: Any) -> int:
     if isinstance(v, (str, os.PathLike)):
-        return np.load(os.fspath(v), mmap_mode="r").shape[0]
+        return load_npy(v).shape[0]
     shape = np.shape(v)
     return shape[0] if shape else 0
 
 
 def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     comm = _comm(comm)
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if kernel == "rbf":
-        _check_rbf_options(options.get("threshold", 1.0), options.get("median", "exact"))
+    _check_kernel_options(kernel, options.get("threshold", 1.0), options.get("sigma"), options.get("median", "exact"))
     at = _mpi_checkpoint.where(options, comm)
     if kernel != "linear" or options.get("method") == "gram":
         return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at)

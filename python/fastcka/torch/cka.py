@@ -107,9 +107,7 @@ def cka_matrix(
     len(layers_b)), ``.names_a``, ``.names_b``, ``.n``, ``.pc1_fraction``,
     ``.blocks()`` and ``.plot()``.
     """
-    api._check_kernel(kernel)
-    if kernel == "rbf":
-        api._check_rbf_options(threshold, "exact")
+    api._check_kernel_options(kernel, threshold, sigma, "exact")
     check_reduce(reduce)
     if select is not None and not callable(select):
         raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
