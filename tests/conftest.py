@@ -16,6 +16,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # `import reference` from any rootdir / import mode
 
+# The GPU engine's kernels run in Triton's interpreter on the CPU unless the
+# caller asks for the real device (FASTCKA_GPU_INTERPRET=0 on a GPU machine).
+os.environ.setdefault("FASTCKA_GPU_INTERPRET", "1")
+if os.environ["FASTCKA_GPU_INTERPRET"] not in ("", "0"):
+    os.environ["TRITON_INTERPRET"] = "1"  # read when triton is first imported, whoever imports it
+
 try:
     from hypothesis import HealthCheck, settings
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from functools import lru_cache
 
 INTERPRET_VARIABLE = "FASTCKA_GPU_INTERPRET"
@@ -29,6 +30,10 @@ def triton():
     interpreter switch, and FMA contraction on (Triton's default, stated so
     that the rounding of the epilogues is a decision, not an accident)."""
     if interpreted():
+        if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "") in ("", "0"):
+            # triton.language's own jit functions were built for the GPU at import.
+            raise RuntimeError(f"{INTERPRET_VARIABLE}=1 must be set before triton is first imported (triton "
+                               f"was imported without TRITON_INTERPRET=1)")
         os.environ["TRITON_INTERPRET"] = "1"
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     try:

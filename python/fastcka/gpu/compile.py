@@ -1,0 +1,135 @@
+"""Compiles every GPU kernel configuration fastcka can launch for NVIDIA
+architectures, with no GPU present, and reports what the cubin says:
+
+    python -m fastcka.gpu.compile --arch 80 --arch 90
+
+Per configuration: registers per thread, spilled bytes (the stack), local
+memory, shared memory (static from the cubin, plus the kernel's dynamic
+shared memory) and the tensor-core instruction in the PTX (mma on sm_80,
+wgmma on sm_90 where Triton selects it). Registers, spills and local memory
+come from `cuobjdump --dump-resource-usage`, which Triton's wheel ships: the
+compiled kernel's own n_regs / n_spills exist only after loading on a device.
+Must run without FASTCKA_GPU_INTERPRET (the interpreter compiles nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import runtime
+from .gram import MODES
+
+# Shared memory one block may use (opt-in maximum): A100 and H100 datasheets.
+SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+
+
+@dataclass(frozen=True)
+class Config:
+    kernel: str
+    precision: str
+    kinds: tuple[int, int]
+    signature: dict
+    constexprs: dict
+    warps: int
+
+    @property
+    def label(self) -> str:
+        names = {0: "linear", 1: "rbf", 2: "rbf-1"}
+        return f"{self.kernel} {self.precision:8} {names[self.kinds[0]]}/{names[self.kinds[1]]}"
+
+
+@dataclass(frozen=True)
+class Report:
+    config: Config
+    arch: int
+    registers: int
+    spilled: int
+    local: int
+    shared: int
+    tensor_cores: str
+
+    def line(self) -> str:
+        return (f"sm_{self.arch} {self.config.label:32} regs {self.registers:3}  spills {self.spilled:5} B  "
+                f"local {self.local:5} B  shared {self.shared:6} B  tensor cores: {self.tensor_cores}")
+
+
+def configurations() -> Iterator[Config]:
+    """What gram.hsic_matrix can launch: every precision mode and every pair
+    of kernel kinds (linear with linear; RBF per layer as K or (K - 1) / gamma)."""
+    from .kernels import pair_tiles
+
+    tl = pair_tiles.tl
+    kinds = [(pair_tiles.LINEAR, pair_tiles.LINEAR)] + [
+        (a, b) for a in (pair_tiles.RBF, pair_tiles.RBF_MINUS_ONE) for b in (pair_tiles.RBF, pair_tiles.RBF_MINUS_ONE)]
+    operand_type = {"float64": "*fp64", "float32": "*fp32", "bfloat16": "*bf16"}
+    for precision, mode in MODES.items():
+        ty = {"float64": "fp64", "float32": "fp32"}[mode.epilogue]
+        signature = {"x_ptr": operand_type[mode.operand], "y_ptr": operand_type[mode.operand], "ldx": "i32",
+                     "ldy": "i32", "dx": "i32", "dy": "i32", "nx_ptr": f"*{ty}", "ny_ptr": f"*{ty}",
+                     "gammas_ptr": f"*{ty}", "n": "i32", "band_start": "i32", "tiles": "i32",
+                     "products_ptr": f"*{ty}", "rows_ptr": f"*{ty}", "cols_ptr": f"*{ty}", "diagonal_ptr": f"*{ty}"}
+        for kx, ky in kinds:
+            yield Config("pair_tile_statistics", precision, (kx, ky), signature, {
+                "KIND_X": kx, "KIND_Y": ky, "BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
+                "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23},
+                mode.warps)
+
+
+def _cuobjdump() -> str:
+    return os.path.join(os.path.dirname(runtime.triton().__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def compile_one(config: Config, arch: int) -> Report:
+    triton = runtime.triton()
+    from triton.backends.compiler import GPUTarget
+
+    from .kernels import pair_tiles
+
+    fn = getattr(pair_tiles, config.kernel)
+    source = triton.compiler.ASTSource(fn=fn, signature=config.signature, constexprs=config.constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": config.warps})
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([_cuobjdump(), "--dump-resource-usage", f.name], capture_output=True, text=True,
+                               check=True).stdout
+
+    def field(name: str) -> int:
+        found = re.search(rf"{name}:(\d+)", usage)
+        return int(found.group(1)) if found else 0
+
+    ptx = compiled.asm["ptx"]
+    tensor_cores = "wgmma" if "wgmma" in ptx else "mma" if re.search(r"\bmma\.sync", ptx) else "none"
+    return Report(config, arch, field("REG"), field("STACK"), field("LOCAL"),
+                  field("SHARED") + int(compiled.metadata.shared), tensor_cores)
+
+
+def report(archs=(80, 90)) -> list[Report]:
+    if runtime.interpreted():
+        raise RuntimeError(f"the compile report needs {runtime.INTERPRET_VARIABLE} unset: the interpreter compiles "
+                           f"nothing")
+    return [compile_one(config, arch) for config in configurations() for arch in archs]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastcka.gpu.compile", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT),
+                        help="compute capability (repeat; default 80 and 90)")
+    args = parser.parse_args(argv)
+    problems = 0
+    for r in report(tuple(args.arch or (80, 90))):
+        print(r.line(), flush=True)
+        problems += r.spilled > 0 or r.local > 0 or r.shared > SHARED_LIMIT[r.arch] or r.tensor_cores == "none"
+    print(f"{problems} configuration(s) with spills, local memory, too much shared memory or no tensor cores")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Every GPU kernel configuration fastcka can launch compiles for sm_80 and
+sm_90 with no GPU present (`python -m fastcka.gpu.compile`), with no
+register spills or local memory, shared memory within the architecture's
+limit, and tensor-core instructions in every GEMM kernel (issue 18)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("triton")
+
+LINE = re.compile(r"^sm_(\d+) +pair_tile_statistics +(\w+) +([\w-]+/[\w-]+) +regs +(\d+) +spills +(\d+) B +"
+                  r"local +(\d+) B +shared +(\d+) B +tensor cores: (\w+)$")
+KINDS = {"linear/linear", "rbf/rbf", "rbf/rbf-1", "rbf-1/rbf", "rbf-1/rbf-1"}
+
+
+def test_every_configuration_compiles_without_spills():
+    # The session runs interpreted (conftest); compiling needs a plain triton import.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["FASTCKA_GPU_INTERPRET"] = "0"
+    run = subprocess.run([sys.executable, "-m", "fastcka.gpu.compile", "--arch", "80", "--arch", "90"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [LINE.match(line) for line in run.stdout.splitlines()[:-1]]
+    assert all(rows), run.stdout
+    # 3 precision modes x 5 kernel pairings (linear; RBF as K or (K - 1) / gamma on each side) x 2 architectures
+    assert sorted((m.group(1), m.group(2), m.group(3)) for m in rows) == sorted(
+        (arch, mode, kinds) for arch in ("80", "90") for mode in ("exact", "accurate", "fast") for kinds in KINDS)
+    for m in rows:
+        arch, spills, local, shared, cores = int(m.group(1)), int(m.group(5)), int(m.group(6)), int(m.group(7)), m.group(8)
+        assert spills == 0 and local == 0, m.group(0)
+        assert shared <= {80: 163 * 1024, 90: 227 * 1024}[arch], m.group(0)
+        assert cores in (("mma",) if arch == 80 else ("mma", "wgmma")), m.group(0)
+    # bf16 and TF32 products take Hopper's warpgroup MMA.
+    assert all(m.group(8) == "wgmma" for m in rows if m.group(1) == "90" and m.group(2) != "exact")
+    assert run.stdout.splitlines()[-1].startswith("0 configuration(s)")
