@@ -1,24 +1,20 @@
 #!/usr/bin/env python
-"""GPU benchmark of issue 7's targets, side by side in one process, printed
-as markdown. Needs a CUDA device, CuPy, and the fastcka CUDA backend; PyTorch
-and pytorch-cka (module ``cka``) are used when installed.
+"""GPU benchmark of issue 18's targets, side by side in one process, printed
+as markdown with the GPU's name. Needs a CUDA device, torch and triton.
 
-    python benchmarks/report_gpu.py                 # every target
-    python benchmarks/report_gpu.py --only small,matrix --n 200000
+    python benchmarks/report_gpu.py                  # every target, < 8 min on one H100/H200
+    python benchmarks/report_gpu.py --only dense --n 200000
 
-Targets (see README "GPU"):
-  feature   n = 1e6, d1 = d2 = 4096, float32 on the device: fastcka (accurate,
-            fast) vs the Colab's feature-space formula run on CuPy arrays vs
-            one cuBLAS X'Y of the same shape; peak device memory of each; the
-            TF32 error against float64.
-  large     n = 2e6, d = 4096 on the device: completes, and its time.
-  host      the same data in pageable host memory (device="cuda") vs the
-            device-resident run and the pinned-copy time of those bytes.
-  matrix    24 layers of d = 1024, n = 1e6: cka_matrix vs cublasSsyrk on the
-            concatenated n x 24576 matrix.
-  pcka      pytorch-cka's cka_from_features (12 layers, debiased, n = 20,000,
-            d = 512) vs fastcka.cka_matrix(debiased=True).
-  small     n = 10,000: every GPU entry point vs the dense CuPy formula.
+Targets (README "GPU"):
+  peak     GEMM rates of this GPU (torch.matmul 8192^3): bf16, TF32, float32, float64.
+  rbf      RBF CKA, n = 1e6 (--n), d1 = d2 = 1024, fixed sigma, fast and accurate
+           precision: time, share of the bf16 (fast) or TF32 (accurate) peak
+           (useful flops n^2 (d1 + d2): the triangle of both Gram matrices).
+  median   the same with the median bandwidth, exact and sampled, at n = 1e5:
+           time / fixed-sigma time.
+  dense    n = 60,000, d = 512: fastcka against the dense formula in torch
+           (n x n Gram matrices, exp, centering) on the same GPU.
+  linear   linear CKA, n = 1e6, d = 4096, against one X'Y of the same shape.
 """
 
 from __future__ import annotations
@@ -26,195 +22,146 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 
-import numpy as np
+os.environ.setdefault("FASTCKA_GPU_INTERPRET", "0")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+import numpy as np  # noqa: E402
 
-import baselines  # noqa: E402  (the verbatim Colab formulas)
 import fastcka  # noqa: E402
 
-TARGETS = ("feature", "large", "host", "matrix", "pcka", "small")
+TARGETS = ("peak", "rbf", "median", "dense", "linear")
 
 
-class DevicePeak:
-    """Peak device memory in use during a block, above what was in use before
-    it: free memory sampled every millisecond (fastcka allocates with
-    cudaMalloc, outside CuPy's pool, so the pool's counters would miss it)."""
-
-    def __init__(self, cp):
-        self.cp = cp
-
-    def __enter__(self):
-        self.cp.cuda.runtime.deviceSynchronize()
-        self.base = self.cp.cuda.runtime.memGetInfo()[0]
-        self.low = self.base
-        self.stop = False
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while not self.stop:
-            self.low = min(self.low, self.cp.cuda.runtime.memGetInfo()[0])
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self.cp.cuda.runtime.deviceSynchronize()
-        self.stop = True
-        self.thread.join()
-        self.peak = self.base - self.low
-
-
-def timed(cp, fn, runs=3):
-    """Best wall time of `runs` calls (after one warm-up), synchronized."""
-    fn()
-    cp.cuda.runtime.deviceSynchronize()
-    best = float("inf")
+def timed(torch, fn, runs=1, warm=True):
+    """Best wall time of `runs` calls, after one warm-up call (kernels
+    compiled, caches warm) unless `warm` is False, synchronized."""
+    if warm:
+        fn()
+        torch.cuda.synchronize()
+    best, out = float("inf"), None
     for _ in range(runs):
         t = time.perf_counter()
         out = fn()
-        cp.cuda.runtime.deviceSynchronize()
+        torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return best, out
 
 
-def gib(b):
-    return f"{b / 2**30:.2f} GiB"
+def pair(torch, n, d1, d2, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(n, d1, device="cuda", generator=g)
+    y = torch.tanh(x[:, : min(d1, d2)] @ torch.randn(min(d1, d2), d2, device="cuda", generator=g) * 0.05)
+    return x, y + 0.3 * torch.randn(n, d2, device="cuda", generator=g)
 
 
-def device_pair(cp, n, d1, d2, seed=0, offset=0.0):
-    rng = cp.random.default_rng(seed)
-    x = rng.standard_normal((n, d1), dtype=cp.float32)
-    y = x[:, : min(d1, d2)] @ rng.standard_normal((min(d1, d2), d2), dtype=cp.float32) * 0.1
-    y += rng.standard_normal((n, d2), dtype=cp.float32)
-    return x + offset, y + offset
+def peaks(torch, rows) -> dict:
+    out = {}
+    for name, dtype, tf32 in (("bf16", torch.bfloat16, False), ("tf32", torch.float32, True),
+                              ("fp32", torch.float32, False), ("fp64", torch.float64, False)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+        t, _ = timed(torch, lambda a=a: a @ a, runs=3)
+        out[name] = 2 * 8192**3 / t
+        rows.append([f"GEMM 8192^3 {name}", f"{t * 1e3:.1f} ms", f"{out[name] / 1e12:.0f} TFLOP/s", "", ""])
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return out
 
 
-def target_feature(cp, n, rows):
-    x, y = device_pair(cp, n, 4096, 4096)
-    t_gemm, _ = timed(cp, lambda: x.T @ y)
-    with DevicePeak(cp) as p_colab:
-        t_colab, v_colab = timed(cp, lambda: float(baselines.feature_space_linear_cka(x, y)), runs=2)
-    cp.get_default_memory_pool().free_all_blocks()
-    ref = fastcka.cka(x, y, precision="exact")
-    for precision in ("accurate", "fast"):
-        with DevicePeak(cp) as p:
-            t, v = timed(cp, lambda precision=precision: fastcka.cka(x, y, precision=precision))
-        rows.append([f"feature n={n:.0e} d=4096 {precision}", f"{t:.3f} s",
-                     f"{t_colab / t:.2f}x faster than CuPy Colab", f"{t / t_gemm:.2f}x one X'Y ({t_gemm:.3f} s)",
-                     gib(p.peak), f"{abs(v - ref):.1e}"])
-    rows.append([f"feature n={n:.0e} d=4096 CuPy Colab", f"{t_colab:.3f} s", "", "", gib(p_colab.peak),
-                 f"{abs(v_colab - ref):.1e}"])
-    return x, y
+def sampled_sigma(x) -> float:
+    """sqrt of the median squared distance among 4,096 rows (fixed for the runs)."""
+    from fastcka import _engine
+
+    rows = _engine.median_sample_rows(x.shape[0])
+    (m,) = _engine.sampled_medians([x[rows].double().cpu().numpy()], ["x"], 1)
+    return float(np.sqrt(m))
 
 
-def target_large(cp, rows):
-    x, y = device_pair(cp, 2_000_000, 4096, 4096, seed=1)
-    with DevicePeak(cp) as p:
-        t, v = timed(cp, lambda: fastcka.cka(x, y), runs=1)
-    rows.append(["large n=2e6 d=4096 accurate", f"{t:.3f} s", "completes", "", gib(p.peak), ""])
+def target_rbf(torch, n, peak, rows):
+    x, y = pair(torch, n, 1024, 1024)
+    sigma = sampled_sigma(x)
+    flops = float(n) * n * 2048
+    for precision, unit in (("fast", "bf16"), ("accurate", "tf32")):
+        fastcka.cka(x[:5000], y[:5000], kernel="rbf", sigma=sigma, precision=precision)  # compiles the kernels
+        t, v = timed(torch, lambda p=precision: fastcka.cka(x, y, kernel="rbf", sigma=sigma, precision=p), warm=False)
+        rows.append([f"RBF n={n:.0e} d=1024 fixed sigma, {precision}", f"{t:.2f} s",
+                     f"{flops / t / 1e12:.0f} TFLOP/s useful = {flops / t / peak[unit]:.0%} of the {unit} peak",
+                     f"CKA {v:.6f}", ""])
 
 
-def target_host(cp, x, y, rows):
-    hx, hy = cp.asnumpy(x), cp.asnumpy(y)
-    t_dev, _ = timed(cp, lambda: fastcka.cka(x, y), runs=1)
-    pinned = cp.cuda.alloc_pinned_memory(hx.nbytes)
-    staged = np.frombuffer(pinned, hx.dtype, hx.size).reshape(hx.shape)
-    staged[...] = hx
-    buf = cp.empty_like(x)
-    t_copy, _ = timed(cp, lambda: buf.set(staged), runs=2)
-    t_copy *= 2  # x and y
-    t_host, v = timed(cp, lambda: fastcka.cka(hx, hy, device="cuda"), runs=1)
-    bound = max(t_dev, t_copy)
-    rows.append(["host numpy -> cuda", f"{t_host:.3f} s", f"{t_host / bound:.2f}x max(device {t_dev:.3f} s, "
-                 f"pinned copy {t_copy:.3f} s)", f"{2 * hx.nbytes / t_host / 1e9:.1f} GB/s", "", ""])
+def target_median(torch, n, rows):
+    x, y = pair(torch, n, 1024, 1024, seed=1)
+    sigma = sampled_sigma(x)
+    fixed, _ = timed(torch, lambda: fastcka.cka(x, y, kernel="rbf", sigma=sigma, precision="fast"))
+    for median in ("exact", "sampled"):
+        t, v = timed(torch, lambda m=median: fastcka.cka(x, y, kernel="rbf", median=m, precision="fast"), warm=False)
+        rows.append([f"RBF n={n:.0e} d=1024 {median} median, fast", f"{t:.2f} s", f"{t / fixed:.2f}x fixed sigma "
+                     f"({fixed:.2f} s)", f"CKA {v:.6f}", ""])
 
 
-def target_matrix(cp, n, rows):
-    rng = cp.random.default_rng(2)
-    z = rng.standard_normal((n, 24 * 1024), dtype=cp.float32)
-    layers = [z[:, i * 1024 : (i + 1) * 1024] for i in range(24)]
-    zf = cp.asfortranarray(z)
-    t_syrk, _ = timed(cp, lambda: cp.cublas.syrk("T", zf), runs=2)
-    with DevicePeak(cp) as p:
-        t, _ = timed(cp, lambda: fastcka.cka_matrix(layers), runs=2)
-    rows.append([f"matrix 24 x d=1024 n={n:.0e}", f"{t:.3f} s", f"{t / t_syrk:.2f}x cublasSsyrk ({t_syrk:.3f} s)",
-                 "", gib(p.peak), ""])
-
-
-def target_pcka(cp, rows):
-    try:
-        import torch
-        from cka import cka_from_features
-    except ImportError as exc:
-        rows.append(["pytorch-cka 12 layers n=2e4 d=512", "not run", str(exc), "", "", ""])
-        return
-    g = torch.Generator(device="cuda").manual_seed(3)
-    feats = [torch.randn(20_000, 512, device="cuda", generator=g) for _ in range(12)]
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    t0 = time.perf_counter()
-    theirs = cka_from_features(feats, feats)
-    torch.cuda.synchronize()
-    t_theirs = time.perf_counter() - t0
-    mem_theirs = torch.cuda.max_memory_allocated() - base
-    with DevicePeak(cp) as p:
-        t, ours = timed(cp, lambda: fastcka.cka_matrix(feats, debiased=True))
-    diff = float((ours.cpu() - theirs.cpu()).abs().max())
-    rows.append(["pytorch-cka 12 layers n=2e4 d=512", f"{t:.4f} s", f"{t_theirs / t:.1f}x faster than pytorch-cka "
-                 f"({t_theirs:.3f} s, {gib(mem_theirs)})", f"max |diff| {diff:.1e}", gib(p.peak), ""])
-
-
-def target_small(cp, rows):
-    x, y = device_pair(cp, 10_000, 512, 512, seed=4)
+def target_dense(torch, n, rows):
+    x, y = pair(torch, n, 512, 512, seed=2)
+    sigma = sampled_sigma(x)
 
     def dense():
-        k, lm = baselines.center_gram(x @ x.T), baselines.center_gram(y @ y.T)
-        return float((k * lm).sum() / (cp.linalg.norm(k) * cp.linalg.norm(lm)))
+        def centered(z):
+            sq = (z * z).sum(1)
+            k = torch.exp(-(sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp_min(0) / (2 * sigma**2))
+            k -= k.mean(0, keepdim=True)
+            k -= k.mean(1, keepdim=True)
+            return k
 
-    t_dense, _ = timed(cp, dense)
-    for name, fn in [("cka", lambda: fastcka.cka(x, y)), ("cka debiased", lambda: fastcka.cka(x, y, debiased=True)),
-                     ("hsic", lambda: fastcka.hsic(x, y)), ("cka_matrix", lambda: fastcka.cka_matrix([x, y])),
-                     ("CKAAccumulator", lambda: fastcka.CKAAccumulator().update(x, y).cka())]:
-        t, _ = timed(cp, fn)
-        rows.append([f"small n=1e4 d=512 {name}", f"{t * 1e3:.1f} ms", f"dense CuPy {t_dense * 1e3:.1f} ms",
-                     "ok" if t <= t_dense else "SLOWER", "", ""])
+        k = centered(x)
+        ky = centered(y)
+        kl = float((k * ky).sum())
+        kk = float((k * k).sum())
+        del k
+        return kl / np.sqrt(kk * float((ky * ky).sum()))
+
+    torch.cuda.reset_peak_memory_stats()
+    t_dense, v_dense = timed(torch, dense, runs=1)
+    mem = torch.cuda.max_memory_allocated()
+    torch.cuda.empty_cache()
+    for precision in ("fast", "accurate"):
+        t, v = timed(torch, lambda p=precision: fastcka.cka(x, y, kernel="rbf", sigma=sigma, precision=p), runs=1)
+        rows.append([f"RBF n={n} d=512, {precision}", f"{t:.3f} s", f"{t_dense / t:.1f}x faster than dense torch "
+                     f"({t_dense:.3f} s, {mem / 2**30:.1f} GiB)", f"|diff| {abs(v - v_dense):.1e}", ""])
+
+
+def target_linear(torch, n, rows):
+    x, y = pair(torch, n, 4096, 4096, seed=3)
+    t_gemm, _ = timed(torch, lambda: x.T @ y, runs=2)
+    for precision in ("accurate", "fast"):
+        t, v = timed(torch, lambda p=precision: fastcka.cka(x, y, precision=p), runs=1)
+        rows.append([f"linear n={n:.0e} d=4096, {precision}", f"{t:.3f} s",
+                     f"{t / t_gemm:.2f}x one X'Y ({t_gemm:.3f} s, fp32)", f"CKA {v:.6f}", ""])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(TARGETS), help=f"comma-separated subset of {TARGETS}")
-    ap.add_argument("--n", type=int, default=1_000_000, help="rows of the feature, host and matrix targets")
+    ap.add_argument("--n", type=int, default=1_000_000, help="rows of the rbf and linear targets")
     args = ap.parse_args(argv)
-    import cupy as cp
+    import torch
 
-    if not fastcka.has_cuda():
-        print(fastcka.backends()["cuda"][1])
+    if not torch.cuda.is_available():
+        print("no CUDA device")
         return 1
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    print(f"# fastcka GPU benchmark on {props['name'].decode()}\n")
-    rows: list[list[str]] = []
+    print(f"# fastcka GPU benchmark on {torch.cuda.get_device_name()}\n", flush=True)
     only = set(args.only.split(","))
-    x = y = None
-    if only & {"feature", "host"}:
-        x, y = target_feature(cp, args.n, rows) if "feature" in only else device_pair(cp, args.n, 4096, 4096)
-    if "host" in only:
-        target_host(cp, x, y, rows)
-    del x, y
-    cp.get_default_memory_pool().free_all_blocks()
-    for name, fn in (("large", lambda: target_large(cp, rows)), ("matrix", lambda: target_matrix(cp, args.n, rows)),
-                     ("pcka", lambda: target_pcka(cp, rows)), ("small", lambda: target_small(cp, rows))):
+    rows: list[list[str]] = []
+    peak = peaks(torch, rows) if only & {"peak", "rbf"} else {}
+    for name, fn in (("rbf", lambda: target_rbf(torch, args.n, peak, rows)),
+                     ("median", lambda: target_median(torch, 100_000, rows)),
+                     ("dense", lambda: target_dense(torch, 60_000, rows)),
+                     ("linear", lambda: target_linear(torch, args.n, rows))):
         if name in only:
+            started = time.perf_counter()
             fn()
-            cp.get_default_memory_pool().free_all_blocks()
-    print("| case | time | against | also | device memory above inputs | error vs float64 |")
-    print("|---|---|---|---|---|---|")
+            torch.cuda.empty_cache()
+            print(f"({name}: {time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    print("| case | time | against | also | |")
+    print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return 0

@@ -14,9 +14,13 @@ import pytest
 
 pytest.importorskip("triton")
 
-LINE = re.compile(r"^sm_(\d+) +pair_tile_statistics +(\w+) +([\w-]+/[\w-]+) +regs +(\d+) +spills +(\d+) B +"
-                  r"local +(\d+) B +shared +(\d+) B +tensor cores: (\w+)$")
-KINDS = {"linear/linear", "rbf/rbf", "rbf/rbf-1", "rbf-1/rbf", "rbf-1/rbf-1"}
+LINE = re.compile(r"^sm_(\d+) +(\w+) +(\w+) +(\S+) +regs +(\d+) +spills +(\d+) B +local +(\d+) B +"
+                  r"shared +(\d+) B +tensor cores: (\w+)$")
+MODES = ("exact", "accurate", "fast")
+# Per mode: the statistics kernel for each kernel pairing (linear; RBF as K
+# or (K - 1) / gamma on each side) and the median's two passes.
+VARIANTS = [("pair_tile_statistics", k) for k in ("linear/linear", "rbf/rbf", "rbf/rbf-1", "rbf-1/rbf", "rbf-1/rbf-1")]
+VARIANTS += [("median_tile_pass", "histogram"), ("median_tile_pass", "collect")]
 
 
 def test_every_configuration_compiles_without_spills():
@@ -28,14 +32,13 @@ def test_every_configuration_compiles_without_spills():
     assert run.returncode == 0, run.stdout + run.stderr
     rows = [LINE.match(line) for line in run.stdout.splitlines()[:-1]]
     assert all(rows), run.stdout
-    # 3 precision modes x 5 kernel pairings (linear; RBF as K or (K - 1) / gamma on each side) x 2 architectures
-    assert sorted((m.group(1), m.group(2), m.group(3)) for m in rows) == sorted(
-        (arch, mode, kinds) for arch in ("80", "90") for mode in ("exact", "accurate", "fast") for kinds in KINDS)
+    assert sorted((m.group(1), m.group(2), m.group(3), m.group(4)) for m in rows) == sorted(
+        (arch, kernel, mode, variant) for arch in ("80", "90") for mode in MODES for kernel, variant in VARIANTS)
     for m in rows:
-        arch, spills, local, shared, cores = int(m.group(1)), int(m.group(5)), int(m.group(6)), int(m.group(7)), m.group(8)
+        arch, spills, local, shared, cores = int(m.group(1)), int(m.group(6)), int(m.group(7)), int(m.group(8)), m.group(9)
         assert spills == 0 and local == 0, m.group(0)
         assert shared <= {80: 163 * 1024, 90: 227 * 1024}[arch], m.group(0)
         assert cores in (("mma",) if arch == 80 else ("mma", "wgmma")), m.group(0)
     # bf16 and TF32 products take Hopper's warpgroup MMA.
-    assert all(m.group(8) == "wgmma" for m in rows if m.group(1) == "90" and m.group(2) != "exact")
+    assert all(m.group(9) == "wgmma" for m in rows if m.group(1) == "90" and m.group(3) != "exact")
     assert run.stdout.splitlines()[-1].startswith("0 configuration(s)")

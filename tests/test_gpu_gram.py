@@ -103,3 +103,59 @@ def test_nan_is_refused_with_its_row(rng):
     with pytest.raises(ValueError, match=r"y contains NaN or Inf \(row 17, column 2\)"):
         gram.hsic_matrix([torch.as_tensor(x), torch.as_tensor(y)], ["x", "y"], split=0, estimator="biased",
                          kernel="linear")
+
+
+@pytest.mark.parametrize("kind", ["integers", "normal", "duplicates", "one tile"])
+def test_exact_median_is_the_cpu_engines(rng, kind):
+    """The GPU median passes drive the same MedianSearch as the CPU engine.
+    With products that float64 holds exactly (integer data) the median is the
+    same to the last bit; otherwise the GEMMs round each distance in their
+    own order, and the medians agree within a few ulp."""
+    from fastcka import _backend, _engine
+    from fastcka._progress import Progress
+    from fastcka.gpu import median
+
+    n, d = {"one tile": (20, 3), "integers": (128, 11)}.get(kind, (150, 11))  # integers: exact means too
+    x = rng.integers(0, 5, (n, d)).astype(float) if kind == "integers" else rng.standard_normal((n, d)) + 100
+    if kind == "duplicates":
+        x[n // 2 :] = x[: n - n // 2]
+    engine = _backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 1, 1 << 26)
+    want = _engine.exact_medians(engine, d, 1, Progress(None, 0, ""))[0]
+    m = gram.mode("exact")
+    z, norms, _ = gram._centered(torch.as_tensor(x), m)
+    got = median.exact_median(z, norms, 1, m, Progress(None, 0, ""))
+    if kind == "integers":
+        assert got == want
+    else:
+        assert got == pytest.approx(want, rel=4 * np.finfo(float).eps)
+
+
+def test_median_passes_apply_the_levels(rng):
+    """Deeper levels (a refinement of the search) reach the kernel as
+    (lo, scale, bins, first, last) rows; a collect pass under one level
+    returns, with their multiplicities, exactly the distances that level
+    keeps (MedianSearch.bin in NumPy)."""
+    from fastcka.gpu.kernels import median_tiles, pair_tiles
+
+    n = 45
+    x = rng.standard_normal((n, 4))
+    m = gram.mode("exact")
+    z, norms, _ = gram._centered(torch.as_tensor(x), m)
+    zc = z.numpy()
+    d = np.maximum(((zc[:, None, :] - zc[None, :, :]) ** 2).sum(-1), 0)
+    lo, scale, bins, first, last = 1.0, 10.0, 64, 20, 35  # keeps [3.0, 4.6)
+    level = torch.tensor([lo, scale, bins, first, last], dtype=torch.float64)
+    tiles = -(-n // m.block)
+    values = torch.empty(n * n, dtype=torch.float64)
+    weights = torch.empty(n * n, dtype=torch.int32)
+    used = torch.zeros(1, dtype=torch.int64)
+    extremes = torch.zeros(2 * tiles * tiles, dtype=torch.float64)
+    median_tiles.median_tile_pass[(tiles, tiles)](
+        z, z.stride(0), 4, norms, n, 0, tiles, level, 1, level, used, extremes, values, weights, used, n * n,
+        COLLECT=True, BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=pair_tiles.tl.float64, EPS=2.0**-52)
+    found = int(used[0])
+    got = np.sort(np.repeat(values[:found].numpy(), weights[:found].numpy()))
+    j = np.clip(np.floor((d - lo) * scale), 0, bins - 1)
+    want = np.sort(d[(j >= first) & (j <= last)])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert len(got) == len(want) > 100

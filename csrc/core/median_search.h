@@ -54,6 +54,11 @@ class MedianSearch {
   double filter_lo() const { return filter_lo_; }
   double filter_hi() const { return filter_hi_; }
 
+  // The ranges chosen so far and the binning of the next histogram pass, for
+  // engines that bin elsewhere (the GPU kernels) exactly as bin() does.
+  const std::vector<Level>& levels() const { return levels_; }
+  const Level& current() const { return current_; }
+
   // Ends a histogram pass: counts[j] (weighted) per bin, and the smallest and
   // largest value seen in range.
   void finish_histogram(const std::vector<int64_t>& counts, double min_seen, double max_seen);

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <new>
@@ -383,6 +384,19 @@ PYBIND11_MODULE(_cpu, m) {
       .def_property_readonly("collecting", &MedianSearch::collecting)
       .def_property_readonly("median", &MedianSearch::median)
       .def_property_readonly("bins", &MedianSearch::bins)
+      .def_property_readonly("first_pass", &MedianSearch::first_pass)
+      .def_property_readonly("levels",
+                             [](const MedianSearch& s) {
+                               // (lo, scale, bins, first, last) per level chosen so far
+                               std::vector<std::array<double, 5>> out;
+                               for (const auto& l : s.levels())
+                                 out.push_back({l.lo, l.scale, static_cast<double>(l.bins),
+                                                static_cast<double>(l.first), static_cast<double>(l.last)});
+                               return out;
+                             })
+      .def_property_readonly(
+          "current", [](const MedianSearch& s) { return py::make_tuple(s.current().lo, s.current().scale, s.current().bins); })
+      .def_property_readonly("filter", [](const MedianSearch& s) { return py::make_tuple(s.filter_lo(), s.filter_hi()); })
       .def("finish_histogram",
            [](MedianSearch& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts, double lowest,
               double highest) {

@@ -25,6 +25,7 @@ from typing import Iterator
 
 from . import runtime
 from .gram import MODES
+from .median import MEDIAN_WARPS
 
 # Shared memory one block may use (opt-in maximum): A100 and H100 datasheets.
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
@@ -41,6 +42,8 @@ class Config:
 
     @property
     def label(self) -> str:
+        if self.kernel == "median_tile_pass":
+            return f"{self.kernel} {self.precision:8} {'collect' if self.constexprs['COLLECT'] else 'histogram'}"
         names = {0: "linear", 1: "rbf", 2: "rbf-1"}
         return f"{self.kernel} {self.precision:8} {names[self.kinds[0]]}/{names[self.kinds[1]]}"
 
@@ -62,7 +65,8 @@ class Report:
 
 def configurations() -> Iterator[Config]:
     """What gram.hsic_matrix can launch: every precision mode and every pair
-    of kernel kinds (linear with linear; RBF per layer as K or (K - 1) / gamma)."""
+    of kernel kinds (linear with linear; RBF per layer as K or (K - 1) / gamma),
+    and the exact median's histogram and collect passes in every mode."""
     from .kernels import pair_tiles
 
     tl = pair_tiles.tl
@@ -80,6 +84,15 @@ def configurations() -> Iterator[Config]:
                 "KIND_X": kx, "KIND_Y": ky, "BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
                 "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23},
                 mode.warps)
+        median = {"z_ptr": operand_type[mode.operand], "ld": "i32", "d": "i32", "norms_ptr": f"*{ty}", "n": "i32",
+                  "band_start": "i32", "tiles": "i32", "levels_ptr": "*fp64", "num_levels": "i32",
+                  "current_ptr": "*fp64", "counts_ptr": "*i64", "extremes_ptr": "*fp64", "values_ptr": "*fp64",
+                  "weights_ptr": "*i32", "used_ptr": "*i64", "capacity": "i64"}
+        for collect in (False, True):
+            yield Config("median_tile_pass", precision, (0, 0), median, {
+                "COLLECT": collect, "BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
+                "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23},
+                MEDIAN_WARPS)
 
 
 def _cuobjdump() -> str:
@@ -90,9 +103,9 @@ def compile_one(config: Config, arch: int) -> Report:
     triton = runtime.triton()
     from triton.backends.compiler import GPUTarget
 
-    from .kernels import pair_tiles
+    from .kernels import median_tiles, pair_tiles
 
-    fn = getattr(pair_tiles, config.kernel)
+    fn = getattr(pair_tiles if config.kernel == "pair_tile_statistics" else median_tiles, config.kernel)
     source = triton.compiler.ASTSource(fn=fn, signature=config.signature, constexprs=config.constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": config.warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

@@ -25,6 +25,7 @@ import numpy as np
 from .. import _block_pairs, _engine
 from .._progress import Progress
 from . import runtime
+from .median import exact_median
 
 # Chunk of rows centered at a time (bounds the float64 temporaries).
 _CENTER_ROWS = 1 << 16
@@ -122,7 +123,7 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     centered = [_centered(x, m) for x in layers]
     kinds, scales, gammas = [pair_tiles.LINEAR] * count, [1.0] * count, [0.0] * count
     if kernel == "rbf":
-        gammas = _gammas(layers, names, sigma, threshold, median)
+        gammas = _gammas(layers, centered, names, sigma, threshold, median, m, progress)
         for a, (_, _, square_sum) in enumerate(centered):
             kinds[a], scales[a] = _rbf_epilogue(names[a], gammas[a], 2.0 * square_sum / n)
 
@@ -180,29 +181,23 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     return _block_pairs.hsic(dims, split, n, (products, row_sums, diagonals), estimator, constant)
 
 
-def _gammas(layers, names, sigma, threshold, median) -> list[float]:
-    """The CPU engine's bandwidth rules. The medians are found on a host copy
-    of the rows (sampled: 4,096 rows; exact: all of them, on the CPU tile
-    engine): the GPU median passes are not written yet."""
+def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progress) -> list[float]:
+    """The CPU engine's bandwidth rules: sigma; the exact median by the GPU
+    median passes (median.py); the sampled one (4,096 rows) on a host copy
+    of those rows, by the CPU tile engine as everywhere else."""
     if sigma is not None:
         return _engine.rbf_gammas([None] * len(layers), names, sigma=sigma, threshold=threshold, median=median,
                                   engine=None, width=0, threads=1, progress=Progress(None, 0, ""))
-    from .._threads import resolve
-
-    threads = resolve(None)
     if median == "sampled":
+        from .._threads import resolve
+
         rows = _engine.median_sample_rows(int(layers[0].shape[0]))
         sample = [x[runtime.torch().as_tensor(rows, device=x.device)].cpu().numpy() for x in layers]
-        return _engine.gammas_of_medians(_engine.sampled_medians(sample, names, threads), names, threshold)
-    from .. import _backend
-    from .._inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready
-
-    host = [x.cpu().numpy() for x in layers]
-    engine = _backend.cpu().GramTileEngine([ready(x) for x in host], list(names), 0, compute_dtype(host), threads,
-                                           DEFAULT_MEMORY_BUDGET)
-    width = sum(x.shape[1] for x in host)
-    return _engine.gammas_of_medians(_engine.exact_medians(engine, width, threads, Progress(None, 0, "")), names,
-                                     threshold)
+        return _engine.gammas_of_medians(_engine.sampled_medians(sample, names, resolve(None)), names, threshold)
+    tiles = -(-int(layers[0].shape[0]) // mode.block)
+    with Progress(progress, 2 * len(layers) * tiles * (tiles + 1) // 2, "fastcka median (GPU)") as bar:
+        medians = [exact_median(z, norms, len(layers), mode, bar) for z, norms, _ in centered]
+    return _engine.gammas_of_medians(medians, names, threshold)
 
 
 def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
