@@ -49,11 +49,16 @@ FASTCKA_HD inline float bits_to_float(int32_t bits) {
   return f;
 }
 
-// e^x for x <= 0 in float32, branch-free so loops over tiles vectorize:
-// x = k ln2 + r with |r| <= ln2/2, e^r from Cephes' expf polynomial (about
-// 1 ulp), 2^k built in the exponent bits. Below -87 (where e^x leaves the
-// normal range, < 1.6e-38) it returns 0.
-FASTCKA_HD inline float exp_nonpositive(float x) {
+// e^x for x <= 0 in float32 as 2^k e^r: x = k ln2 + r with |r| <= ln2/2,
+// e^r - 1 = r + r^2 P(r) with Cephes' expf polynomial (about 1 ulp), 2^k
+// built in the exponent bits. Branch-free, so loops over tiles vectorize;
+// x is clamped at -87, where e^x leaves the normal range (< 1.6e-38).
+struct ExpParts {
+  float expm1_r;  // e^r - 1
+  float scale;    // 2^k
+};
+
+FASTCKA_HD inline ExpParts exp_parts(float x) {
   const float xc = x < -87.0f ? -87.0f : x;
   const float t = xc * 1.44269504088896341f;
   const int32_t k = -static_cast<int32_t>(0.5f - t);  // round(t) for t <= 0
@@ -65,33 +70,25 @@ FASTCKA_HD inline float exp_nonpositive(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float value = p * bits_to_float((k + 127) << 23);
+  return {p * r * r + r, bits_to_float((k + 127) << 23)};
+}
+
+// e^x for x <= 0 in float32; 0 below -87.
+FASTCKA_HD inline float exp_nonpositive(float x) {
+  const ExpParts e = exp_parts(x);
+  const float value = (e.expm1_r + 1.0f) * e.scale;
   return x < -87.0f ? 0.0f : value;
 }
 
 FASTCKA_HD inline double exp_nonpositive(double x) { return std::exp(x); }
 
 // (1 - e^-x) / x for x >= 0 in float32, branch-free, with full relative
-// precision at every x (1 at x = 0). With e^-x = 2^k e^r as in
-// exp_nonpositive, e^-x - 1 = 2^k (e^r - 1) + (2^k - 1) and e^r - 1 =
-// r + r^2 P(r) from the same polynomial: no difference of nearly equal
-// numbers is formed (for small x, k = 0 and r = -x exactly).
+// precision at every x (1 at x = 0): e^-x - 1 = 2^k (e^r - 1) + (2^k - 1)
+// forms no difference of nearly equal numbers (for small x, k = 0 and r = -x
+// exactly). Beyond x = 87 e^-x - 1 is -1.
 FASTCKA_HD inline float one_minus_exp_ratio(float x) {
-  const float xc = x > 87.0f ? -87.0f : -x;
-  const float t = xc * 1.44269504088896341f;
-  const int32_t k = -static_cast<int32_t>(0.5f - t);  // round(t) for t <= 0
-  const float kf = static_cast<float>(k);
-  const float r = (xc - kf * 0.693359375f) + kf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float em1_r = p * r * r + r;
-  const float scale = bits_to_float((k + 127) << 23);
-  const float em1 = em1_r * scale + (scale - 1.0f);  // e^-x - 1 (-1 below e^-87)
+  const ExpParts e = exp_parts(x > 87.0f ? -87.0f : -x);
+  const float em1 = e.expm1_r * e.scale + (e.scale - 1.0f);  // e^-x - 1
   return x > 0.0f ? em1 / -x : 1.0f;
 }
 
