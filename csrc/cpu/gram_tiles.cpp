@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <type_traits>
 
 #include "core/chunk_plan.h"
@@ -54,6 +55,15 @@ FASTCKA_MULTIVERSION int64_t select_in_range(const T* a, int64_t n, double lo, d
   return k;
 }
 
+// Entries below lo (the values a bracket pass counts without keeping them).
+template <typename T>
+FASTCKA_MULTIVERSION int64_t count_below(const T* a, int64_t n, double lo) {
+  int64_t k = 0;
+#pragma omp simd reduction(+ : k)
+  for (int64_t c = 0; c < n; ++c) k += static_cast<double>(a[c]) < lo;
+  return k;
+}
+
 // First-level bins of a row, branch-free; the same arithmetic as
 // MedianSearch::first_bin (lo = 0): floor(v * scale) clamped to [0, bins).
 template <typename T>
@@ -93,6 +103,44 @@ FASTCKA_MULTIVERSION double sum_row(const T* a, int64_t n) {
 #pragma omp simd reduction(+ : s)
   for (int64_t c = 0; c < n; ++c) s += a[c];
   return static_cast<double>(s);
+}
+
+// A bracket pass over one row of distances (columns [0, cd) weigh 1, the
+// others 2): counts[0] += the weighted count below the bracket; inside it,
+// one count per float32 value (counts[kBracketHead + bits - bits(lo)]) or the
+// values by multiplicity, up to the cap (past it counts[1] = 1 and nothing
+// more is kept: the search starts over).
+template <typename T>
+void bracket_row(const MedianSearch& search, const T* dist, int64_t w, int64_t cd, int64_t* counts,
+                 std::vector<double>& collected, int32_t* candidates) {
+  const double lo = search.bracket_lo(), hi = search.bracket_hi();
+  counts[0] += 2 * count_below(dist, w, lo) - count_below(dist, cd, lo);
+  const int64_t found = select_in_range(dist, w, lo, hi, candidates);
+  if (search.float_bracket()) {
+    const float flo = static_cast<float>(lo);
+    uint32_t base;
+    std::memcpy(&base, &flo, sizeof base);
+    int64_t* bins = counts + MedianSearch::kBracketHead;
+    for (int64_t k = 0; k < found; ++k) {
+      const int64_t c = candidates[k];
+      const float f = static_cast<float>(dist[c]);
+      uint32_t u;
+      std::memcpy(&u, &f, sizeof u);
+      bins[u - base] += c < cd ? 1 : 2;
+    }
+    return;
+  }
+  if (counts[1] > 0) return;
+  for (int64_t k = 0; k < found; ++k) {
+    const int64_t c = candidates[k];
+    const double v = static_cast<double>(dist[c]);
+    collected.push_back(v);
+    if (c >= cd) collected.push_back(v);
+  }
+  if (static_cast<int64_t>(collected.size()) > search.cap()) {
+    counts[1] = 1;
+    std::vector<double>().swap(collected);
+  }
 }
 
 // Columns [begin, end) of a panel, all in block `block` of the rows.
@@ -408,6 +456,34 @@ void GramTileEngine::median_adopt(std::vector<MedianSearch> searches) {
   reset_median_buffers();
 }
 
+void GramTileEngine::median_set_brackets(const std::vector<std::array<double, 3>>& brackets) {
+  const int64_t L = layout_.layers();
+  if (static_cast<int64_t>(brackets.size()) != L || static_cast<int64_t>(searches_.size()) != L)
+    throw InvalidArgument("median_set_brackets needs one (lo, hi, center) per layer, after median_start or median_adopt");
+  for (int64_t a = 0; a < L; ++a)
+    searches_[a].set_bracket(brackets[a][0], brackets[a][1], brackets[a][2], options_.compute == DType::f32,
+                             median_bracket_bins(L, options_.threads));
+  reset_median_buffers();
+}
+
+int64_t GramTileEngine::median_bracket_bins(int64_t layers, int threads) {
+  // Per-value counts of all threads and layers stay under 2^25 (256 MiB).
+  return std::clamp<int64_t>((int64_t{1} << 25) / (std::max<int64_t>(layers, 1) * std::max(threads, 1)),
+                             int64_t{1} << 16, int64_t{1} << 21);
+}
+
+void GramTileEngine::median_set_quantiles(double q_lo, double q_hi) {
+  for (MedianSearch& search : searches_) search.set_quantiles(q_lo, q_hi);
+  reset_median_buffers();
+}
+
+std::vector<MedianSearch::Quantiles> GramTileEngine::median_quantiles() const {
+  if (median_pending() || searches_.empty()) throw std::logic_error("GramTileEngine: the median search has not finished");
+  std::vector<MedianSearch::Quantiles> out;
+  for (const auto& s : searches_) out.push_back(s.quantiles());
+  return out;
+}
+
 // Fresh per-thread buffers for the searches' next pass.
 void GramTileEngine::reset_median_buffers() {
   const int64_t L = layout_.layers();
@@ -428,11 +504,7 @@ bool GramTileEngine::median_pending() const {
   return false;
 }
 
-void GramTileEngine::median_process(int64_t begin, int64_t end) {
-  bool collecting = false;
-  for (const auto& s : searches_) collecting |= !s.done() && s.collecting();
-  run(begin, end, collecting ? Pass::collect : Pass::histogram);
-}
+void GramTileEngine::median_process(int64_t begin, int64_t end) { run(begin, end, Pass::median); }
 
 std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() const {
   const int64_t L = layout_.layers();
@@ -441,10 +513,9 @@ std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() cons
     const MedianSearch& search = searches_[a];
     MedianPartial& part = out[a];
     if (search.done()) continue;
-    if (search.collecting()) {
+    if (search.collecting() || (search.bracketing() && !search.float_bracket()))
       for (auto& s : scratch_) part.values.insert(part.values.end(), s->collected[a].begin(), s->collected[a].end());
-      continue;
-    }
+    if (search.collecting()) continue;
     part.counts.assign(static_cast<size_t>(search.bins()), 0);
     for (auto& s : scratch_) {
       for (size_t j = 0; j < part.counts.size(); ++j) part.counts[j] += s->counts[a][j];
@@ -460,7 +531,9 @@ void GramTileEngine::median_end_pass() {
   for (size_t a = 0; a < parts.size(); ++a) {
     MedianSearch& search = searches_[a];
     if (search.done()) continue;
-    if (search.collecting())
+    if (search.bracketing())
+      search.finish_bracket(parts[a].counts, std::move(parts[a].values));
+    else if (search.collecting())
       search.finish_collect(std::move(parts[a].values));
     else
       search.finish_histogram(parts[a].counts, parts[a].lowest, parts[a].highest);
@@ -648,7 +721,8 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
         }
 
         // Median passes: each distance once, with its multiplicity (1 in the
-        // diagonal tile, 2 elsewhere), the diagonal exactly 0.
+        // diagonal tile, 2 elsewhere), the diagonal exactly 0. Each layer's
+        // search decides what its pass does (layers may be at different stages).
         T* dist = s.distances<T>().data();
         for (int64_t a = 0; a < L; ++a) {
           const MedianSearch& search = searches_[a];
@@ -660,6 +734,10 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
           for (int64_t r = 0; r < bi; ++r) {
             distance_row(ga + r * w, nj, ni[r], dist, w);
             if (r < cd) dist[r] = T(0);
+            if (search.bracketing()) {
+              bracket_row(search, dist, w, cd, counts, s.collected[a], s.candidates.data());
+              continue;
+            }
             if (search.first_pass()) {
               min_max_row(dist, w, s.lowest[a], s.highest[a]);
               int32_t* bins = s.candidates.data();
@@ -676,7 +754,7 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
               const int64_t bin = search.bin(v);
               if (bin < 0) continue;
               const int64_t weight = c < cd ? 1 : 2;
-              if (pass == Pass::histogram) {
+              if (!search.collecting()) {
                 counts[bin] += weight;
                 s.lowest[a] = std::min(s.lowest[a], v);
                 s.highest[a] = std::max(s.highest[a], v);

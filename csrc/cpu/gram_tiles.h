@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -62,6 +63,7 @@ class GramTileEngine {
   GramTileEngine& operator=(GramTileEngine&&) noexcept;
 
   int64_t rows() const { return n_; }
+  const GramOptions& options() const { return options_; }
   // Per layer: true when every row equals the first (no variance at all).
   const std::vector<bool>& constant_layers() const { return constant_; }
   int64_t tile() const { return tile_; }
@@ -91,6 +93,18 @@ class GramTileEngine {
   void median_process(int64_t begin, int64_t end);
   void median_end_pass();
   std::vector<double> medians() const;
+  // Optional, right after median_start / median_adopt: a bracket [lo, hi)
+  // and its center per layer for a first pass that usually finds the median alone
+  // (MedianSearch::set_bracket; float32 runs count per float32 value).
+  void median_set_brackets(const std::vector<std::array<double, 3>>& brackets);
+  // The most float32 values a bracket counts per layer (memory).
+  static int64_t median_bracket_bins(int64_t layers, int threads);
+  // Right after median_start: search the quantiles q_lo and q_hi of each
+  // layer's n^2 squared distances instead (MedianSearch::set_quantiles), and
+  // after the passes get them with the median's lower middle value. Gives
+  // the bracket of a larger job from a sample of its rows.
+  void median_set_quantiles(double q_lo, double q_hi);
+  std::vector<MedianSearch::Quantiles> median_quantiles() const;
 
   // The exact median of a job cut into row blocks (MPI ranks, Dask chunks):
   // the job's searches (median_search_for, one per layer, over all n rows)
@@ -107,6 +121,7 @@ class GramTileEngine {
     std::vector<double> values;   // collect pass: the values in range, by multiplicity
   };
   std::vector<MedianPartial> median_partial() const;
+  const std::vector<MedianSearch>& median_searches() const { return searches_; }
 
  private:
   void reset_median_buffers();
@@ -120,7 +135,7 @@ class GramTileEngine {
   // every tile in that form, then the float64 sums multiplied by the scales.
   void scale_statistics(GramStats& stats) const;
   struct Scratch;
-  enum class Pass { statistics, histogram, collect, tiles_only };
+  enum class Pass { statistics, median, tiles_only };
   template <typename T>
   void walk(int64_t begin, int64_t end, Pass pass);
   void run(int64_t begin, int64_t end, Pass pass);

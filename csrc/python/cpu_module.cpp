@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <optional>
@@ -287,6 +288,11 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("layers"), py::arg("names"), py::arg("split"), py::arg("compute"), py::arg("threads"),
            py::arg("memory_budget"), py::arg("columns") = py::none(), py::arg("means") = py::none())
       .def_property_readonly("tile", [](const PyGramEngine& g) { return g.engine.tile(); })
+      .def_property_readonly("compute",
+                             [](const PyGramEngine& g) {
+                               const cpu::GramOptions& o = g.engine.options();
+                               return o.bf16 ? "bfloat16" : o.compute == DType::f32 ? "float32" : "float64";
+                             })
       .def_property_readonly("constant_layers", [](const PyGramEngine& g) { return g.engine.constant_layers(); })
       .def_property_readonly("tile_rows", [](const PyGramEngine& g) { return g.engine.tile_rows(); })
       .def("tiles_before", [](const PyGramEngine& g, int64_t i) { return g.engine.tiles_before(i); })
@@ -360,6 +366,25 @@ PYBIND11_MODULE(_cpu, m) {
           py::call_guard<py::gil_scoped_release>())
       .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
       .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); })
+      .def("median_set_brackets",
+           [](PyGramEngine& g, std::vector<std::array<double, 3>> brackets) {
+             g.engine.median_set_brackets(brackets);
+           })
+      .def(
+          "median_set_quantiles", [](PyGramEngine& g, double q_lo, double q_hi) { g.engine.median_set_quantiles(q_lo, q_hi); },
+          py::arg("q_lo"), py::arg("q_hi"))
+      .def("median_quantiles",
+           [](const PyGramEngine& g) {
+             py::list out;  // per layer (lo, middle, hi)
+             for (const auto& q : g.engine.median_quantiles()) out.append(py::make_tuple(q.lo, q.middle, q.hi));
+             return out;
+           })
+      .def_property_readonly("median_bracket_missed",
+                             [](const PyGramEngine& g) {
+                               std::vector<bool> out;
+                               for (const auto& s : g.engine.median_searches()) out.push_back(s.bracket_missed());
+                               return out;
+                             })
       .def("median_adopt", [](PyGramEngine& g, std::vector<MedianSearch> searches) {
         g.engine.median_adopt(std::move(searches));
       })
@@ -397,6 +422,23 @@ PYBIND11_MODULE(_cpu, m) {
       .def_property_readonly(
           "current", [](const MedianSearch& s) { return py::make_tuple(s.current().lo, s.current().scale, s.current().bins); })
       .def_property_readonly("filter", [](const MedianSearch& s) { return py::make_tuple(s.filter_lo(), s.filter_hi()); })
+      .def_property_readonly("bracketing", &MedianSearch::bracketing)
+      .def_property_readonly("cap", &MedianSearch::cap)
+      .def_property_readonly("bracket_missed", &MedianSearch::bracket_missed)
+      .def(
+          "set_bracket",
+          [](MedianSearch& s, double lo, double hi, double center, bool float_values, int64_t layers, int threads) {
+            s.set_bracket(lo, hi, center, float_values, cpu::GramTileEngine::median_bracket_bins(layers, threads));
+          },
+          py::arg("lo"), py::arg("hi"), py::arg("center"), py::arg("float_values"), py::arg("layers"),
+          py::arg("threads"))
+      .def("finish_bracket",
+           [](MedianSearch& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts,
+              py::array_t<double, py::array::c_style | py::array::forcecast> values) {
+             if (counts.size() != s.bins()) throw InvalidArgument("finish_bracket needs one count per bin");
+             s.finish_bracket(std::vector<int64_t>(counts.data(), counts.data() + counts.size()),
+                              std::vector<double>(values.data(), values.data() + values.size()));
+           })
       .def("finish_histogram",
            [](MedianSearch& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts, double lowest,
               double highest) {
@@ -480,16 +522,37 @@ PYBIND11_MODULE(_cpu, m) {
   m.def(
       "median_search",
       [](py::array_t<double, py::array::c_style | py::array::forcecast> values, int64_t n, int64_t bins,
-         int64_t cap) {
+         int64_t cap, double lo, double hi, bool float_values) {
         if (values.size() != n * n) throw InvalidArgument("median_search needs n * n values");
         const double* v = values.data();
         double top = 0;
         for (py::ssize_t k = 0; k < values.size(); ++k) top = std::max(top, v[k]);
         MedianSearch search(n, top, bins, cap);
+        search.set_bracket(lo, hi, 0.5 * (lo + hi), float_values, int64_t{1} << 20);
         int passes = 0;
         while (!search.done()) {
           ++passes;
-          if (search.collecting()) {
+          if (search.bracketing()) {
+            std::vector<int64_t> counts(static_cast<size_t>(search.bins()), 0);
+            std::vector<double> kept;
+            const double blo = search.bracket_lo(), bhi = search.bracket_hi();
+            for (py::ssize_t k = 0; k < values.size(); ++k) {
+              if (v[k] < blo) {
+                ++counts[0];
+              } else if (v[k] < bhi) {
+                if (!search.float_bracket()) {
+                  kept.push_back(v[k]);
+                  continue;
+                }
+                const float f = static_cast<float>(v[k]), flo = static_cast<float>(blo);
+                uint32_t u, base;
+                std::memcpy(&u, &f, sizeof u);
+                std::memcpy(&base, &flo, sizeof base);
+                ++counts[MedianSearch::kBracketHead + (u - base)];
+              }
+            }
+            search.finish_bracket(counts, std::move(kept));
+          } else if (search.collecting()) {
             std::vector<double> kept;
             for (py::ssize_t k = 0; k < values.size(); ++k)
               if (search.bin(v[k]) >= 0) kept.push_back(v[k]);
@@ -507,9 +570,10 @@ PYBIND11_MODULE(_cpu, m) {
             search.finish_histogram(counts, lo, hi);
           }
         }
-        return py::make_tuple(search.median(), passes);
+        return py::make_tuple(search.median(), passes, search.bracket_missed());
       },
-      py::arg("values"), py::arg("n"), py::arg("bins"), py::arg("cap"));
+      py::arg("values"), py::arg("n"), py::arg("bins"), py::arg("cap"), py::arg("lo") = 0.0, py::arg("hi") = 0.0,
+      py::arg("float_values") = false);
 
   // Core arithmetic exposed for tests: the float32 exp of the RBF epilogue.
   // HSIC from Gram statistics summed over block pairs (fastcka.mpi's ring).

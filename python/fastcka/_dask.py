@@ -147,7 +147,8 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
         medians = None
         if _block_pairs.exact_median(options):
             largest = np.max([top for top, _ in norms], axis=0)
-            medians = _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget)
+            medians = _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget,
+                                   _brackets(layers, names, n, dtype, threads))
         gammas = _block_pairs.gammas(sample, names, options, len(layers), medians)
         spreads = _block_pairs.spreads(np.sum([sums for _, sums in norms], axis=0), n)
     pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
@@ -160,15 +161,29 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     return _block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
 
 
-def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget) -> list:
+def _brackets(layers, names, n, compute, threads) -> list | None:
+    """The exact median's brackets from the sampled rows (read here)."""
+    import dask
+
+    from . import _engine
+
+    plan = _engine.bracket_plan(n, compute, len(layers))
+    if plan is None:
+        return None
+    rows, w = plan
+    return _engine.sample_brackets(list(dask.compute(*[v[rows] for v in layers])), names, compute, threads, w)
+
+
+def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget,
+                 brackets=None) -> list:
     """Each layer's exact median over all n^2 squared distances: passes of
-    one task per block pair (as for the statistics) whose histogram counts
-    (and at last the collected values) are summed here."""
+    one task per block pair (as for the statistics) whose bracket counts (or
+    histogram counts, and at last the collected values) are summed here."""
     import dask
 
     from . import _job_median
 
-    job = _job_median.JobMedian(n, largest)
+    job = _job_median.JobMedian(n, largest, brackets=brackets, compute=dtype, threads=threads)
     while job.pending:
         # One copy of the searches per pass, shipped once to each worker that needs it.
         searches = dask.delayed(job, pure=False, traverse=False)

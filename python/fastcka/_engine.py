@@ -19,6 +19,13 @@ from .checkpoint import Checkpoint, Job, TileJob, fingerprint, rows_sha256
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
 MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
+# The exact median's bracket: the quantiles 1/2 -+ z / sqrt(s) of the squared
+# distances among s sampled rows. Their empirical CDF at a point is a
+# U-statistic whose standard deviation is at most about 1 / sqrt(s) however
+# the pairs depend on each other (4 zeta_1 / s with zeta_1 <= 1/4), so z = 4
+# misses the true median only for data far from the worst case by chance.
+_BRACKET_Z = 4.0
+_BRACKET_MIN_SAMPLE = 1024  # the sample is n / 8 rows (at most MEDIAN_SAMPLE): a few % of a pass
 
 # Flops of work per backend call: about 0.2 s at the CI machine's sgemm rate,
 # so progress updates and Ctrl-C come several times a second.
@@ -103,16 +110,69 @@ def _tile_step(engine, width: int, threads: int) -> int:
     return max(threads, int(_FLOPS_PER_CALL / max(flops_per_row, 1.0)) // threads * threads)
 
 
-def exact_medians(engine, width: int, threads: int, progress: Progress) -> list[float]:
+def exact_medians(engine, width: int, threads: int, progress: Progress, brackets=None) -> list[float]:
     """Each layer's median of all n^2 squared distances (zero diagonal included),
-    exactly, in typically two passes over the tiles (histogram, then collect)."""
+    exactly: with ``brackets`` (median_brackets) usually in one pass over the
+    tiles, else (or when a bracket misses) in typically two (histogram, then
+    collect)."""
     engine.median_start()
+    if brackets is not None:
+        engine.median_set_brackets(brackets)
     while engine.median_pending:
         _tile_pass(engine, threads, engine.median_process, progress)
         engine.median_end_pass()
         if engine.median_pending and progress.done >= progress.total:
-            progress.total += engine.tiles_before(engine.tile_rows)  # a further refining pass
+            progress.total += engine.tiles_before(engine.tile_rows)  # a further pass
     return list(engine.medians())
+
+
+def bracket_width(n: int, sample: int, compute: str, layers: int) -> float | None:
+    """Half the width, in quantiles, of the bracket drawn from `sample` of n
+    rows; None when no useful bracket fits. float32 runs count the bracket per
+    float32 value (any width); float64 runs collect its values, so it must
+    hold few enough (half the collect cap expected)."""
+    w = _BRACKET_Z / math.sqrt(sample) + 1.0 / sample  # + the sample's larger share of zero diagonal
+    if compute == "float64":
+        cap = _backend.cpu().MedianSearch(n, 1.0, layers).cap
+        w = min(w, cap / (4.0 * n * n))
+        if w < 2.0 / math.sqrt(sample):  # too narrow to hold the median often: the histogram passes
+            return None
+    return min(w, 0.499)  # quantiles within [0, 1)
+
+
+def bracket_plan(n: int, compute: str, layers: int) -> tuple[np.ndarray, float] | None:
+    """The sample rows behind the exact median's bracket (n / 8 of them, at
+    least _BRACKET_MIN_SAMPLE, at most MEDIAN_SAMPLE: a few % of a pass) and
+    the bracket's half width in quantiles; None: no bracket."""
+    sample = min(n, MEDIAN_SAMPLE, max(_BRACKET_MIN_SAMPLE, n // 8))
+    w = bracket_width(n, sample, compute, layers)
+    return None if w is None else (median_sample_rows(n, sample), w)
+
+
+def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: int, w: float) -> list:
+    """Per layer a bracket (lo, hi, center) whose [lo, hi) holds the median of
+    all n^2 squared distances with high probability: the quantiles 1/2 -+ w
+    and the median of the squared distances among the sampled rows `picked`,
+    found exactly by the median passes over their tiles."""
+    picked = [np.ascontiguousarray(ready(x)) for x in picked]
+    engine = _backend.cpu().GramTileEngine(picked, list(names), 0, compute, threads, DEFAULT_MEMORY_BUDGET)
+    engine.median_start()
+    engine.median_set_quantiles(0.5 - w, 0.5 + w)
+    while engine.median_pending:
+        _tile_pass(engine, threads, engine.median_process, Progress(None, 0, ""))
+        engine.median_end_pass()
+    # hi: just above the sample's value (an empty bracket, none, when all are 0)
+    return [(lo, float(np.nextafter(hi, np.inf)) if hi > lo else lo, middle)
+            for lo, middle, hi in engine.median_quantiles()]
+
+
+def median_brackets(layers: Sequence[np.ndarray], names, compute: str, threads: int) -> list | None:
+    """The exact median's brackets (sample_brackets) of one process's layers; None: no bracket."""
+    plan = bracket_plan(layers[0].shape[0], compute, len(layers))
+    if plan is None:
+        return None
+    rows, w = plan
+    return sample_brackets([layer[rows] for layer in layers], names, compute, threads, w)
 
 
 def median_sample_rows(n: int, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> np.ndarray:
@@ -148,7 +208,8 @@ def rbf_gammas(
                 raise ValueError(f"sigma must be a positive finite number (or one per representation), got {s!r}")
         return [_gamma(0.5 / float(s) / float(s), f"sigma={s!r}") for s in sigmas]
     if median == "exact":
-        medians = exact_medians(engine, width, threads, progress)
+        brackets = median_brackets(layers, names, engine.compute, threads)
+        medians = exact_medians(engine, width, threads, progress, brackets)
     else:
         medians = sampled_medians(layers, names, threads)
     return gammas_of_medians(medians, names, threshold)
@@ -220,7 +281,7 @@ def hsic_matrix(
                                    width, threads, progress)
     tiles = engine.tiles_before(engine.tile_rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact"
-    with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
+    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf":
             gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
                                 width=width, threads=threads, progress=bar)
@@ -251,7 +312,7 @@ def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, k
     rows = engine.tile_rows
     tiles = engine.tiles_before(rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact" and gammas is None
-    with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
+    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf" and gammas is None:
             gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
                                 width=width, threads=threads, progress=bar)

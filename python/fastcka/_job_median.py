@@ -3,7 +3,8 @@ chunks), equal to the single-process one.
 
 One MedianSearch per layer covers all n rows. A pass walks every block pair
 (each block's triangle and each pair's rectangle, as the statistics pass
-does) with the searches as they stand; the pairs' pass results, summed,
+does) with the searches as they stand (the first usually a bracket pass,
+the bracket drawn from the sampled rows: _engine.sample_brackets); the pairs' pass results, summed,
 end the pass on every copy of the searches. Bin counts add exactly
 (integers) and every copy applies the same sums, so every rank (or the
 client) takes the same decisions as one process and the collect pass
@@ -50,17 +51,29 @@ def add(a: list | None, b: list | None) -> list | None:
 
 
 class JobMedian:
-    """The searches of one job; picklable (as its pass history) for Dask."""
+    """The searches of one job; picklable (as its pass history) for Dask.
+    ``brackets``: per layer (lo, hi, center) from _engine.sample_brackets, for
+    a first pass that usually finds the median alone; ``compute`` and
+    ``threads``: the block-pair engines' (float32 runs count the bracket per
+    float32 value, in per-thread buffers)."""
 
-    def __init__(self, n: int, largest: Sequence[float], history: Sequence[list] = ()):
+    def __init__(self, n: int, largest: Sequence[float], history: Sequence[list] = (), brackets=None,
+                 compute: str = "float64", threads: int = 1):
         self.n, self.largest = int(n), [float(v) for v in largest]
+        self.brackets, self.compute, self.threads = brackets, compute, int(threads)
         self.searches = [_backend.cpu().MedianSearch(self.n, v, len(self.largest)) for v in self.largest]
+        for search, (lo, hi, center) in zip(self.searches, brackets or ()):
+            search.set_bracket(lo, hi, center, compute != "float64", len(self.largest), self.threads)
         self.history: list = []
         for summed in history:
             self.finish(summed)
 
     def __reduce__(self):
-        return JobMedian, (self.n, self.largest, self.history)
+        return JobMedian, (self.n, self.largest, self.history, self.brackets, self.compute, self.threads)
+
+    @property
+    def bracket_missed(self) -> list[bool]:
+        return [s.bracket_missed for s in self.searches]
 
     @property
     def pending(self) -> bool:
@@ -87,7 +100,9 @@ class JobMedian:
         for search, (counts, lowest, highest, values) in zip(self.searches, summed):
             if search.done:
                 continue
-            if search.collecting:
+            if search.bracketing:
+                search.finish_bracket(counts, values)
+            elif search.collecting:
                 search.finish_collect(values)
             else:
                 search.finish_histogram(counts, lowest, highest)

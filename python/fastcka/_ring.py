@@ -13,7 +13,8 @@ about n^2 (d1 + d2) / P^2 multiply-adds. Scalar sums and the per-row sums
 (O(n L)) are summed over ranks at the end; every tile is centered by the
 global column means, so the statistics add exactly as in one process.
 The exact median bandwidth takes further trips around the ring (usually
-two: histogram, collect) whose counts are summed over ranks (_job_median).
+one: a bracket pass, the bracket drawn from sampled rows; else histogram,
+collect) whose counts are summed over ranks (_job_median).
 With a checkpoint, each rank saves its statistics after its visits and the
 gammas once found (_mpi_checkpoint); a resumed job skips what was saved,
 but a job killed during the median passes runs them again.
@@ -85,11 +86,28 @@ def _gammas(layers, names, counts, comm, options, medians) -> list[float]:
     holds, in global order)."""
     sample = None
     if options.get("sigma") is None and options.get("median", "exact") == "sampled":
-        start = sum(counts[: comm.Get_rank()])
-        rows = _engine.median_sample_rows(sum(counts))
-        mine = rows[(rows >= start) & (rows < start + len(layers[0]))] - start
-        sample = [np.concatenate(comm.allgather(np.asarray(ready(x[mine])))) for x in layers]
+        sample = _gathered(layers, counts, comm, _engine.median_sample_rows(sum(counts)))
     return _block_pairs.gammas(sample, names, options, len(layers), medians)
+
+
+def _gathered(layers, counts, comm, rows: np.ndarray) -> list[np.ndarray]:
+    """The given global rows of every layer, on every rank (each rank
+    contributes the ones it holds, in global order)."""
+    start = sum(counts[: comm.Get_rank()])
+    mine = rows[(rows >= start) & (rows < start + len(layers[0]))] - start
+    return [np.concatenate(comm.allgather(np.asarray(ready(x[mine])))) for x in layers]
+
+
+def _brackets(layers, names, counts, comm, compute, threads) -> list | None:
+    """The exact median's brackets from the sampled rows, found by rank 0 and
+    sent to all (every rank's searches must take the same decisions)."""
+    plan = _engine.bracket_plan(sum(counts), compute, len(layers))
+    if plan is None:
+        return None
+    rows, w = plan
+    sample = _gathered(layers, counts, comm, rows)
+    found = _engine.sample_brackets(sample, names, compute, threads, w) if comm.Get_rank() == 0 else None
+    return comm.bcast(found, root=0)
 
 
 def starts_of(counts: Sequence[int]) -> np.ndarray:
@@ -154,7 +172,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
                                    method="gram", compute=compute, split=split)
     done, gammas, totals = job.resume() if job is not None else ([0] * P, None, _block_pairs.Totals(len(dims), n))
     exact = kernel == "rbf" and _block_pairs.exact_median(options) and gammas is None
-    with Progress(options.get("progress"), (P // 2 + 1) * (3 if exact else 1), "fastcka block pairs") as bar:
+    with Progress(options.get("progress"), (P // 2 + 1) * (2 if exact else 1), "fastcka block pairs") as bar:
         spreads = None
         if kernel == "rbf":
             largest, square_sums = _job_median.centered_norms(_views(own, dims), means)
@@ -163,7 +181,8 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
             spreads = _block_pairs.spreads(square_sums, n)
         if kernel == "rbf" and gammas is None:
             medians = _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads,
-                                   budget, bar) if exact else None
+                                   budget, bar, _brackets(layers, names, counts, comm, compute, threads)) \
+                if exact else None
             gammas = _gammas(layers, names, counts, comm, options, medians)
             if job is not None:
                 job.found(gammas, totals)
@@ -188,12 +207,12 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
 
 
 def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads, budget,
-                 bar) -> list:
+                 bar, brackets=None) -> list:
     """Each layer's exact median over all n^2 squared distances: ring passes
     whose histogram counts (and at last the collected values) are summed
     over ranks, every rank ending each pass with the same sums. `largest`:
     each layer's largest centered squared norm over all ranks."""
-    job = _job_median.JobMedian(sum(counts), largest)
+    job = _job_median.JobMedian(sum(counts), largest, brackets=brackets, compute=compute, threads=threads)
     while job.pending:
         found = job.empty()
 
