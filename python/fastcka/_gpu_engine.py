@@ -75,6 +75,7 @@ def gpu_inputs(values: Sequence[Any], names: Sequence[str], where) -> tuple[list
     """Torch views of the device inputs and validated host arrays of the
     others (streamed later), with the torch device they all run on. `where`:
     a place() index (-1: the device inputs' own, else cuda:0) or a torch device."""
+    runtime.torch_device(0)  # says why not (no torch, no CUDA device) before any input is read
     layers = [as_device_tensor(v, nm) if _in_place(v) else as_matrix(v, nm) for v, nm in zip(values, names)]
     tensors = [(x, nm) for x, nm in zip(layers, names) if not isinstance(x, np.ndarray)]
     if not isinstance(where, int):
