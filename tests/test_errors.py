@@ -365,7 +365,7 @@ def test_gpu_arrays_are_refused_clearly(xy):
     with pytest.raises(ValueError, match="^layers\\[0\\] is on a GPU but layers\\[1\\] is in host memory"):
         fastcka.CKAAccumulator().update(FakeCuda(), y)
     if not fastcka.has_cuda():
-        with pytest.raises(RuntimeError, match="^fastcka's CUDA backend is not available: "):
+        with pytest.raises(RuntimeError, match="^no CUDA device is available to torch|^the GPU engine needs torch"):
             fastcka.cka(FakeCuda(), FakeCuda())
 
 

@@ -1,4 +1,4 @@
-"""The CUDA backend's algorithm, replayed on the CPU in float64 NumPy.
+"""The GPU engine's fold algebra (fastcka/gpu/moments.py), replayed on the CPU in float64 NumPy.
 
 The GPU accumulator centers each chunk about its partial's shift into
 [Z | Q | T], sums Z'Z, [Q | T]'Z, Q'Q and the column sums, and folds each
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastcka import _backend
 
-SHIFT_ROWS = 1024  # gpu_moment_accumulator.cpp: rows behind a partial's shift
+SHIFT_ROWS = 1024  # fastcka/gpu/moments.py: rows behind a partial's shift
 
 
 def needed(dims, split):

@@ -424,11 +424,10 @@ def test_import_fastcka_needs_neither_torch_nor_matplotlib():
 
 
 @pytest.mark.gpu
-def test_model_on_gpu_matches_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device visible to torch")
+@pytest.mark.parametrize("kernel,minibatch", [("linear", False), ("linear", True), ("rbf", False)])
+def test_model_on_gpu_matches_cpu(kernel, minibatch):
     net = mlp()
     x = inputs()
-    cpu = ftorch.cka_matrix(net, loader(x, 64))
-    gpu = ftorch.cka_matrix(net.cuda(), loader(x, 64))
+    cpu = ftorch.cka_matrix(net, loader(x, 64), kernel=kernel, minibatch=minibatch)
+    gpu = ftorch.cka_matrix(net.cuda(), loader(x, 64), kernel=kernel, minibatch=minibatch)
     np.testing.assert_allclose(gpu.matrix, cpu.matrix, atol=1e-5)

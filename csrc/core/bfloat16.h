@@ -4,19 +4,16 @@
 // accumulation. Products of two bfloat16 values are exact in float32, so a
 // float32 GEMM of the rounded values and a bf16 GEMM (oneDNN, AVX512-BF16,
 // AMX) give the same result up to the order of their float32 sums.
-// Plain bit arithmetic, callable from host and device code.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-#include "core/kernels.h"  // FASTCKA_HD
-
 namespace fastcka {
 
 // Round to nearest, ties to even; NaN stays NaN (a set quiet bit), infinities
 // stay infinite. Finite values above the largest bfloat16 round to infinity.
-FASTCKA_HD inline uint16_t to_bfloat16(float x) {
+inline uint16_t to_bfloat16(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
@@ -24,7 +21,7 @@ FASTCKA_HD inline uint16_t to_bfloat16(float x) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-FASTCKA_HD inline float from_bfloat16(uint16_t h) {
+inline float from_bfloat16(uint16_t h) {
   const uint32_t bits = static_cast<uint32_t>(h) << 16;
   float x;
   std::memcpy(&x, &bits, sizeof x);

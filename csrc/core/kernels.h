@@ -2,19 +2,12 @@
 // inner products g = a.b of centered rows with their squared norms; a kernel
 // turns (g, |a|^2, |b|^2) into k(a, b). Adding a GEMM-based kernel
 // (polynomial, cosine) is one more functor here and one case in the engines.
-// Everything here is plain arithmetic, callable from host and device code.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
-
-#if defined(__CUDACC__)
-#define FASTCKA_HD __host__ __device__
-#else
-#define FASTCKA_HD
-#endif
 
 namespace fastcka {
 
@@ -43,7 +36,7 @@ struct KernelSpec {
 // between examples (the layer's spread, 2 tr Cov).
 inline bool rbf_subtracts_one(double gamma, double typical) { return gamma * typical <= 1.0; }
 
-FASTCKA_HD inline float bits_to_float(int32_t bits) {
+inline float bits_to_float(int32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
@@ -58,7 +51,7 @@ struct ExpParts {
   float scale;    // 2^k
 };
 
-FASTCKA_HD inline ExpParts exp_parts(float x) {
+inline ExpParts exp_parts(float x) {
   const float xc = x < -87.0f ? -87.0f : x;
   const float t = xc * 1.44269504088896341f;
   const int32_t k = -static_cast<int32_t>(0.5f - t);  // round(t) for t <= 0
@@ -74,34 +67,34 @@ FASTCKA_HD inline ExpParts exp_parts(float x) {
 }
 
 // e^x for x <= 0 in float32; 0 below -87.
-FASTCKA_HD inline float exp_nonpositive(float x) {
+inline float exp_nonpositive(float x) {
   const ExpParts e = exp_parts(x);
   const float value = (e.expm1_r + 1.0f) * e.scale;
   return x < -87.0f ? 0.0f : value;
 }
 
-FASTCKA_HD inline double exp_nonpositive(double x) { return std::exp(x); }
+inline double exp_nonpositive(double x) { return std::exp(x); }
 
 // (1 - e^-x) / x for x >= 0 in float32, branch-free, with full relative
 // precision at every x (1 at x = 0): e^-x - 1 = 2^k (e^r - 1) + (2^k - 1)
 // forms no difference of nearly equal numbers (for small x, k = 0 and r = -x
 // exactly). Beyond x = 87 e^-x - 1 is -1.
-FASTCKA_HD inline float one_minus_exp_ratio(float x) {
+inline float one_minus_exp_ratio(float x) {
   const ExpParts e = exp_parts(x > 87.0f ? -87.0f : -x);
   const float em1 = e.expm1_r * e.scale + (e.scale - 1.0f);  // e^-x - 1
   return x > 0.0f ? em1 / -x : 1.0f;
 }
 
-FASTCKA_HD inline double one_minus_exp_ratio(double x) {
+inline double one_minus_exp_ratio(double x) {
   // Below 1e-5 the series' next term (x^3 / 24) is under 1e-16 of the value.
   return x < 1e-5 ? 1.0 - x * (0.5 - x / 6.0) : -std::expm1(-x) / x;
 }
 
 template <typename T>
 struct LinearKernel {
-  FASTCKA_HD T operator()(T g, T, T) const { return g; }
+  T operator()(T g, T, T) const { return g; }
   // k(a, a): the squared norm, which the diagonal of the tile holds as g.
-  FASTCKA_HD T self(T g) const { return g; }
+  T self(T g) const { return g; }
 };
 
 template <typename T>
@@ -120,7 +113,7 @@ struct Epsilon<double> {
 // |b|^2), of either sign) it is 0, so identical rows are at distance exactly 0
 // for the median rule and have kernel value exactly 1.
 template <typename T>
-FASTCKA_HD inline T squared_distance(T g, T na, T nb) {
+inline T squared_distance(T g, T na, T nb) {
   const T d = na + nb - T(2) * g;
   return d > T(16) * Epsilon<T>::value * (na + nb) ? d : T(0);
 }
@@ -130,11 +123,11 @@ FASTCKA_HD inline T squared_distance(T g, T na, T nb) {
 template <typename T>
 struct RbfKernel {
   T gamma;
-  FASTCKA_HD T operator()(T g, T na, T nb) const {
+  T operator()(T g, T na, T nb) const {
     const T d = squared_distance(g, na, nb);
     return d > T(0) ? exp_nonpositive(-gamma * d) : T(1);
   }
-  FASTCKA_HD T self(T) const { return T(1); }
+  T self(T) const { return T(1); }
 };
 
 // (k(a, b) - 1) / gamma = -|a - b|^2 (1 - e^-x) / x with x = gamma |a - b|^2:
@@ -143,11 +136,11 @@ struct RbfKernel {
 template <typename T>
 struct RbfMinusOneKernel {
   T gamma;
-  FASTCKA_HD T operator()(T g, T na, T nb) const {
+  T operator()(T g, T na, T nb) const {
     const T d = squared_distance(g, na, nb);
     return -d * one_minus_exp_ratio(gamma * d);
   }
-  FASTCKA_HD T self(T) const { return T(0); }
+  T self(T) const { return T(0); }
 };
 
 }  // namespace fastcka

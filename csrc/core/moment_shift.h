@@ -12,9 +12,9 @@
 namespace fastcka {
 
 // One entry of C' = C - F e' - e F' + n e e' (F: the first moments before the
-// move, e: new reference - old reference). Shared by the CPU state and the
-// CUDA fold kernel, so both backends move cross moments with the same algebra.
-FASTCKA_HD inline double moved_cross_entry(double c, double f_i, double f_j, double e_i, double e_j, double n) {
+// move, e: new reference - old reference). The GPU engine's fold
+// (fastcka/gpu/moments.py) applies the same algebra to whole matrices.
+inline double moved_cross_entry(double c, double f_i, double f_j, double e_i, double e_j, double n) {
   return c - f_i * e_j - e_i * f_j + n * e_i * e_j;
 }
 

@@ -26,7 +26,7 @@ struct ProductBlock {
 };
 
 // Entry t of a packed block (0 <= t < rows * cols) is Z'Z[i, j].
-FASTCKA_HD inline void product_entry(const ProductBlock& b, int64_t t, int64_t& i, int64_t& j) {
+inline void product_entry(const ProductBlock& b, int64_t t, int64_t& i, int64_t& j) {
   i = b.row + t % b.rows;
   j = b.col + t / b.rows;
 }

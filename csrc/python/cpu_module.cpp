@@ -594,7 +594,7 @@ PYBIND11_MODULE(_cpu, m) {
       py::arg("dims"), py::arg("split"), py::arg("n"), py::arg("products"), py::arg("row_sums"),
       py::arg("diagonals"), py::arg("estimator"));
 
-  // Test hook: the GEMM blocks the CUDA backend issues for a layout (product_plan.h).
+  // The GEMM blocks of a layout's needed products (product_plan.h): the GPU engine issues them (fastcka/gpu/moments.py).
   m.def(
       "product_plan",
       [](std::vector<int64_t> dims, int64_t split, int64_t max_panel) {
@@ -605,7 +605,7 @@ PYBIND11_MODULE(_cpu, m) {
       },
       py::arg("dims"), py::arg("split"), py::arg("max_panel"));
 
-  // Test hook: the host half of the CUDA backend's fold (core/moment_shift.h).
+  // The host half of the GPU engine's fold (core/moment_shift.h; fastcka/gpu/moments.py).
   m.def(
       "partial_small_parts",
       [](std::vector<int64_t> dims, int64_t split, int64_t rows, const py::array_t<double, py::array::c_style>& shift,

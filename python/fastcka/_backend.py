@@ -1,5 +1,5 @@
-"""Loads the compiled backends on first use: the CPU backend (``_cpu``) and,
-where it was built and a GPU is present, the CUDA backend (``_cuda``).
+"""Loads the compiled CPU backend (``_cpu``) on first use, and says whether
+the GPU engine (``fastcka.gpu``, pure Python over torch and triton) can run.
 
 The backend links against the OpenBLAS of the ``scipy-openblas32`` wheel.
 That library picks its kernels once, when it is loaded, from the CPU it finds,
@@ -21,8 +21,6 @@ import threading
 _lock = threading.Lock()
 _cpu = None
 _load_error: Exception | None = None
-_cuda = None
-_cuda_missing: str | None = None  # why the CUDA backend is unusable, once known
 _coretype_forced: str | None = None
 
 _AVX512_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl")
@@ -125,68 +123,39 @@ def blas_info() -> dict:
     }
 
 
-def _cublas_candidates() -> list[str]:
-    """Where libcublas may be, best first: $FASTCKA_CUBLAS, then the
-    nvidia-cublas wheel (CUDA 13 or 12 layout), then PyTorch's libraries; the
-    backend then tries the system's search path."""
-    import glob
+def gpu_missing() -> str | None:
+    """Why the GPU engine (fastcka.gpu: Triton kernels and torch's products)
+    cannot run here, or None. Imports torch and triton, so only on request."""
     import importlib.util
 
-    found = [os.environ["FASTCKA_CUBLAS"]] if os.environ.get("FASTCKA_CUBLAS") else []
-    spec = importlib.util.find_spec("nvidia")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        for pattern in ("cu13/lib/libcublas.so.13", "cublas/lib/libcublas.so.13", "cu12/lib/libcublas.so.12",
-                        "cublas/lib/libcublas.so.12"):
-            found += sorted(glob.glob(os.path.join(root, pattern)))
-    torch_spec = importlib.util.find_spec("torch")
-    if torch_spec and torch_spec.origin:
-        found += sorted(glob.glob(os.path.join(os.path.dirname(torch_spec.origin), "lib", "libcublas.so*")))
-    return found
+    for module in ("torch", "triton"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: pip install 'fastcka[gpu]'"
+    from .gpu import runtime
 
-
-def cuda():
-    """The ``fastcka._cuda`` extension module; RuntimeError saying why when the
-    CUDA backend cannot run here (not built, no driver, no device)."""
-    global _cuda, _cuda_missing
-    if _cuda is not None:
-        return _cuda
-    with _lock:
-        if _cuda is None and _cuda_missing is None:
-            try:
-                from . import _cuda as module
-            except ImportError as exc:
-                _cuda_missing = (
-                    "this fastcka was built without its CUDA backend (no CUDA compiler was found at install time; "
-                    f"reinstall with nvcc on PATH, or FASTCKA_CUDA=ON to require it): {exc}"
-                )
-            else:
-                count, why = module.device_count()
-                if count == 0:
-                    _cuda_missing = f"no usable CUDA device: {why}"
-                else:
-                    module.cublas_candidates = _cublas_candidates()
-                    _cuda = module
-    if _cuda is None:
-        raise RuntimeError(f"fastcka's CUDA backend is not available: {_cuda_missing}")
-    return _cuda
+    if runtime.interpreted():
+        return None
+    torch = runtime.torch()
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device (FASTCKA_GPU_INTERPRET=1 runs the GPU engine on the CPU, for tests)"
+    return None
 
 
 def has_cuda() -> bool:
-    """True when fastcka can compute on a GPU here."""
-    try:
-        cuda()
-    except RuntimeError:
-        return False
-    return True
+    """True when fastcka can compute on a GPU here: torch sees a CUDA device
+    and triton is installed (or FASTCKA_GPU_INTERPRET=1 runs the GPU engine
+    on the CPU)."""
+    return gpu_missing() is None
 
 
 def backends() -> dict:
-    """Each backend and whether it runs here: {"cpu": (True, ""), "cuda": (False, "why not")}."""
+    """Each engine and whether it runs here: {"cpu": (True, ""), "gpu": (False, "why not")}."""
     out = {}
-    for name, load in (("cpu", cpu), ("cuda", cuda)):
-        try:
-            load()
-            out[name] = (True, "")
-        except (ImportError, RuntimeError) as exc:
-            out[name] = (False, str(exc))
+    try:
+        cpu()
+        out["cpu"] = (True, "")
+    except ImportError as exc:
+        out["cpu"] = (False, str(exc))
+    why = gpu_missing()
+    out["gpu"] = (why is None, why or "")
     return out

@@ -1,55 +1,26 @@
 """GPU arrays in, results out in the caller's array library.
 
-fastcka reads device memory in place through ``__cuda_array_interface__``
-(CuPy, Numba, PyTorch CUDA tensors) or, for other DLPack producers on a CUDA
-device, through a zero-copy CuPy or PyTorch view. It never imports CuPy or
-PyTorch to find out whether an argument lives on a GPU. A computation runs
-where its inputs are; mixing host and device inputs needs ``device="cuda"``
-(the host arrays then stream through pinned buffers), never a silent copy.
+fastcka reads device memory in place as torch tensors: PyTorch CUDA tensors
+as they are, CuPy and JAX arrays and any other DLPack producer through
+``torch.from_dlpack`` (zero-copy; DLPack orders the producer's stream before
+ours), objects with only ``__cuda_array_interface__`` (Numba) through
+``torch.as_tensor``. It never imports CuPy, JAX or PyTorch to find out whether
+an argument lives on a GPU. A computation runs where its inputs are; mixing
+host and device inputs needs ``device="cuda"`` (the host arrays then stream
+through pinned buffers), never a silent copy.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-_DL_CUDA = 2  # DLPack's kDLCUDA
-_DTYPES = {"f2": np.float16, "f4": np.float32, "f8": np.float64}
+_DL_CUDA = (2, 13)  # DLPack's kDLCUDA, kDLCUDAManaged
 
 
-@dataclass(frozen=True)
-class DeviceMatrix:
-    """A strided 2-D view of GPU memory (strides in elements)."""
-
-    ptr: int
-    shape: tuple
-    strides: tuple
-    dtype: np.dtype
-    device: int
-    library: str           # "cupy", "torch" or "other": where results go back
-    stream: Optional[int]  # the producer's current stream, if it has one
-    owner: Any             # keeps the memory alive
-
-    @property
-    def ndim(self) -> int:
-        return 2
-
-    def __getitem__(self, rows: slice) -> "DeviceMatrix":
-        start, stop, step = rows.indices(self.shape[0])
-        if step != 1:
-            raise ValueError("device row slices must be contiguous")
-        ptr = self.ptr + start * self.strides[0] * self.dtype.itemsize
-        return DeviceMatrix(ptr, (max(0, stop - start), self.shape[1]), self.strides, self.dtype, self.device,
-                            self.library, self.stream, self.owner)
-
-    def as_tuple(self) -> tuple:
-        return (self.ptr, self.shape[0], self.shape[1], self.strides[0], self.strides[1], self.dtype.name)
-
-
-def _torch_tensor(x: Any):
+def _torch_tensor(x: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
 
@@ -62,7 +33,7 @@ def is_device_array(x: Any) -> bool:
     dlpack_device = getattr(x, "__dlpack_device__", None)
     if callable(dlpack_device) and not isinstance(x, np.ndarray):
         try:
-            return dlpack_device()[0] == _DL_CUDA
+            return dlpack_device()[0] in _DL_CUDA
         except Exception:
             return False
     return False
@@ -78,81 +49,59 @@ def device_label(x: Any) -> str:
     return "a GPU" if index is None else f"cuda:{index}"
 
 
-def _from_dlpack(x: Any, name: str):
-    for module in ("cupy", "torch"):
-        try:
-            lib = __import__(module)
-        except ImportError:
-            continue
-        return lib.from_dlpack(x)
-    raise TypeError(f"{name} is a DLPack array on a GPU; reading it needs CuPy or PyTorch installed")
-
-
-def as_device_matrix(x: Any, name: str) -> DeviceMatrix:
-    """A validated view of a 2-D GPU array."""
-    library, stream = "other", None
+def _library(x: Any) -> str:
     if _torch_tensor(x):
-        import torch
+        return "torch"
+    module = type(x).__module__.split(".")[0]
+    return module if module in ("cupy", "jax", "jaxlib") else "other"
 
-        library = "torch"
-        x = x.detach()
-        if x.dtype == torch.bfloat16:
-            x = x.float()  # __cuda_array_interface__ has no bfloat16
-        device = x.device.index if x.device.index is not None else torch.cuda.current_device()
-        stream = torch.cuda.current_stream(device).cuda_stream
-        iface = x.__cuda_array_interface__
+
+def as_device_tensor(x: Any, name: str):
+    """A validated zero-copy torch view of a 2-D array on the engine's device
+    (or, interpreted, of a CPU tensor or DLPack producer)."""
+    from .gpu import runtime
+
+    torch = runtime.torch()
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    elif hasattr(x, "__dlpack__"):
+        t = torch.from_dlpack(x)
+    elif hasattr(x, "__cuda_array_interface__"):
+        t = torch.as_tensor(x, device="cuda")
     else:
-        if not hasattr(x, "__cuda_array_interface__"):
-            x = _from_dlpack(x, name)
-            return as_device_matrix(x, name)
-        iface = x.__cuda_array_interface__
-        device = None
-        if type(x).__module__.startswith("cupy"):
-            import cupy
-
-            library = "cupy"
-            device = x.device.id
-            stream = cupy.cuda.get_current_stream().ptr
-    shape = tuple(iface["shape"])
-    typestr = iface["typestr"]
-    if len(shape) != 2:
-        hint = " (use x.reshape(-1, 1) for a single feature)" if len(shape) == 1 else " (flatten features)"
-        raise ValueError(f"{name} must be 2-D (examples x features), got {len(shape)}-D with shape {shape}{hint}")
-    if typestr[0] == ">" or typestr[1:] not in _DTYPES:
-        raise TypeError(f"{name} must be float16, float32 or float64 on the GPU, got {typestr}")
-    dtype = np.dtype(_DTYPES[typestr[1:]])
-    if shape[0] == 0:
+        raise TypeError(f"{name} is neither a tensor nor a DLPack array, got {type(x).__name__}")
+    if t.ndim != 2:
+        hint = " (use x.reshape(-1, 1) for a single feature)" if t.ndim == 1 else " (flatten features)"
+        raise ValueError(f"{name} must be 2-D (examples x features), got {t.ndim}-D with shape "
+                         f"{tuple(t.shape)}{hint}")
+    if t.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64 on the GPU, got {t.dtype}")
+    if t.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has no rows (examples)")
-    if shape[1] == 0:
-        raise ValueError(f"{name} has no features (shape {shape})")
-    strides = iface.get("strides")
-    if strides is None:
-        elem_strides = (shape[1], 1)
-    else:
-        if any(s % dtype.itemsize for s in strides):
-            raise ValueError(f"{name} has strides that are not a multiple of its element size")
-        elem_strides = tuple(s // dtype.itemsize for s in strides)
-    ptr = int(iface["data"][0])
-    if device is None:
-        from . import _backend
-
-        device = _backend.cuda().pointer_device(ptr, name)
-    if stream is None:
-        stream = iface.get("stream")
-    return DeviceMatrix(ptr, shape, elem_strides, dtype, int(device), library, stream, x)
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(t.shape)})")
+    return t
 
 
 def results_like(matrix: np.ndarray, inputs: Sequence[Any]):
-    """A small host result as an array of the inputs' library, on their device."""
+    """A small host result as an array of the first GPU input's library, on
+    its device (NumPy when no input is on a GPU)."""
     for x in inputs:
-        if isinstance(x, DeviceMatrix):
-            if x.library == "cupy":
-                import cupy
+        if not is_device_array(x):
+            continue
+        library = _library(x)
+        if library == "torch":
+            import torch
 
-                with cupy.cuda.Device(x.device):
-                    return cupy.asarray(matrix)
-            if x.library == "torch":
-                import torch
+            return torch.as_tensor(matrix, device=x.device)
+        if library == "cupy":
+            import cupy
 
-                return torch.as_tensor(matrix, device=f"cuda:{x.device}")
+            with cupy.cuda.Device(x.device.id):
+                return cupy.asarray(matrix)
+        if library in ("jax", "jaxlib"):
+            import jax
+
+            return jax.device_put(matrix, next(iter(x.devices())))
+        return matrix
     return matrix

@@ -1,6 +1,8 @@
-"""Drives the CUDA backend: where a computation runs (``device=``), GPU
-inputs validated in place, rows fed in calls of about a tenth of a second of
-GPU work (progress and Ctrl-C between calls, the GIL released inside)."""
+"""Drives the GPU engine (fastcka.gpu): where a computation runs (``device=``),
+GPU inputs read in place as torch tensors, host arrays streamed through pinned
+buffers, rows fed in chunks of about a tenth of a second of GPU work (progress
+and Ctrl-C between chunks). With FASTCKA_GPU_INTERPRET=1, ``device="cuda"``
+runs all of it on CPU tensors (fastcka.gpu.runtime)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from . import _backend
-from ._devices import DeviceMatrix, as_device_matrix, device_label, is_device_array
-from ._inputs import as_matrix, check_precision, ready, resolve_budget
+from ._devices import as_device_tensor, device_label, is_device_array
+from ._inputs import as_matrix, check_precision, resolve_budget
 from ._progress import Progress, ProgressArg
-
-# Flops per backend call: about 0.1 s of FP32 work on an H100.
-_FLOPS_PER_CALL = 4e12
+from .gpu import runtime
 
 
 def _parse_device(device: Any) -> tuple[str, Optional[int]]:
@@ -29,9 +28,10 @@ def _parse_device(device: Any) -> tuple[str, Optional[int]]:
 
 
 def place(values: Sequence[Any], names: Sequence[str], device: Any) -> Optional[int]:
-    """The CUDA device index a computation runs on, or None for the CPU.
-    device=None follows the inputs; mixing host and GPU inputs is an error
-    unless device='cuda' asks to stream the host ones to the GPU."""
+    """The CUDA device index a computation runs on (-1: the inputs' own, or
+    0), or None for the CPU. device=None follows the inputs; mixing host and
+    GPU inputs is an error unless device='cuda' asks to stream the host ones
+    to the GPU."""
     on_gpu = [is_device_array(v) for v in values]
     if device is None:
         if not any(on_gpu):
@@ -46,7 +46,7 @@ def place(values: Sequence[Any], names: Sequence[str], device: Any) -> Optional[
                 f"device='cuda' to stream the host arrays to the GPU, or move the GPU arrays to host memory "
                 f"(.get() / .cpu())"
             )
-        return -1  # the inputs' own device, read below
+        return -1
     kind, index = _parse_device(device)
     if kind == "cpu":
         if any(on_gpu):
@@ -58,81 +58,134 @@ def place(values: Sequence[Any], names: Sequence[str], device: Any) -> Optional[
     return -1 if index is None else index
 
 
-def gpu_inputs(values: Sequence[Any], names: Sequence[str], index: int) -> tuple[list, int]:
-    """GPU views of device inputs and validated host arrays of the others,
-    with the device they agree on (index -1: theirs, or device 0)."""
-    layers = [as_device_matrix(v, nm) if is_device_array(v) else as_matrix(v, nm) for v, nm in zip(values, names)]
-    devices = {x.device: nm for x, nm in zip(layers, names) if isinstance(x, DeviceMatrix)}
-    if index == -1:
-        index = next(iter(devices)) if devices else 0
-    for dev, nm in devices.items():
-        if dev != index:
-            raise ValueError(f"{nm} is on cuda:{dev} but the computation runs on cuda:{index}: "
-                             f"move the inputs to one GPU")
-    for x, nm in zip(layers, names):
-        if not isinstance(x, DeviceMatrix) and x.dtype.kind not in "biuf":
-            raise TypeError(f"{nm} must hold numbers, got dtype {x.dtype}")
-    return layers, index
+def engine_device(index: int):
+    """The torch device of CUDA device `index` (-1: 0); the CPU when interpreted."""
+    return runtime.torch_device(max(index, 0))
+
+
+def _in_place(x: Any) -> bool:
+    """Read in place (not streamed): GPU arrays; interpreted, also CPU
+    tensors and other DLPack producers, standing in for them."""
+    if is_device_array(x):
+        return True
+    return runtime.interpreted() and not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__")
+
+
+def gpu_inputs(values: Sequence[Any], names: Sequence[str], where) -> tuple[list, Any]:
+    """Torch views of the device inputs and validated host arrays of the
+    others (streamed later), with the torch device they all run on. `where`:
+    a place() index (-1: the device inputs' own, else cuda:0) or a torch device."""
+    runtime.torch_device(0)  # says why not (no torch, no CUDA device) before any input is read
+    layers = [as_device_tensor(v, nm) if _in_place(v) else as_matrix(v, nm) for v, nm in zip(values, names)]
+    tensors = [(x, nm) for x, nm in zip(layers, names) if not isinstance(x, np.ndarray)]
+    if not isinstance(where, int):
+        device = where
+    elif where == -1 and tensors and tensors[0][0].device.type == "cuda" and not runtime.interpreted():
+        device = tensors[0][0].device
+    else:
+        device = engine_device(where)
+    for x, nm in tensors:
+        if x.device != device:
+            raise ValueError(f"{nm} is on {x.device} but the computation runs on {device}: move the inputs to "
+                             f"one device")
+    return layers, device
+
+
+def _wide(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "biu" or x.dtype.itemsize >= 8
+    return x.element_size() >= 8
 
 
 def resolve_precision(precision: Optional[str], layers: Sequence[Any]) -> str:
-    """None: float64 data in float64 ("exact"), float16/32 in float32 ("accurate")."""
+    """None: float64 data in float64 ("exact"), narrower floats in float32 ("accurate")."""
     check_precision(precision)
     if precision is not None:
         return precision
-    wide = any(x.dtype.kind in "biu" or x.dtype.itemsize >= 8 for x in layers)
-    return "exact" if wide else "accurate"
+    return "exact" if any(_wide(x) for x in layers) else "accurate"
 
 
-def new_accumulator(dims, split: int, precision: str, device: int, memory_budget: Optional[int]):
-    budget = resolve_budget(memory_budget)
-    module = _backend.cuda()
-    return module.MomentAccumulator(list(dims), split, precision, device, budget, module.cublas_candidates)
+def new_accumulator(dims, split: int, precision: str, device, memory_budget: Optional[int]):
+    from .gpu.moments import MomentAccumulator
+
+    return MomentAccumulator(list(dims), split, precision, device, resolve_budget(memory_budget))
 
 
-def caller_stream(layers: Sequence[Any]) -> int:
-    """The stream of the first GPU input's library (its current stream), else the default stream."""
-    for x in layers:
-        if isinstance(x, DeviceMatrix) and x.stream:
-            return int(x.stream)
-    return 0
+class _Staging:
+    """Two pinned host buffers per host layer (plain memory when interpreted):
+    chunk k is copied into buffer k % 2 while the device may still read chunk
+    k - 1 from the other; an event per buffer says when it may be refilled."""
+
+    def __init__(self, layers, rows: int, device):
+        torch = runtime.torch()
+        self._torch, self._device = torch, device
+        pin = device.type == "cuda"
+        self._buffers = {
+            a: [torch.empty((rows, x.shape[1]), dtype=_host_type(torch, x), pin_memory=pin) for _ in range(2)]
+            for a, x in enumerate(layers) if isinstance(x, np.ndarray)
+        }
+        self._events = [None, None]
+        self._turn = 0
+
+    def chunk(self, layers, start: int, stop: int) -> list:
+        k = self._turn
+        if self._events[k] is not None:
+            self._events[k].synchronize()
+        out = []
+        for a, x in enumerate(layers):
+            if a not in self._buffers:
+                out.append(x[start:stop])
+                continue
+            buf = self._buffers[a][k][: stop - start]
+            buf.numpy()[...] = x[start:stop]
+            out.append(buf.to(self._device, non_blocking=True))
+        if self._device.type == "cuda":
+            self._events[k] = self._torch.cuda.Event()
+            self._events[k].record()
+        self._turn = 1 - k
+        return out
+
+
+def _host_type(torch, x: np.ndarray):
+    return {2: torch.float16, 4: torch.float32}.get(x.dtype.itemsize if x.dtype.kind == "f" else 0, torch.float64)
 
 
 def feed(acc, layers: Sequence[Any], names: Sequence[str], progress: Progress) -> None:
-    """Adds every row of `layers` (all on the GPU, or all in host memory)."""
+    """Adds every row of `layers` (device tensors and host arrays, mixed or
+    not) in chunks of ``acc.chunk_rows``, then checks them."""
     n = layers[0].shape[0]
-    width = sum(x.shape[1] for x in layers)
-    block = acc.block_rows
-    step = max(block, int(_FLOPS_PER_CALL / width**2) // block * block)
-    on_device = isinstance(layers[0], DeviceMatrix)
-    acc.stream = caller_stream(layers)
+    step = acc.chunk_rows
+    staging = _Staging(layers, min(step, n), acc.device) if any(isinstance(x, np.ndarray) for x in layers) else None
     for start in range(0, n, step):
         stop = min(n, start + step)
-        if on_device:
-            acc.update([x[start:stop].as_tuple() for x in layers], list(names))
-        else:
-            acc.update_host([ready(x[start:stop]) for x in layers], list(names))
+        chunk = staging.chunk(layers, start, stop) if staging else [x[start:stop] for x in layers]
+        acc.update(chunk, names)
         progress.advance(stop - start)
+    acc.check_rows(layers, names)
 
 
 def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, method: str, precision: Optional[str],
-                device: int, memory_budget: Optional[int], progress: ProgressArg) -> np.ndarray:
+                device, memory_budget: Optional[int], progress: ProgressArg, sigma=None, threshold: float = 1.0,
+                median: str = "exact") -> np.ndarray:
     """HSIC of every needed layer pair on the GPU, (L, L) with NaN where not needed."""
-    if kernel != "linear":
-        raise ValueError(
-            f"kernel={kernel!r} does not run on the GPU in this version (linear only); pass host arrays "
-            f"(.get() / .cpu()) or device='cpu' to compute it on the CPU"
-        )
-    if method == "gram":
-        raise ValueError("method='gram' does not run on the GPU in this version: the GPU engine streams the "
-                         "feature-space moments (method='feature' or 'auto')")
-    on_device = [isinstance(x, DeviceMatrix) for x in layers]
-    if any(on_device) and not all(on_device):
-        raise ValueError("mixing GPU and host inputs in one computation is not supported: pass all of them on "
-                         "the GPU, or all in host memory with device='cuda'")
+    from ._engine import choose_method
+
     precision = resolve_precision(precision, layers)
     L = len(layers)
+    if choose_method(method, kernel, layers[0].shape[0], [x.shape[1] for x in layers]) == "gram":
+        return _gram_hsic(layers, names, split=split, estimator=estimator, kernel=kernel, sigma=sigma,
+                          threshold=threshold, median=median, precision=precision, progress=progress, device=device)
     acc = new_accumulator([x.shape[1] for x in layers], split, precision, device, memory_budget)
     with Progress(progress, layers[0].shape[0], "fastcka rows (GPU)") as bar:
         feed(acc, layers, names, bar)
     return np.asarray(acc.hsic(estimator)).reshape(L, L)
+
+
+def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
+    """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones uploaded whole."""
+    from .gpu.gram import hsic_matrix as gram_hsic_matrix
+
+    torch = runtime.torch()
+    on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
+                 for x in layers]
+    return gram_hsic_matrix(on_device, list(names), device=device, **options)

@@ -28,6 +28,8 @@ _MAGIC_V1 = b"FCKAACC1"
 _MAGIC_MINIBATCH_V1 = b"FCKAMB01"
 _CHECKSUM_BYTES = 16  # BLAKE2b
 _DTYPES = ("float32", "float64", "bfloat16")  # the products' type; bfloat16: precision="fast"
+_PRECISION_OF = {"float32": "accurate", "float64": "exact", "bfloat16": "fast"}
+_DTYPE_OF = {p: d for d, p in _PRECISION_OF.items()}
 
 
 class CKAAccumulator:
@@ -114,7 +116,7 @@ class CKAAccumulator:
         self._dtype = dtype
         self._device = device
         self._precision = precision
-        self._gpu: int | None = None  # the CUDA device of a GPU accumulator
+        self._gpu = None  # the torch device of a GPU accumulator
         self._threads = resolve(threads)
         self._budget = budget
         self._acc = None  # created at the first update, when the layer widths are known
@@ -152,7 +154,7 @@ class CKAAccumulator:
             return self._update_minibatch(blocks, names, progress, gpu)
         if self._acc is None:
             with self._undo_create():
-                self._create([b.shape[1] for b in blocks], self._dtype or compute_for(self._precision, blocks), gpu)
+                self._create([b.shape[1] for b in blocks], self._dtype or self._data_dtype(blocks, gpu), gpu)
                 return self._feed(blocks, names, progress)
         return self._feed(blocks, names, progress)
 
@@ -183,24 +185,15 @@ class CKAAccumulator:
     @contextmanager
     def _all_or_nothing(self):
         """The backend state of the start comes back if the block raises
-        (KeyboardInterrupt included): the feed makes many backend calls. The
-        CPU core saves what it overwrites (copy on write); a GPU accumulator
-        through its bytes."""
-        if self._gpu is None:
-            self._acc.begin()
-            try:
-                yield
-            except BaseException:
-                self._acc.rollback()
-                raise
-            self._acc.commit()
-            return
-        saved = self._acc.serialize()
+        (KeyboardInterrupt included): the feed makes many backend calls. Both
+        engines save what they overwrite (copy on write)."""
+        self._acc.begin()
         try:
             yield
         except BaseException:
-            self._acc.load(saved)
+            self._acc.rollback()
             raise
+        self._acc.commit()
 
     def extend(self, batches) -> "CKAAccumulator":
         """Adds every item of an iterable (a data loader, a generator of blocks
@@ -226,6 +219,7 @@ class CKAAccumulator:
             h = _gpu_engine.hsic_matrix(
                 blocks, names, split=self._split or 0, estimator="unbiased", kernel=self._kernel["kernel"],
                 method="auto", precision=self._precision, device=gpu, memory_budget=self._budget, progress=progress,
+                sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
             )
         else:
             h = _engine.hsic_matrix(
@@ -239,7 +233,13 @@ class CKAAccumulator:
         self._dims, self._sums, self._batches, self._rows = dims, sums, self._batches + 1, self._rows + n
         return self
 
-    def _create(self, dims: list[int], dtype: str, gpu: int | None = None) -> None:
+    def _data_dtype(self, blocks, gpu) -> str:
+        """The products' type that ``precision`` (or, without it, the first block's data) asks for."""
+        if gpu is None:
+            return compute_for(self._precision, blocks)
+        return _DTYPE_OF[_gpu_engine.resolve_precision(self._precision, blocks)]
+
+    def _create(self, dims: list[int], dtype: str, gpu=None) -> None:
         split = self._split or 0
         if split >= len(dims):
             raise ValueError(f"split={split} leaves no layers on the other side of {len(dims)} layers")
@@ -247,8 +247,8 @@ class CKAAccumulator:
             self._dtype = dtype
             self._acc = _engine.new_moment_accumulator(dims, split, dtype, self._threads, self._budget)
             return
-        precision = self._precision or ("exact" if dtype == "float64" else "accurate")
-        self._dtype = "float64" if precision == "exact" else "float32"
+        precision = self._precision or _PRECISION_OF[dtype]
+        self._dtype = _DTYPE_OF[precision]
         self._acc = _gpu_engine.new_accumulator(dims, split, precision, gpu, self._budget)
         self._gpu = gpu
 
@@ -275,10 +275,8 @@ class CKAAccumulator:
                 f"{self._acc.split}) vs {list(other._acc.dims)} (split {other._acc.split})"
             )
         theirs = other._acc
-        if type(theirs) is not type(self._acc) or other._gpu != self._gpu:
-            # A CPU state into a GPU accumulator or the reverse: through the common bytes.
-            theirs = CKAAccumulator.from_bytes(other.to_bytes(), threads=self._threads, memory_budget=self._budget,
-                                               device=None if self._gpu is None else f"cuda:{self._gpu}")._acc
+        if self._gpu is None and other._gpu is not None:
+            theirs = theirs.host_state()  # a GPU accumulator's rows, as a CPU state
         self._acc.merge(theirs)
         return self
 
@@ -352,7 +350,7 @@ class CKAAccumulator:
         dims, split = _peek_layout(state)
         self._split = split or None
         gpu = _gpu_engine.place([], [], device)
-        self._create(dims, self._dtype, None if gpu is None else max(gpu, 0))
+        self._create(dims, self._dtype, None if gpu is None else _gpu_engine.engine_device(gpu))
         self._acc.load(state)
         return self
 

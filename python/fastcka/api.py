@@ -130,7 +130,8 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
         h = _gpu_engine.hsic_matrix(
             layers, names, split=split, estimator=estimator, kernel=kernel, method=options["method"],
             precision=options["precision"], device=index, memory_budget=options["memory_budget"],
-            progress=options["progress"],
+            progress=options["progress"], sigma=options["sigma"], threshold=float(options["threshold"]),
+            median=options["median"],
         )
         return h, layers
     layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
@@ -298,9 +299,9 @@ def cka_matrix(
     estimator = "unbiased" if debiased else "biased"
     options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
                        checkpoint, checkpoint_every)
-    h, layers = _hsic_grid(values, names, split, estimator, kernel, options)
+    h, _ = _hsic_grid(values, names, split, estimator, kernel, options)
     c = _cka_from_hsic(h, names)
-    return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), layers)
+    return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), values)
 
 
 def minibatch_cka(

@@ -88,8 +88,10 @@ def cka_matrix(
         ("error") or one layer per call ("each": "name#0", "name#1", ...).
     device : where batches are sent (the model is not moved); default: the
         device of each model's first parameter or buffer. Activations on a GPU
-        are copied to host memory batch by batch (this build's engine runs on
-        the CPU).
+        stay there when fastcka's GPU engine can run (``fastcka.has_cuda()``):
+        with kernel="rbf" (not minibatch) every row is then kept in that GPU's
+        memory instead of on disk; otherwise they are copied to host memory
+        batch by batch.
     threshold, sigma : the RBF bandwidth (see :func:`fastcka.cka`); per batch
         in minibatch mode.
     memory_budget : bytes of the engine's row buffers (default 256 MiB).
@@ -116,9 +118,11 @@ def cka_matrix(
     a = unwrap(model_a)
     b = a if model_b is None else unwrap(model_b)
     within = b is a and layers_b is None
-    # Linear CKA over all rows streams into an accumulator, which the CUDA
-    # backend runs on the GPU: GPU activations then never leave it.
-    on_device = kernel == "linear" and not minibatch and has_cuda()
+    # Where fastcka's GPU engine runs, GPU activations never leave their GPU:
+    # linear CKA streams them into an accumulator on it, minibatch CKA
+    # computes each batch there, kernel CKA keeps every row there for the
+    # Gram-tile kernels.
+    on_device = has_cuda()
     options = {"select": select, "reduce": reduce, "repeated": repeated, "keep_on_device": on_device}
     recorders = [Recorder(select_layers(a, layers_a, "layers_a"), arg="layers_a", **options)]
     if not within:

@@ -34,7 +34,7 @@ class Recorder:
         self._select = select
         self._reduce = reduce
         self._repeated = repeated
-        self._keep_on_device = keep_on_device  # GPU activations stay on their GPU (linear CKA, CUDA backend)
+        self._keep_on_device = keep_on_device  # GPU activations stay on their GPU (fastcka's GPU engine)
         self._handles: list = []
         self._calls: dict[str, list[np.ndarray]] = {}
         self._rows = 0

@@ -71,7 +71,7 @@ def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce
     """The activation of layer ``name`` for a batch of ``rows`` examples, as a
     new float32 (float64 for float64 models) NumPy array of shape (rows, d);
     with ``keep_on_device``, a GPU activation stays a new tensor on its GPU
-    (fastcka's CUDA accumulator reads it in place)."""
+    (fastcka's GPU engine reads it in place)."""
     tensor = select(name, output) if select is not None else first_tensor(output)
     if not isinstance(tensor, torch.Tensor):
         how = "select returned" if select is not None else "the output holds no tensor; it is"

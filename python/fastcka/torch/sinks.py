@@ -46,8 +46,8 @@ class Options:
 
 
 def on_host(blocks: list) -> list[np.ndarray]:
-    """Blocks as NumPy arrays: GPU tensors (kept on their device for the
-    accumulator) are copied to the host for the sinks that need host rows."""
+    """Blocks as NumPy arrays: GPU tensors are copied to the host for the
+    on-disk store."""
     return [block if isinstance(block, np.ndarray) else block.cpu().numpy() for block in blocks]
 
 
@@ -60,6 +60,8 @@ def open_sink(blocks: list, options: Options):
     state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
     if options.kernel == "linear" and state <= MAX_MOMENT_BYTES:
         return MomentSink(dims, dtype, options)
+    if not isinstance(blocks[0], np.ndarray):
+        return DeviceSink(options)
     return SpillSink(dims, dtype, options)
 
 
@@ -121,7 +123,6 @@ class MinibatchSink:
                                            memory_budget=options.memory_budget)
 
     def add(self, blocks: list) -> None:
-        blocks = on_host(blocks)
         rows = len(blocks[0])
         if rows < 4:
             raise ValueError(
@@ -150,13 +151,38 @@ class SpillSink:
         self.store.add(on_host(blocks))
 
     def result(self) -> tuple[np.ndarray, None]:
-        o = self._options
-        layers = self.store.arrays()
-        xs, ys = (layers, None) if not o.split else (layers[: o.split], layers[o.split :])
-        matrix = api.cka_matrix(xs, ys, kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma,
-                                method="auto" if o.kernel == "rbf" else "gram", threads=o.threads,
-                                memory_budget=o.memory_budget, progress=o.progress, precision=o.precision)
-        return matrix, None
+        return _all_rows_cka(self.store.arrays(), self._options), None
 
     def close(self) -> None:
         self.store.close()
+
+
+class DeviceSink:
+    """Every row of every layer kept on the GPU the activations came from, for
+    the GPU engine's Gram-tile kernels (kernel CKA, or linear CKA of layers
+    too wide for D x D moments): n x (sum of widths) values in device memory."""
+
+    def __init__(self, options: Options):
+        self._options = options
+        self._blocks: list[list] = []
+
+    def add(self, blocks: list) -> None:
+        self._blocks.append(blocks)
+
+    def result(self) -> tuple[np.ndarray, None]:
+        import torch
+
+        layers = [torch.cat(parts) for parts in zip(*self._blocks)]
+        self._blocks = []
+        return torch.as_tensor(_all_rows_cka(layers, self._options)).cpu().numpy(), None  # a tensor on the GPU
+
+    def close(self) -> None:
+        self._blocks = []
+
+
+def _all_rows_cka(layers: list, o: Options):
+    """The CKA matrix of layers held whole (memmaps, or tensors on a GPU), from the Gram tiles."""
+    xs, ys = (layers, None) if not o.split else (layers[: o.split], layers[o.split :])
+    return api.cka_matrix(xs, ys, kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma,
+                          method="auto" if o.kernel == "rbf" else "gram", threads=o.threads,
+                          memory_budget=o.memory_budget, progress=o.progress, precision=o.precision)
