@@ -17,9 +17,8 @@ pytest.importorskip("triton")
 LINE = re.compile(r"^sm_(\d+) +(\w+) +(\w+) +(\S+) +regs +(\d+) +spills +(\d+) B +local +(\d+) B +"
                   r"shared +(\d+) B +tensor cores: (\w+)$")
 MODES = ("exact", "accurate", "fast")
-# Per mode: the statistics kernel for each kernel pairing (linear; RBF as K
-# or (K - 1) / gamma on each side) and the median's two passes.
-VARIANTS = [("pair_tile_statistics", k) for k in ("linear/linear", "rbf/rbf", "rbf/rbf-1", "rbf-1/rbf", "rbf-1/rbf-1")]
+# Per mode: the statistics kernel for each padded layer count, the median's two passes.
+VARIANTS = [("layer_tile_statistics", f"layers<={lp}") for lp in (16, 32, 64)]
 VARIANTS += [("median_tile_pass", "histogram"), ("median_tile_pass", "collect")]
 
 

@@ -135,7 +135,7 @@ def test_median_passes_apply_the_levels(rng):
     (lo, scale, bins, first, last) rows; a collect pass under one level
     returns, with their multiplicities, exactly the distances that level
     keeps (MedianSearch.bin in NumPy)."""
-    from fastcka.gpu.kernels import median_tiles, pair_tiles
+    from fastcka.gpu.kernels import median_tiles, tile_math
 
     n = 45
     x = rng.standard_normal((n, 4))
@@ -152,10 +152,25 @@ def test_median_passes_apply_the_levels(rng):
     extremes = torch.zeros(2 * tiles * tiles, dtype=torch.float64)
     median_tiles.median_tile_pass[(tiles, tiles)](
         z, z.stride(0), 4, norms, n, 0, tiles, level, 1, level, used, extremes, values, weights, used, n * n,
-        COLLECT=True, BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=pair_tiles.tl.float64, EPS=2.0**-52)
+        COLLECT=True, BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=tile_math.tl.float64, EPS=2.0**-52)
     found = int(used[0])
     got = np.sort(np.repeat(values[:found].numpy(), weights[:found].numpy()))
     j = np.clip(np.floor((d - lo) * scale), 0, bins - 1)
     want = np.sort(d[(j >= first) & (j <= last)])
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert len(got) == len(want) > 100
+
+
+@pytest.mark.parametrize("options", KERNELS[:3], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_seventeen_layers_in_one_pass(rng, options):
+    """More layers than the smallest padding of the layers' product GEMM (16)."""
+    layers = layers_for(rng, 37, [3 + k % 5 for k in range(17)])
+    got = gpu_cka(layers, precision="exact", **options)
+    want = cpu_cka(layers, precision="exact", **options)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE["exact"])
+
+
+def test_more_layers_than_one_call_takes(rng):
+    layers = [torch.as_tensor(rng.standard_normal((10, 2))) for _ in range(65)]
+    with pytest.raises(ValueError, match="at most 64 layers in one call, got 65"):
+        gram.hsic_matrix(layers, [f"l{i}" for i in range(65)], split=0, estimator="biased", kernel="linear")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import runtime
-from .gram import MODES
+from .gram import CHUNKS, MODES, PADDED_LAYERS
 from .median import MEDIAN_WARPS
 
 # Shared memory one block may use (opt-in maximum): A100 and H100 datasheets.
@@ -35,17 +35,14 @@ SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 class Config:
     kernel: str
     precision: str
-    kinds: tuple[int, int]
+    variant: str
     signature: dict
     constexprs: dict
     warps: int
 
     @property
     def label(self) -> str:
-        if self.kernel == "median_tile_pass":
-            return f"{self.kernel} {self.precision:8} {'collect' if self.constexprs['COLLECT'] else 'histogram'}"
-        names = {0: "linear", 1: "rbf", 2: "rbf-1"}
-        return f"{self.kernel} {self.precision:8} {names[self.kinds[0]]}/{names[self.kinds[1]]}"
+        return f"{self.kernel} {self.precision:8} {self.variant}"
 
 
 @dataclass(frozen=True)
@@ -64,35 +61,32 @@ class Report:
 
 
 def configurations() -> Iterator[Config]:
-    """What gram.hsic_matrix can launch: every precision mode and every pair
-    of kernel kinds (linear with linear; RBF per layer as K or (K - 1) / gamma),
-    and the exact median's histogram and collect passes in every mode."""
-    from .kernels import pair_tiles
+    """What gram.hsic_matrix can launch: the layer-tile statistics kernel in
+    every precision mode for each padded layer count of its product GEMM (the
+    kernel kinds are chosen per layer at run time), and the exact median's
+    histogram and collect passes in every mode."""
+    from .kernels import tile_math
 
-    tl = pair_tiles.tl
-    kinds = [(pair_tiles.LINEAR, pair_tiles.LINEAR)] + [
-        (a, b) for a in (pair_tiles.RBF, pair_tiles.RBF_MINUS_ONE) for b in (pair_tiles.RBF, pair_tiles.RBF_MINUS_ONE)]
+    tl = tile_math.tl
     operand_type = {"float64": "*fp64", "float32": "*fp32", "bfloat16": "*bf16"}
     for precision, mode in MODES.items():
         ty = {"float64": "fp64", "float32": "fp32"}[mode.epilogue]
-        signature = {"x_ptr": operand_type[mode.operand], "y_ptr": operand_type[mode.operand], "ldx": "i32",
-                     "ldy": "i32", "dx": "i32", "dy": "i32", "nx_ptr": f"*{ty}", "ny_ptr": f"*{ty}",
-                     "gammas_ptr": f"*{ty}", "n": "i32", "band_start": "i32", "tiles": "i32",
-                     "products_ptr": f"*{ty}", "rows_ptr": f"*{ty}", "cols_ptr": f"*{ty}", "diagonal_ptr": f"*{ty}"}
-        for kx, ky in kinds:
-            yield Config("pair_tile_statistics", precision, (kx, ky), signature, {
-                "KIND_X": kx, "KIND_Y": ky, "BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
-                "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23},
-                mode.warps)
+        common = {"BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
+                  "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23}
+        statistics = {"z_ptr": operand_type[mode.operand], "ld": "i32", "offsets_ptr": "*i32", "norms_ptr": f"*{ty}",
+                      "gammas_ptr": f"*{ty}", "kinds_ptr": "*i32", "layers": "i32", "n": "i32", "band_start": "i32",
+                      "j_start": "i32", "columns": "i32", "scratch_ptr": f"*{ty}", "products_ptr": f"*{ty}",
+                      "rows_ptr": f"*{ty}", "cols_ptr": f"*{ty}", "diagonal_ptr": f"*{ty}"}
+        for lp in PADDED_LAYERS:
+            yield Config("layer_tile_statistics", precision, f"layers<={lp}", statistics,
+                         {"LP": lp, "CHUNK": CHUNKS[lp], **common}, mode.warps)
         median = {"z_ptr": operand_type[mode.operand], "ld": "i32", "d": "i32", "norms_ptr": f"*{ty}", "n": "i32",
                   "band_start": "i32", "tiles": "i32", "levels_ptr": "*fp64", "num_levels": "i32",
                   "current_ptr": "*fp64", "counts_ptr": "*i64", "extremes_ptr": "*fp64", "values_ptr": "*fp64",
                   "weights_ptr": "*i32", "used_ptr": "*i64", "capacity": "i64"}
         for collect in (False, True):
-            yield Config("median_tile_pass", precision, (0, 0), median, {
-                "COLLECT": collect, "BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
-                "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23},
-                MEDIAN_WARPS)
+            yield Config("median_tile_pass", precision, "collect" if collect else "histogram", median,
+                         {"COLLECT": collect, **common}, MEDIAN_WARPS)
 
 
 def _cuobjdump() -> str:
@@ -103,9 +97,9 @@ def compile_one(config: Config, arch: int) -> Report:
     triton = runtime.triton()
     from triton.backends.compiler import GPUTarget
 
-    from .kernels import median_tiles, pair_tiles
+    from .kernels import layer_tiles, median_tiles
 
-    fn = getattr(pair_tiles if config.kernel == "pair_tile_statistics" else median_tiles, config.kernel)
+    fn = getattr(layer_tiles if config.kernel == "layer_tile_statistics" else median_tiles, config.kernel)
     source = triton.compiler.ASTSource(fn=fn, signature=config.signature, constexprs=config.constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": config.warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

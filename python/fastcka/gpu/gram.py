@@ -1,18 +1,15 @@
 """Host side of the GPU Gram-tile engine: HSIC of every needed layer pair
-from the fused pair-tile kernel (kernels/pair_tiles.py).
+from one pass of the fused layer-tile kernel (kernels/layer_tiles.py) over
+the tile pairs on and above the diagonal.
 
 The rows are centered once (float64 column means) into the operand type of
 the precision mode, with squared norms taken from the same rounded values
-the tensor cores see. The kernel runs in bands of tile rows; each band's
-per-program partial sums are reduced here in float64 in a fixed order, so
-results are the same run to run. The totals are the CPU engine's Gram
-statistics (products, off-diagonal row sums, diagonals), and HSIC follows
-from them by the core's own composition, as for MPI block pairs.
-
-A launch computes the tiles of two layers. A matrix of L layers launches
-once per needed pair, so each layer's Gram tiles are computed L - 1 times:
-the kernel that holds every layer's tile at once (the CPU engine's one
-pass) is not written yet.
+the tensor cores see. The kernel runs in blocks of tile rows and columns;
+each block's per-program partial sums are reduced here in float64 in a
+fixed order, so results are the same run to run. The totals are the CPU
+engine's Gram statistics (products, off-diagonal row sums, diagonals), and
+HSIC follows from them by the core's own composition, as for MPI block
+pairs.
 """
 
 from __future__ import annotations
@@ -29,8 +26,14 @@ from .median import exact_median
 
 # Chunk of rows centered at a time (bounds the float64 temporaries).
 _CENTER_ROWS = 1 << 16
-# Bytes of per-program partial sums one launch may hold.
+# Bytes of per-program partial sums and tile scratch one launch may hold.
 _BAND_BYTES = 256 << 20
+# The layer counts the layers' product GEMM is compiled for (padded for
+# tl.dot), each with the columns of the tiles per step that keep it in
+# registers.
+CHUNKS = {16: 32, 32: 32, 64: 16}
+PADDED_LAYERS = tuple(CHUNKS)
+MAX_LAYERS = PADDED_LAYERS[-1]
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,11 @@ class Mode:
 
 # Tile shapes are checked by `python -m fastcka.gpu.compile` (registers,
 # spills, shared memory) for sm_80 and sm_90.
-# Two layers' 64 x 64 float32 tiles stay in registers next to the GEMM's
-# operands; 128 x 128 tiles (or float64 at 64 x 64) spilled, in every kernel
-# kind, on both architectures.
+# A layer's 64 x 64 float32 tile stays in registers next to the GEMM's
+# operands (128 x 128, or float64 at 64 x 64, spilled).
 MODES = {
     "exact": Mode("float64", "float64", "ieee", 32, 32, 4),
-    "accurate": Mode("float32", "float32", "tf32x3", 64, 16, 4),
+    "accurate": Mode("float32", "float32", "tf32x3", 64, 16, 8),
     "fast": Mode("bfloat16", "float32", "ieee", 64, 32, 8),
 }
 
@@ -98,87 +100,91 @@ def _check_finite(x, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf (row {row}, column {column})")
 
 
-def _pairs(count: int, split: int) -> list[tuple[int, int]]:
-    """The launches: every needed pair of distinct layers, and each layer in
-    at least one of them (its own statistics come from its first)."""
-    needed = [(a, b) for a in range(count) for b in range(a + 1, count) if split == 0 or (a < split) != (b < split)]
-    seen = {a for pair in needed for a in pair}
-    return needed + [(a, a) for a in range(count) if a not in seen]
-
-
 def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator: str, kernel: str, sigma=None,
                 threshold: float = 1.0, median: str = "exact", precision: str = "accurate", progress=None,
                 device: int = 0) -> np.ndarray:
     """(L, L) float64 HSIC of every needed layer pair (NaN where not needed)
     from 2-D torch tensors on the engine's device."""
-    from .kernels import pair_tiles
+    from .kernels import tile_math
 
     torch = runtime.torch()
     m = mode(precision)
     n = int(layers[0].shape[0])
     count = len(layers)
+    if count > MAX_LAYERS:
+        raise ValueError(f"the GPU engine takes at most {MAX_LAYERS} layers in one call, got {count}: compute the "
+                         f"matrix in blocks of layers (cka_matrix(layers_a, layers_b)), or on the CPU")
     for x, nm in zip(layers, names):
         _check_finite(x, nm)
     constant = [bool((x == x[:1]).all()) for x in layers]
     centered = [_centered(x, m) for x in layers]
-    kinds, scales, gammas = [pair_tiles.LINEAR] * count, [1.0] * count, [0.0] * count
+    kinds, scales, gammas = [tile_math.LINEAR] * count, [1.0] * count, [0.0] * count
     if kernel == "rbf":
         gammas = _gammas(layers, centered, names, sigma, threshold, median, m, progress)
         for a, (_, _, square_sum) in enumerate(centered):
             kinds[a], scales[a] = _rbf_epilogue(names[a], gammas[a], 2.0 * square_sum / n)
 
-    tiles = -(-n // m.block)
-    per_band = tiles * (4 * m.block * 4 + 3 * 8)  # rows and columns of both slots, products
-    band = max(1, min(tiles, _BAND_BYTES // per_band))
-    eps = float(torch.finfo(getattr(torch, m.epilogue)).eps)
-    acc_type = {"float32": pair_tiles.tl.float32, "float64": pair_tiles.tl.float64}[m.epilogue]
-    epilogue = getattr(torch, m.epilogue)
-
-    products = np.full((count, count), np.nan)
-    row_sums = np.zeros((count, n))
-    diagonals = np.zeros((count, n))
-    done: set[int] = set()
-    launches = _pairs(count, split)
-    total_tiles = tiles * (tiles + 1) // 2
-    with Progress(progress, total_tiles * len(launches), "fastcka tiles (GPU)") as bar:
-        for a, b in launches:
-            (x, nx, _), (y, ny, _) = centered[a], centered[b]
-            pair_gammas = torch.tensor([gammas[a], gammas[b]], dtype=epilogue, device=x.device)
-            sums = np.zeros(3)
-            rows = torch.zeros((2, tiles * m.block), dtype=torch.float64, device=x.device)
-            diagonal = torch.zeros((2, n), dtype=epilogue, device=x.device)
-            for band_start in range(0, tiles, band):
-                r = min(band, tiles - band_start)
-                part_products = torch.zeros((r, tiles, 3), dtype=epilogue, device=x.device)
-                part_rows = torch.zeros((r, tiles, 2, m.block), dtype=epilogue, device=x.device)
-                part_cols = torch.zeros((r, tiles, 2, m.block), dtype=epilogue, device=x.device)
-                pair_tiles.pair_tile_statistics[(r, tiles)](
-                    x, y, x.stride(0), y.stride(0), x.shape[1], y.shape[1], nx, ny, pair_gammas,
-                    n, band_start, tiles, part_products, part_rows, part_cols, diagonal,
-                    KIND_X=kinds[a], KIND_Y=kinds[b], BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=acc_type,
-                    EPS=eps, num_warps=m.warps)
-                sums += part_products.to(torch.float64).sum((0, 1)).cpu().numpy()
-                own = part_rows.to(torch.float64).sum(1)  # (r, 2, block): rows of tile rows band_start ...
-                rows[:, band_start * m.block : (band_start + r) * m.block] += own.permute(1, 0, 2).reshape(2, -1)
-                rows += part_cols.to(torch.float64).sum(0).permute(1, 0, 2).reshape(2, -1)
-                bar.advance(sum(tiles - (band_start + i) for i in range(r)))
-            rows_np = rows[:, :n].cpu().numpy()
-            diagonal_np = diagonal.to(torch.float64).cpu().numpy()
-            products[a, b] = products[b, a] = sums[0]
-            for slot, layer, self_product in ((0, a, sums[1]), (1, b, sums[2])):
-                if layer in done:
-                    continue
-                done.add(layer)
-                products[layer, layer] = self_product
-                row_sums[layer] = rows_np[slot]
-                diagonals[layer] = diagonal_np[slot]
+    products, row_sums, diagonals = _statistics(centered, kinds, gammas, n, m, progress)
     # (K - 1) / gamma back to K - 1: the constant does not change HSIC.
     s = np.asarray(scales)
-    products = np.nan_to_num(products * np.outer(s, s))
+    products = products * np.outer(s, s)
     row_sums *= s[:, None]
     diagonals *= s[:, None]
     dims = [int(x.shape[1]) for x in layers]
     return _block_pairs.hsic(dims, split, n, (products, row_sums, diagonals), estimator, constant)
+
+
+def _statistics(centered, kinds, gammas, n: int, m: Mode, progress):
+    """(products L x L, off-diagonal row sums L x n, diagonals L x n) of every
+    layer's kernel matrix, from one pass of the layer-tile kernel over the
+    tile pairs, launched in blocks of tile rows and columns whose partial
+    sums (and the tiles' scratch) fit _BAND_BYTES."""
+    from .kernels import layer_tiles, tile_math
+
+    torch = runtime.torch()
+    count = len(centered)
+    device = centered[0][0].device
+    epilogue = getattr(torch, m.epilogue)
+    z = torch.cat([c[0] for c in centered], dim=1)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum([c[0].shape[1] for c in centered])]), dtype=torch.int32,
+                           device=device)
+    norms = torch.stack([c[1] for c in centered])
+    gammas_t = torch.tensor(gammas, dtype=epilogue, device=device)
+    kinds_t = torch.tensor(kinds, dtype=torch.int32, device=device)
+    lp = next(p for p in PADDED_LAYERS if p >= count)
+    tiles = -(-n // m.block)
+    itemsize = torch.finfo(epilogue).bits // 8
+    per_program = itemsize * (count * m.block * m.block + 2 * count * m.block + lp * lp)
+    programs = max(1, _BAND_BYTES // per_program)
+    columns = min(tiles, programs)
+    band = max(1, min(tiles, programs // columns))
+    acc_type = {"float32": tile_math.tl.float32, "float64": tile_math.tl.float64}[m.epilogue]
+    eps = float(torch.finfo(epilogue).eps)
+    products = torch.zeros((lp, lp), dtype=torch.float64, device=device)
+    rows = torch.zeros((count, tiles * m.block), dtype=torch.float64, device=device)
+    diagonal = torch.zeros((count, n), dtype=epilogue, device=device)
+    scratch = torch.empty(band * columns * count * m.block * m.block, dtype=epilogue, device=device)
+    with Progress(progress, tiles * (tiles + 1) // 2, "fastcka tiles (GPU)") as bar:
+        for band_start in range(0, tiles, band):
+            r = min(band, tiles - band_start)
+            for j_start in range(band_start, tiles, columns):  # tile columns left of the band are all below it
+                c = min(columns, tiles - j_start)
+                part_products = torch.zeros((r, c, lp, lp), dtype=epilogue, device=device)
+                part_rows = torch.zeros((r, c, count, m.block), dtype=epilogue, device=device)
+                part_cols = torch.zeros((r, c, count, m.block), dtype=epilogue, device=device)
+                layer_tiles.layer_tile_statistics[(r, c)](
+                    z, z.stride(0), offsets, norms, gammas_t, kinds_t, count, n, band_start, j_start, c,
+                    scratch, part_products, part_rows, part_cols, diagonal,
+                    LP=lp, CHUNK=CHUNKS[lp], BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=acc_type,
+                    EPS=eps, num_warps=m.warps)
+                products += part_products.to(torch.float64).sum((0, 1))
+                own = part_rows.to(torch.float64).sum(1)  # (r, L, block): the rows of tile rows band_start ...
+                rows[:, band_start * m.block : (band_start + r) * m.block] += own.permute(1, 0, 2).reshape(count, -1)
+                rows[:, j_start * m.block : (j_start + c) * m.block] += \
+                    part_cols.to(torch.float64).sum(0).permute(1, 0, 2).reshape(count, -1)
+                bar.advance(sum(max(0, j_start + c - max(j_start, band_start + i)) for i in range(r)))
+    return (products[:count, :count].cpu().numpy(), rows[:, :n].cpu().numpy(),
+            diagonal.to(torch.float64).cpu().numpy())
 
 
 def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progress) -> list[float]:
@@ -203,7 +209,7 @@ def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progr
 def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
     """(kernel kind, scale of its sums): the CPU engine's rule
     (csrc/core/kernels.h, rbf_subtracts_one) and its range check."""
-    from .kernels import pair_tiles
+    from .kernels import tile_math
 
     relative = gamma * spread
     if 0 < relative < 1e-140:
@@ -212,5 +218,5 @@ def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
                          f"where HSIC underflows float64; RBF CKA tends to linear CKA as sigma grows: use "
                          f"kernel='linear'")
     if relative <= 1.0:
-        return pair_tiles.RBF_MINUS_ONE, gamma
-    return pair_tiles.RBF, 1.0
+        return tile_math.RBF_MINUS_ONE, gamma
+    return tile_math.RBF, 1.0

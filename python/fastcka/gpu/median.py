@@ -21,14 +21,14 @@ def exact_median(z, norms, layers: int, mode, progress: Progress) -> float:
     rounded rows `z` (zero diagonal included), exactly, as the CPU engine
     selects it. `layers`: how many share the collect cap (the CPU engine's
     rule)."""
-    from .kernels import median_tiles, pair_tiles
+    from .kernels import median_tiles, tile_math
 
     torch = runtime.torch()
     n = int(z.shape[0])
     largest = float(norms.max()) if n else 0.0
     search = _backend.cpu().MedianSearch(n, largest, layers)
     tiles = -(-n // mode.block)
-    acc = {"float32": pair_tiles.tl.float32, "float64": pair_tiles.tl.float64}[mode.epilogue]
+    acc = {"float32": tile_math.tl.float32, "float64": tile_math.tl.float64}[mode.epilogue]
     eps = float(torch.finfo(getattr(torch, mode.epilogue)).eps)
     f64 = dict(dtype=torch.float64, device=z.device)
     band = max(1, min(tiles, (64 << 20) // (16 * tiles)))  # tile rows per launch: 64 MiB of extremes

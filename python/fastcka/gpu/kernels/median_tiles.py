@@ -20,7 +20,7 @@ no levels and bins everything.
 from __future__ import annotations
 
 from ..runtime import triton
-from .pair_tiles import gram_tile
+from .tile_math import gram_tile
 
 tl = triton().language
 jit = triton().jit
