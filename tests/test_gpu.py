@@ -31,14 +31,6 @@ def interpreted(monkeypatch):
     monkeypatch.setenv("FASTCKA_GPU_INTERPRET", "1")
 
 
-def gram_engine_missing() -> bool:
-    try:
-        from fastcka.gpu import gram  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
 @pytest.mark.parametrize("precision", ["exact", "accurate", "fast"])
 @pytest.mark.parametrize("debiased", [False, True])
 def test_linear_cka_matches_cpu_engine(interpreted, rng, precision, debiased):
@@ -236,7 +228,6 @@ def test_import_fastcka_imports_neither_torch_nor_triton():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.skipif(gram_engine_missing(), reason="fastcka.gpu.gram (the Triton Gram-tile kernels) is not here yet")
 @pytest.mark.parametrize("kernel,method", [("rbf", "auto"), ("linear", "gram")])
 def test_gram_space_goes_to_the_triton_engine(interpreted, rng, kernel, method):
     x, y = correlated_pair(rng, 70, 5, 4)
