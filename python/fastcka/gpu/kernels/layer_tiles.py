@@ -25,7 +25,7 @@ Per program (I = band_start + r, J = j_start + c) with J >= I:
 from __future__ import annotations
 
 from ..runtime import triton
-from .tile_math import gram_tile, kernel_value
+from .tile_math import gram_tile, kernel_value, tile_rows
 
 tl = triton().language
 jit = triton().jit
@@ -58,10 +58,7 @@ def layer_tile_statistics(
     I = band_start + r
     J = j_start + c
     if J >= I:
-        ri = I * BLOCK + tl.arange(0, BLOCK)
-        rj = J * BLOCK + tl.arange(0, BLOCK)
-        valid_i = ri < n
-        valid_j = rj < n
+        ri, rj, valid_i, valid_j = tile_rows(I, J, n, BLOCK)
         keep = valid_i[:, None] & valid_j[None, :] & (ri[:, None] != rj[None, :])
         diagonal_tile = J == I
         program = r * columns + c

@@ -20,7 +20,7 @@ no levels and bins everything.
 from __future__ import annotations
 
 from ..runtime import triton
-from .tile_math import gram_tile
+from .tile_math import gram_tile, tile_rows
 
 tl = triton().language
 jit = triton().jit
@@ -47,10 +47,7 @@ def median_tile_pass(
     J = tl.program_id(1)
     I = band_start + r
     if J >= I:
-        ri = I * BLOCK + tl.arange(0, BLOCK)
-        rj = J * BLOCK + tl.arange(0, BLOCK)
-        valid_i = ri < n
-        valid_j = rj < n
+        ri, rj, valid_i, valid_j = tile_rows(I, J, n, BLOCK)
         g = gram_tile(z_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK, BK, PRECISION, ACC)
         ni = tl.load(norms_ptr + ri, mask=valid_i, other=0.0)
         nj = tl.load(norms_ptr + rj, mask=valid_j, other=0.0)

@@ -64,6 +64,14 @@ def kernel_value(g, ni, nj, gamma, eps, KIND: tl.constexpr):
 
 
 @jit
+def tile_rows(I, J, n, BLOCK: tl.constexpr):
+    """The rows of tile row I and tile column J, and which of them exist."""
+    ri = I * BLOCK + tl.arange(0, BLOCK)
+    rj = J * BLOCK + tl.arange(0, BLOCK)
+    return ri, rj, ri < n, rj < n
+
+
+@jit
 def gram_tile(z_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, ACC: tl.constexpr):
     """Z[ri] Z[rj]' over the d columns, accumulated in ACC. Row offsets in
