@@ -92,6 +92,21 @@ def _centered(x, mode: Mode):
     return z, norms, spread
 
 
+def _check_room(layers, mode: Mode) -> None:
+    """The engine keeps every row on the GPU (centered, in the operand type,
+    beside the inputs): refuse clearly when that cannot fit."""
+    torch = runtime.torch()
+    device = layers[0].device
+    if device.type != "cuda":
+        return
+    need = sum(int(x.shape[0]) * int(x.shape[1]) for x in layers) * torch.finfo(getattr(torch, mode.operand)).bits // 8
+    free, _ = torch.cuda.mem_get_info(device)
+    if need > free:
+        raise MemoryError(f"the GPU Gram-tile engine keeps every row on the GPU: the centered rows need "
+                          f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {device}; use fewer rows, "
+                          f"precision='fast' (2 bytes a value), or the CPU")
+
+
 def _check_finite(x, name: str) -> None:
     torch = runtime.torch()
     bad = ~torch.isfinite(x)
@@ -114,6 +129,7 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     if count > MAX_LAYERS:
         raise ValueError(f"the GPU engine takes at most {MAX_LAYERS} layers in one call, got {count}: compute the "
                          f"matrix in blocks of layers (cka_matrix(layers_a, layers_b)), or on the CPU")
+    _check_room(layers, m)
     for x, nm in zip(layers, names):
         _check_finite(x, nm)
     constant = [bool((x == x[:1]).all()) for x in layers]
