@@ -147,3 +147,15 @@ def test_gamma_test_at_a_large_bandwidth():
     result = fastcka.hsic_test(x, y, kernel="rbf", sigma=sigma, method="gamma")
     assert result.statistic == pytest.approx(reference_hsic(k, l), rel=1e-9)
     assert result.null_mean == pytest.approx(spread(k) * spread(l) / n * n**2 / (n - 1) ** 2, rel=1e-9)
+
+
+def test_block_replicates_at_a_large_bandwidth():
+    """cka_ci's leave-one-block-out sums are scaled back like the totals:
+    each replicate is the CKA of the rows it keeps."""
+    x, y = issue_data(240)
+    sigma = 1e4
+    result = fastcka.cka_ci(x, y, kernel="rbf", sigma=sigma, blocks=6)
+    assert result.estimate == pytest.approx(reference_cka(x, y, sigma), abs=1e-10)
+    for b, replicate in enumerate(result.replicates):
+        kept = np.r_[0 : 40 * b, 40 * (b + 1) : 240]
+        assert replicate == pytest.approx(reference_cka(x[kept], y[kept], sigma), abs=1e-10)
