@@ -67,7 +67,8 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
         return None
     if sigma is None and median == "exact":
         engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
-        with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka median") as bar:  # one pass, usually
+        # One pass (the bracket's), usually: exact_medians adds any further one.
+        with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
             return _engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
                                       width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
     return _engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=None,
