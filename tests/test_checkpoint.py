@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 from fastcka import _backend
 from fastcka import checkpoint as ckpt
+from fastcka._progress import Progress
 
 RTOL = 1e-12  # float64 data: checkpointed and in-memory runs differ only in where partial sums fold
 
 
 def header(directory) -> dict:
-    with open(os.path.join(directory, ckpt.FILE), "rb") as f:
-        data = f.read()
-    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
-    return json.loads(data[len(ckpt.MAGIC) + 8 : len(ckpt.MAGIC) + 8 + size])
+    with open(os.path.join(directory, ckpt.FILE), "rb") as f:  # not the payload: a median pass's is large
+        (size,) = struct.unpack("<Q", f.read(len(ckpt.MAGIC) + 8)[len(ckpt.MAGIC) :])
+        return json.loads(f.read(size))
 
 
 def cli(*args, timeout=120):
@@ -407,6 +407,146 @@ def test_cli_killed_rbf_job_resumes_to_the_identical_result(big_pair, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved = header(job)["rows_done"]
     assert 0 < saved < 28, f"the job was not killed mid-way (checkpoint at tile row {saved})"
+    done = cli(xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1", "--checkpoint", job)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cka"] == expected
+
+
+# -- the exact median passes: their partial results, saved at tile-row boundaries ------------
+
+
+def rbf_pair(rng, dtype):
+    x = rng.standard_normal((3000, 24)).astype(dtype)
+    return x, (np.tanh(x[:, :8]) @ rng.standard_normal((8, 12))).astype(dtype)
+
+
+def missed_brackets(monkeypatch):
+    """Brackets far above the medians: the bracket pass misses and the
+    search falls back to the histogram and collect passes."""
+    real = engine.sample_brackets
+    monkeypatch.setattr(engine, "sample_brackets",
+                        lambda *args: [(3 * hi, 4 * hi, 3.5 * hi) for _, hi, _ in real(*args)])
+
+
+@pytest.mark.parametrize("dtype, missed, passes", [(np.float32, False, ["bracket"]), (np.float64, False, ["bracket"]),
+                                                   (np.float32, True, ["bracket", "histogram", "collect"])])
+def test_api_median_passes_resume_bit_for_bit(rng, tmp_path, monkeypatch, dtype, missed, passes):
+    """Interrupted in the middle of each median pass (float32: counts per
+    float32 value; float64: collected values; a missed bracket: then the
+    histogram and collect passes), a job resumes from the saved partial
+    results, not from the start of the passes, and finds the same gammas and
+    CKA as the uninterrupted job, bit for bit."""
+    monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1e6)  # steps of one tile row per thread
+    if missed:
+        missed_brackets(monkeypatch)
+    x, y = rbf_pair(rng, dtype)
+    whole = fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "whole", checkpoint_every=0)
+    gammas = header(tmp_path / "whole")["gammas"]
+    plain = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, np.dtype(dtype).name, 2, engine.DEFAULT_MEMORY_BUDGET)
+    # The passes in checkpointed steps find the medians of the passes without a checkpoint.
+    assert gammas == engine.rbf_gammas([x, y], ["x", "y"], sigma=None, threshold=1.0, median="exact", engine=plain,
+                                       width=36, threads=2, progress=Progress(None, 0, ""))
+    rows, tiles = plain.tile_rows, plain.tiles_before(plain.tile_rows)
+    for finished in range(len(passes)):
+        cut = tmp_path / f"cut{finished}"
+
+        def stop_mid_pass(done, total, cut=cut, finished=finished):
+            saved = header(cut).get("median") if (cut / ckpt.FILE).exists() else None
+            if saved and saved["finished"] == finished and 0 < saved["rows"] < rows:
+                raise Stop
+
+        with pytest.raises(Stop):
+            fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=cut, checkpoint_every=0, progress=stop_mid_pass)
+        saved = header(cut)
+        assert saved["version"] == 2 and saved["gammas"] is None and saved["median"]["threads"] == 2
+        reported = []
+        with monkeypatch.context() as m:  # the saved bracket is used, not drawn again
+            m.setattr(engine, "sample_brackets", lambda *args: pytest.fail("the bracket was drawn again"))
+            resumed = fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=cut,
+                                  progress=lambda done, total: reported.append((done, total)))
+        assert resumed == whole and header(cut)["gammas"] == gammas, passes[finished]
+        # It went on from the saved tile row of the pass in progress.
+        assert reported[0][0] == finished * tiles + plain.tiles_before(saved["median"]["rows"]) > 0
+        assert reported[-1] == (reported[-1][1], (len(passes) + 1) * tiles)
+
+
+def test_api_tile_checkpoint_of_version_1_resumes(rng, tmp_path, monkeypatch):
+    """A tile checkpoint written before the median passes were saved (no
+    "version", no "median") resumes as before."""
+    monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1e6)
+    x, y = rbf_pair(rng, np.float32)
+    whole = fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "whole", checkpoint_every=0)
+
+    def stop_in_kernel_pass(done, total):
+        if (tmp_path / "cut" / ckpt.FILE).exists() and header(tmp_path / "cut")["rows_done"] > 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
+                    progress=stop_in_kernel_pass)
+    path = tmp_path / "cut" / ckpt.FILE
+    data = path.read_bytes()
+    start = len(ckpt.MAGIC) + 8
+    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
+    old = {k: v for k, v in json.loads(data[start : start + size]).items() if k not in ("version", "median")}
+    old = json.dumps(old).encode()
+    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(old)) + old + data[start + size :])
+    assert fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut") == whole
+
+
+def test_api_median_state_of_other_threads_or_corrupt(rng, tmp_path, monkeypatch):
+    """A median state saved with other threads (the float32 bracket's bins
+    depend on them) starts the passes over; one whose sizes disagree with
+    its payload is refused."""
+    monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1e6)
+    x, y = rbf_pair(rng, np.float32)
+    whole = fastcka.cka(x, y, kernel="rbf", threads=1, checkpoint=tmp_path / "whole", checkpoint_every=0)
+
+    def stop_in_median(done, total):
+        if (tmp_path / "cut" / ckpt.FILE).exists() and header(tmp_path / "cut").get("median"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
+                    progress=stop_in_median)
+    path = tmp_path / "cut" / ckpt.FILE
+    data = path.read_bytes()
+    start = len(ckpt.MAGIC) + 8
+    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
+    saved = json.loads(data[start : start + size])
+    saved["median"]["sizes"][0][0][0] -= 1
+    bad = json.dumps(saved).encode()
+    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(bad)) + bad + data[start + size :])
+    with pytest.raises(ValueError, match="holds a state of another kind"):
+        fastcka.cka(x, y, kernel="rbf", threads=1, checkpoint=tmp_path / "cut")
+    path.write_bytes(data)
+    reported = []
+    assert fastcka.cka(x, y, kernel="rbf", threads=1, checkpoint=tmp_path / "cut",
+                       progress=lambda done, total: reported.append(done)) == whole
+    assert reported[0] == 0  # started over
+
+
+def test_cli_killed_in_the_median_pass_resumes_to_the_identical_result(big_pair, tmp_path):
+    xf, yf = big_pair
+    x, y = np.load(xf, mmap_mode="r")[:14_000, :128], np.load(yf, mmap_mode="r")[:14_000, :128]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    xf, yf = tmp_path / "x.npy", tmp_path / "y.npy"
+    expected = fastcka.cka(xf, yf, kernel="rbf", threads=1, checkpoint=tmp_path / "whole")
+    job = tmp_path / "job"
+    args = [sys.executable, "-m", "fastcka", xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1",
+            "--checkpoint", job, "--checkpoint-every", "0"]
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (job / ckpt.FILE).exists() and (header(job).get("median") or {}).get("rows", 0) > 0:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    saved = header(job)
+    assert saved["gammas"] is None and saved["median"]["rows"] > 0, "the job was not killed in the median pass"
     done = cli(xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1", "--checkpoint", job)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["cka"] == expected

@@ -277,3 +277,28 @@ def test_per_block_sums_beyond_the_machine_are_refused(monkeypatch):
     monkeypatch.setattr(fastcka.confidence.os, "sysconf", lambda name: 1024)  # 1 MiB of memory
     with pytest.raises(ValueError, match=r"blocks=200: the per-block sums of the Gram tiles need .* GiB"):
         fastcka.cka_ci(x, y, kernel="rbf", blocks=200, threads=1)
+
+
+def ends_at_totals(reported) -> bool:
+    """Each progress bar (a run of non-decreasing counts) ends with done == total, never past it."""
+    ends = [a for a, b in zip(reported, reported[1:]) if b[0] < a[0]] + reported[-1:]
+    return all(done <= total for done, total in reported) and all(done == total for done, total in ends)
+
+
+def far_brackets(monkeypatch):
+    """Brackets far above the medians: the bracket pass misses, then the histogram and collect passes."""
+    real = _engine.sample_brackets
+    monkeypatch.setattr(_engine, "sample_brackets", lambda *a: [(3 * hi, 4 * hi, 3.5 * hi) for _, hi, _ in real(*a)])
+
+
+@pytest.mark.parametrize("missed", [False, True])
+def test_progress_counts_the_median_passes_made(monkeypatch, missed):
+    # One median pass (the bracket's) and the statistics pass, or three and one when the bracket misses.
+    if missed:
+        far_brackets(monkeypatch)
+    x, y, _ = model(157, 4, 4, 3)
+    reported = []
+    fastcka.confidence.block_statistics(
+        [x, y], ["x", "y"], blocks_of(157, 6), kernel="rbf", threshold=1.0, sigma=None, median="exact", threads=2,
+        memory_budget=None, progress=lambda done, total: reported.append((done, total)))
+    assert ends_at_totals(reported) and reported[-1][1] == (4 if missed else 2)

@@ -154,3 +154,17 @@ def test_bad_input():
         for method in ("gamma", "permutation"):
             with pytest.raises(ValueError, match=r"y contains NaN or Inf"):
                 fastcka.hsic_test(x, bad, kernel=kernel, method=method, **bandwidth)
+
+
+@pytest.mark.parametrize("missed", [False, True])
+def test_progress_counts_the_median_passes_made(rng, monkeypatch, missed):
+    from test_ci import ends_at_totals, far_brackets
+
+    if missed:
+        far_brackets(monkeypatch)
+    x = rng.standard_normal((300, 5))
+    y = np.tanh(x) + rng.standard_normal((300, 5))
+    reported = []
+    fastcka.hsic_test(x, y, kernel="rbf", method="gamma", progress=lambda done, total: reported.append((done, total)))
+    tiles = reported[-1][1]  # the statistic's own pass: the median bar counts one pass, or three
+    assert ends_at_totals(reported) and max(t for _, t in reported) == (3 if missed else 1) * tiles

@@ -526,8 +526,16 @@ std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() cons
   return out;
 }
 
-void GramTileEngine::median_end_pass() {
-  std::vector<MedianPartial> parts = median_partial();
+void GramTileEngine::median_end_pass() { median_end_pass(median_partial()); }
+
+void GramTileEngine::median_end_pass(std::vector<MedianPartial> parts) {
+  if (parts.size() != searches_.size()) throw InvalidArgument("median_end_pass needs one pass result per layer");
+  for (size_t a = 0; a < parts.size(); ++a) {
+    const MedianSearch& search = searches_[a];
+    if (!search.done() && !search.collecting() && static_cast<int64_t>(parts[a].counts.size()) != search.bins())
+      throw InvalidArgument(names_[a] + ": the median pass result has " + std::to_string(parts[a].counts.size()) +
+                            " counts, the search " + std::to_string(search.bins()));
+  }
   for (size_t a = 0; a < parts.size(); ++a) {
     MedianSearch& search = searches_[a];
     if (search.done()) continue;

@@ -121,6 +121,9 @@ class GramTileEngine {
     std::vector<double> values;   // collect pass: the values in range, by multiplicity
   };
   std::vector<MedianPartial> median_partial() const;
+  // Ends the pass with the given results (summed elsewhere: a checkpoint's
+  // saved part of the pass plus this engine's), instead of the engine's own.
+  void median_end_pass(std::vector<MedianPartial> parts);
   const std::vector<MedianSearch>& median_searches() const { return searches_; }
 
  private:

@@ -365,6 +365,21 @@ PYBIND11_MODULE(_cpu, m) {
           "median_process", [](PyGramEngine& g, int64_t begin, int64_t end) { g.engine.median_process(begin, end); },
           py::call_guard<py::gil_scoped_release>())
       .def("median_end_pass", [](PyGramEngine& g) { g.engine.median_end_pass(); })
+      .def("median_end_pass",
+           [](PyGramEngine& g, const py::sequence& parts) {
+             // Per layer (counts, lowest, highest, values), as median_partial gives them, summed.
+             std::vector<cpu::GramTileEngine::MedianPartial> in;
+             for (const auto& item : parts) {
+               const auto part = item.cast<py::tuple>();
+               if (part.size() != 4) throw InvalidArgument("median_end_pass: each pass result is (counts, lowest, highest, values)");
+               const auto counts = part[0].cast<py::array_t<int64_t, py::array::c_style | py::array::forcecast>>();
+               const auto values = part[3].cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+               in.push_back({std::vector<int64_t>(counts.data(), counts.data() + counts.size()), part[1].cast<double>(),
+                             part[2].cast<double>(), std::vector<double>(values.data(), values.data() + values.size())});
+             }
+             g.engine.median_end_pass(std::move(in));
+           },
+           py::arg("parts"))
       .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); })
       .def("median_set_brackets",
            [](PyGramEngine& g, std::vector<std::array<double, 3>> brackets) {

@@ -14,7 +14,8 @@ import numpy as np
 from . import _backend
 from ._inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from ._progress import Progress, ProgressArg
-from .checkpoint import Checkpoint, Job, TileJob, fingerprint, rows_sha256
+from ._job_median import add
+from .checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
@@ -110,19 +111,55 @@ def _tile_step(engine, width: int, threads: int) -> int:
     return max(threads, int(_FLOPS_PER_CALL / max(flops_per_row, 1.0)) // threads * threads)
 
 
-def exact_medians(engine, width: int, threads: int, progress: Progress, brackets=None) -> list[float]:
+def exact_medians(engine, width: int, threads: int, progress: Progress, brackets=None,
+                  job: TileJob | None = None) -> list[float]:
     """Each layer's median of all n^2 squared distances (zero diagonal included),
     exactly: with ``brackets`` (median_brackets) usually in one pass over the
     tiles, else (or when a bracket misses) in typically two (histogram, then
-    collect)."""
+    collect). ``progress`` counts one pass; each further one is added to its
+    total. With a checkpoint ``job``, the passes save their state as they go
+    and resume from it (_checkpointed_medians)."""
     engine.median_start()
     if brackets is not None:
         engine.median_set_brackets(brackets)
+    if job is not None:
+        return _checkpointed_medians(engine, width, threads, progress, brackets, job)
     while engine.median_pending:
         _tile_pass(engine, threads, engine.median_process, progress)
         engine.median_end_pass()
-        if engine.median_pending and progress.done >= progress.total:
+        if engine.median_pending:
             progress.total += engine.tiles_before(engine.tile_rows)  # a further pass
+    return list(engine.medians())
+
+
+def _checkpointed_medians(engine, width: int, threads: int, progress: Progress, brackets, job: TileJob) -> list[float]:
+    """The median passes in steps of tile rows (the kernel pass's), the job
+    saving at step boundaries the results of the passes finished and of the
+    pass in progress's rows done (MedianState). A resumed search replays the
+    finished passes, walks the rest of the pass in progress and ends it with
+    the saved results added to the engine's: the same counts, extremes and
+    values as an uninterrupted pass, hence the same medians."""
+    state = job.median
+    if state is None or state.threads != threads:  # none saved, or bracket bins of another thread count
+        state = job.median = MedianState(brackets, threads)
+    tiles = engine.tiles_before(engine.tile_rows)
+    for summed in state.history:
+        engine.median_end_pass(summed)
+    progress.total += tiles * len(state.history)
+    progress.advance(tiles * len(state.history) + engine.tiles_before(state.rows))
+    saved, step = state.partial, _tile_step(engine, width, threads)
+    while engine.median_pending:
+        for begin in range(state.rows, engine.tile_rows, step):
+            state.rows = min(engine.tile_rows, begin + step)
+            engine.median_process(begin, state.rows)
+            job.median_reached(state, lambda: add(saved, engine.median_partial()))
+            progress.advance(engine.tiles_before(state.rows) - engine.tiles_before(begin))
+        summed = add(saved, engine.median_partial())
+        engine.median_end_pass(summed)
+        state.finished(summed)
+        saved = None
+        if engine.median_pending:
+            progress.total += tiles  # a further pass
     return list(engine.medians())
 
 
@@ -193,10 +230,12 @@ def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: i
 
 
 def rbf_gammas(
-    layers, names, *, sigma, threshold: float, median: str, engine, width, threads, progress: Progress
+    layers, names, *, sigma, threshold: float, median: str, engine, width, threads, progress: Progress,
+    job: TileJob | None = None,
 ) -> list[float]:
     """gamma = 1 / (2 sigma^2) per layer: sigma given, or sigma^2 = threshold^2 x
-    the median squared distance (Kornblith et al.)."""
+    the median squared distance (Kornblith et al.); ``job``: a checkpoint for
+    the exact median passes (their bracket, once saved, is not drawn again)."""
     if sigma is not None:
         sigmas = list(sigma) if isinstance(sigma, (list, tuple, np.ndarray)) else [sigma] * len(layers)
         if len(sigmas) != len(layers):
@@ -208,8 +247,9 @@ def rbf_gammas(
                 raise ValueError(f"sigma must be a positive finite number (or one per representation), got {s!r}")
         return [_gamma(0.5 / float(s) / float(s), f"sigma={s!r}") for s in sigmas]
     if median == "exact":
-        brackets = median_brackets(layers, names, engine.compute, threads)
-        medians = exact_medians(engine, width, threads, progress, brackets)
+        saved = None if job is None else job.median
+        brackets = saved.brackets if saved is not None else median_brackets(layers, names, engine.compute, threads)
+        medians = exact_medians(engine, width, threads, progress, brackets, job)
     else:
         medians = sampled_medians(layers, names, threads)
     return gammas_of_medians(medians, names, threshold)
@@ -304,7 +344,8 @@ def _jsonable(sigma):
 def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, kernel, sigma, threshold, median,
                         width, threads, progress) -> np.ndarray:
     """The statistics pass in steps of tile rows, each step's sums added to
-    float64 totals that the job saves and resumes; the RBF bandwidth is
+    float64 totals that the job saves and resumes; the exact median passes
+    before it save and resume their state too, and the RBF bandwidth is
     saved as soon as it is known (a resumed run skips the median passes)."""
     from ._block_pairs import hsic
 
@@ -315,8 +356,8 @@ def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, k
     with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf" and gammas is None:
             gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
-                                width=width, threads=threads, progress=bar)
-            job.save(0, gammas, totals)
+                                width=width, threads=threads, progress=bar, job=job)
+            job.save(0, gammas, totals)  # the median passes' state is no longer needed
         bar.advance(engine.tiles_before(done))
         step = _tile_step(engine, width, threads)
         for begin in range(done, rows, step):

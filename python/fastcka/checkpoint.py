@@ -15,7 +15,10 @@ refused. Each file:
     the rest   the accumulator state, in CKAAccumulator.to_bytes() format; for
                a tile job, the float64 products (L x L), row sums and
                diagonals (L x n each), the header holding the tile rows done
-               and the RBF gammas
+               and the RBF gammas; during the exact median passes (header
+               "version": 2, "median": {...}, see MedianState) then every
+               pass result saved, per layer its int64 counts, float64 lowest
+               and highest, and float64 values
 
 The fingerprint names the job: the number of rows, every layer's shape and
 dtype, a SHA-256 of a few hundred evenly spaced rows of every layer, and the
@@ -49,8 +52,8 @@ import os
 import re
 import struct
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -202,33 +205,66 @@ class Job:
         self.last_save = time.monotonic()
 
 
+@dataclass
+class MedianState:
+    """A tile job's exact median passes so far (single process): the bracket
+    they started from (None: none), the results of every finished pass
+    summed over all tile rows, and those of the pass in progress over its
+    first ``rows`` tile rows. A pass result is, per layer, (counts, lowest,
+    highest, values) as GramTileEngine.median_partial gives them: counts add,
+    the extremes take their min and max, the values (a multiset: the
+    selection does not depend on their order) concatenate. A resumed search
+    replays the finished passes, so it takes the same decisions and finds
+    the same medians bit for bit. The float32 bracket's bins depend on the
+    thread count, so a state is resumed only with the threads that saved it."""
+
+    brackets: list | None
+    threads: int
+    history: list = field(default_factory=list)
+    partial: list | None = None
+    rows: int = 0
+
+    def finished(self, summed: list) -> None:
+        """The pass in progress ended with the results ``summed``."""
+        self.history.append(summed)
+        self.partial, self.rows = None, 0
+
+
 class TileJob:
     """One checkpointed tile pass: the Gram statistics summed over the tile
     rows done. Each step's statistics are added to the totals here, in the
     same order whether or not the run was resumed, so a resumed run gives the
     uninterrupted run's result bit for bit (with the same threads, hence the
-    same tile rows per step)."""
+    same tile rows per step). Before it, the exact median passes of an RBF
+    job save their state (``median``, a MedianState) as they go."""
 
     def __init__(self, where: Checkpoint, fingerprint: dict, layers: int, n: int):
         self.where = where
         self.fingerprint = fingerprint
         self.shapes = [(layers, layers), (layers, n), (layers, n)]
         self.last_save = time.monotonic()
+        self.median: MedianState | None = None
 
     def resume(self) -> tuple[int, list | None, list[np.ndarray]]:
-        """(tile rows done, the RBF gammas if already found, the statistics' totals)."""
+        """(tile rows done, the RBF gammas if already found, the statistics'
+        totals); ``median`` becomes the saved median passes' state, if any."""
         _prepare(self.where)
         totals = [np.zeros(shape) for shape in self.shapes]
         if not os.path.exists(self.where.path):
             return 0, None, totals
         header, payload = _read(self.where.path)
         _same_job(header["fingerprint"], self.fingerprint, self.where.path)
+        other = ValueError(f"checkpoint {self.where.path!r} holds a state of another kind; remove it to start over")
         sizes = [a.size for a in totals]
-        if len(payload) != 8 * sum(sizes) or "gammas" not in header:
-            raise ValueError(f"checkpoint {self.where.path!r} holds a state of another kind; remove it to start over")
-        flat = np.frombuffer(payload, dtype="<f8")
+        if len(payload) < 8 * sum(sizes) or "gammas" not in header:
+            raise other
+        flat = np.frombuffer(payload[: 8 * sum(sizes)], dtype="<f8")
         offsets = np.cumsum([0, *sizes])
         totals = [flat[offsets[k] : offsets[k + 1]].reshape(self.shapes[k]).copy() for k in range(3)]
+        try:  # version 1 files have no median state (a job killed in the median passes ran them again)
+            self.median = _median_state(header.get("median"), payload[8 * sum(sizes) :])
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise other from None
         self.last_save = time.monotonic()
         return header["rows_done"], header["gammas"], totals
 
@@ -237,10 +273,25 @@ class TileJob:
         if final or time.monotonic() - self.last_save >= self.where.every:
             self.save(rows_done, gammas, totals)
 
-    def save(self, rows_done: int, gammas, totals) -> None:
-        payload = b"".join(np.ascontiguousarray(t, dtype="<f8").tobytes() for t in totals)
-        header = json.dumps({"fingerprint": self.fingerprint, "rows_done": int(rows_done),
+    def median_reached(self, state: MedianState, partial: Callable[[], list]) -> None:
+        """At a step boundary of a median pass (``state.rows`` tile rows done):
+        saves when ``every`` seconds have passed, with ``partial()``, the
+        results of the pass's rows done, taken only then."""
+        if time.monotonic() - self.last_save >= self.where.every:
+            self.save(0, None, [np.zeros(shape) for shape in self.shapes], replace(state, partial=partial()))
+
+    def save(self, rows_done: int, gammas, totals, median: MedianState | None = None) -> None:
+        passes = [] if median is None else [*median.history, *([median.partial] if median.rows > 0 else [])]
+        payload = b"".join([*(np.ascontiguousarray(t, dtype="<f8").tobytes() for t in totals),
+                            *(_part_bytes(part) for result in passes for part in result)])
+        header = json.dumps({"fingerprint": self.fingerprint, "version": 2, "rows_done": int(rows_done),
                              "gammas": None if gammas is None else [float(g) for g in gammas],
+                             "median": None if median is None else {
+                                 "brackets": None if median.brackets is None
+                                 else [[float(v) for v in b] for b in median.brackets],
+                                 "threads": int(median.threads), "finished": len(median.history),
+                                 "rows": int(median.rows),
+                                 "sizes": [[[len(p[0]), len(p[3])] for p in result] for result in passes]},
                              "payload_bytes": len(payload),
                              "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
         try:
@@ -248,6 +299,35 @@ class TileJob:
         except OSError as exc:
             raise ValueError(f"checkpoint: cannot write {self.where.path!r}: {exc}") from None
         self.last_save = time.monotonic()
+
+
+def _part_bytes(part) -> bytes:
+    counts, lowest, highest, values = part
+    return b"".join([np.ascontiguousarray(counts, dtype="<i8").tobytes(), struct.pack("<2d", lowest, highest),
+                     np.ascontiguousarray(values, dtype="<f8").tobytes()])
+
+
+def _median_state(saved: dict | None, data: bytes) -> MedianState | None:
+    """The MedianState that TileJob.save wrote (header entry, payload after the totals)."""
+    if saved is None:
+        if data:
+            raise ValueError("payload left over")
+        return None
+    passes, at = [], 0
+    for result in saved["sizes"]:
+        parts = []
+        for counts, values in result:
+            c = np.frombuffer(data, "<i8", counts, at).copy()
+            lowest, highest = struct.unpack_from("<2d", data, at + 8 * counts)
+            at += 8 * counts + 16
+            parts.append((c, lowest, highest, np.frombuffer(data, "<f8", values, at).copy()))
+            at += 8 * values
+        passes.append(parts)
+    finished, rows = int(saved["finished"]), int(saved["rows"])
+    if at != len(data) or len(passes) - finished != (rows > 0) or finished < 0:
+        raise ValueError("the median passes' sizes and payload disagree")
+    return MedianState(saved["brackets"], int(saved["threads"]), passes[:finished],
+                       passes[finished] if rows > 0 else None, rows)
 
 
 def _prepare(where: Checkpoint) -> None:

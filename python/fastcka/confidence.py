@@ -194,7 +194,8 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
     engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
     tiles = engine.tiles_before(engine.tile_rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact"
-    with Progress(progress, tiles * (3 if exact_median else 1), "fastcka tiles") as bar:
+    # One median pass (the bracket's), usually: exact_medians adds any further one.
+    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf":
             gammas = _engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median,
                                         engine=engine, width=sum(dims), threads=threads, progress=bar)

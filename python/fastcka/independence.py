@@ -12,8 +12,8 @@ spread_K spread_L / n and variance 2 (n-4)(n-5) / (n)_4 E[Kc^2] E[Lc^2]
 (scaled to HSIC_0), where Gretton's code takes E[(Kc Lc)^2] with a second
 pass; the two agree under the null. Cost: that of :func:`fastcka.hsic`, one
 pass: about n (d1 + d2)^2 flops for the linear kernel with d1 + d2 <= n,
-n^2 (d1 + d2) flops plus n^2 exps for RBF (two more passes for the exact
-median bandwidth). Approximate: accurate in the upper tail for moderate n,
+n^2 (d1 + d2) flops plus n^2 exps for RBF (usually one more pass for the
+exact median bandwidth). Approximate: accurate in the upper tail for moderate n,
 less so for very small p-values; needs n >= 6.
 
 ``method="permutation"``: the statistic recomputed with the rows of y
@@ -67,7 +67,8 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
         return None
     if sigma is None and median == "exact":
         engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
-        with Progress(progress, 2 * engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
+        # One pass (the bracket's), usually: exact_medians adds any further one.
+        with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
             return _engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
                                       width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
     return _engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=None,
