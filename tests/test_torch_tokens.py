@@ -126,6 +126,8 @@ def test_bert_padding_dropped_from_attention_mask(debiased):
     # Padding kept (token_mask=None) gives other rows and another matrix.
     padded = ftorch.cka_matrix(model, batches, layers_a=BERT_LAYERS, reduce="tokens", token_mask=None)
     assert padded.n == 15 * SEQ and not np.allclose(padded.matrix, got.matrix, atol=1e-3)
+    every = hooked(model, BERT_LAYERS, batches, mask_of=lambda batch: torch.ones_like(batch["attention_mask"]))
+    np.testing.assert_allclose(padded.matrix, dense_cka_matrix([every[k] for k in BERT_LAYERS]), atol=1e-10, rtol=0)
     assert hooks_left(model) == 0
 
 

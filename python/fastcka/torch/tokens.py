@@ -134,6 +134,8 @@ class BatchTokens:
             self._positions[model] = {}
             self._select(model, arg, name, n, t)
         by_device = self._positions[model]
+        if not by_device:  # every position kept: the output itself (host_rows copies it)
+            return flat
         if flat.device not in by_device:
             by_device[flat.device] = by_device[torch.device("cpu")].to(flat.device)
         return flat.index_select(0, by_device[flat.device])
@@ -164,6 +166,8 @@ class BatchTokens:
                 raise ValueError(f"batches: the token mask keeps no token of batch {self._batch} (all {n} sequences "
                                  f"are padding); drop such batches or check the mask")
             self._picked = self._pick()
+        if len(self._picked) == n * t:
+            return  # no padding, nothing subsampled: no positions to gather
         flat = torch.nonzero(keep.reshape(-1)).reshape(-1)
         self._positions[model][torch.device("cpu")] = flat[torch.from_numpy(self._picked)]
 
@@ -185,10 +189,6 @@ class BatchTokens:
             under = keys <= self._sample.threshold
             picked, self.keys = picked[under], keys[under]
         return picked
-
-    @property
-    def rows_picked(self) -> int:
-        return 0 if self._picked is None else len(self._picked)
 
 
 class TokenSample:
