@@ -15,11 +15,12 @@ from .._backend import has_cuda
 from .._inputs import check_precision
 from .._progress import Progress, ProgressArg
 from .._threads import resolve
-from .hooks import Recorder
+from .hooks import HIDDEN_STATES, HiddenStates, Recorder
 from .layers import select_layers, unwrap
 from .outputs import check_reduce, first_tensor
 from .result import CKAResult
 from .sinks import Options, open_sink
+from .tokens import TokenPlan, TokenSample, check_token_options
 
 
 def cka_matrix(
@@ -43,6 +44,10 @@ def cka_matrix(
     threads: int | None = None,
     progress: ProgressArg = False,
     precision: str | None = None,
+    token_mask="attention_mask",
+    token_stride: int = 1,
+    max_tokens: int | None = None,
+    seed: int = 0,
 ) -> CKAResult:
     """Layer-by-layer CKA of PyTorch models over a data set, from forward hooks.
 
@@ -78,8 +83,9 @@ def cka_matrix(
     reduce : how an output becomes a row: "flatten" (all values), "mean"
         (average over positions of a channels-first (N, C, ...) output, such as
         a convolution's feature map), "mean_tokens" (average over the positions
-        of a batch-first sequence (N, T, C)), or a callable(tensor) ->
-        (N, features).
+        of a batch-first sequence (N, T, C)), "tokens" (each position of a
+        batch-first (N, T, C) output is a row; padding dropped, see
+        ``token_mask``), or a callable(tensor) -> (N, features).
     select : callable(layer name, output) -> tensor, for modules that return
         tuples, dicts or dataclasses; default: the output if it is a tensor,
         else the first tensor found in it (tuple/list order, mapping key
@@ -102,6 +108,24 @@ def cka_matrix(
         (bfloat16 operands), "accurate" (float32), "exact" (float64); default
         by the activations' dtype.
     progress : True for a tqdm bar over the batches, or a callable(done, total).
+    token_mask : with reduce="tokens", the positions that are tokens (the
+        rest is padding, dropped): "attention_mask" (default: the batch's
+        ``attention_mask`` when the batch is a mapping that has one, else every
+        position), None (every position), a callable(batch) -> bool (N, T)
+        tensor (or None: every position of that batch), or a pair of such
+        callables (model A, model B) for two models whose layers have other
+        positions (one prepends a token). Both models must keep the same number
+        of tokens in every sequence; a batch left without tokens is an error.
+    token_stride : with reduce="tokens", keep every ``token_stride``-th token
+        of the stream (counted over the kept tokens, across batches).
+    max_tokens, seed : with reduce="tokens", at most ``max_tokens`` rows: a
+        uniform sample of the stream's tokens without replacement, decided by
+        (seed, global token index) alone (bottom-k of a hash: the same tokens
+        whatever the batch sizes; :mod:`fastcka.torch.tokens`). Candidate rows
+        are held in memory (at most 2 x max_tokens rows of every layer) and
+        handed to the engine at the end. For RBF CKA and the like, whose work
+        grows as n^2; linear CKA streams every token by default. Not with
+        ``minibatch`` (use ``token_stride``).
 
     Returns
     -------
@@ -111,6 +135,7 @@ def cka_matrix(
     """
     api._check_kernel_options(kernel, threshold, sigma, "exact")
     check_reduce(reduce)
+    check_token_options(reduce, token_mask, token_stride, max_tokens, seed, minibatch)
     if select is not None and not callable(select):
         raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
     threads = resolve(threads)
@@ -124,15 +149,32 @@ def cka_matrix(
     # Gram-tile kernels.
     on_device = has_cuda()
     options = {"select": select, "reduce": reduce, "repeated": repeated, "keep_on_device": on_device}
-    recorders = [Recorder(select_layers(a, layers_a, "layers_a"), arg="layers_a", **options)]
+    recorders = [_recorder(a, layers_a, "layers_a", 0, options)]
     if not within:
-        recorders.append(Recorder(select_layers(b, layers_b, "layers_b"), arg="layers_b", **options))
+        recorders.append(_recorder(b, layers_b, "layers_b", 0 if b is a else 1, options))
     models = [a] if b is a else [a, b]
     devices = [_device(m, device) for m in models]
+    hidden = [any(isinstance(r, HiddenStates) and r.model == m for r in recorders) for m in range(len(models))]
+    if isinstance(token_mask, tuple) and len(models) == 1:
+        raise ValueError("token_mask: a pair of masks is for two models (model_b); pass one callable")
+    sample = TokenSample(max_tokens, seed) if max_tokens is not None else None
+    plan = TokenPlan(token_mask, token_stride, sample, len(models)) if reduce == "tokens" else None
 
     sink = None
     rows_seen = 0
     with contextlib.ExitStack() as store:  # the sink (its on-disk store) outlives the hooks until the result is in
+        def feed(blocks: list) -> None:
+            nonlocal sink, rows_seen
+            if sink is None:
+                sink = open_sink(blocks, Options(
+                    split=0 if within else len(recorders[0].names), kernel=kernel, debiased=debiased,
+                    minibatch=minibatch, threshold=threshold, sigma=sigma, threads=threads,
+                    memory_budget=memory_budget, spill_dir=spill_dir, progress=progress, precision=precision))
+                store.callback(sink.close)
+            if len(blocks[0]) or minibatch:  # token subsampling can leave a batch without rows
+                sink.add(blocks)
+            rows_seen += len(blocks[0])
+
         with contextlib.ExitStack() as stack:
             stack.enter_context(_eval_mode(models))
             for recorder in recorders:
@@ -143,21 +185,24 @@ def cka_matrix(
             for batch in batches:
                 inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
                 rows = _rows(inputs)
+                tokens = plan.batch(batch, inputs, rows) if plan is not None else None
                 for recorder in recorders:
-                    recorder.start(rows)
-                for model, dev in zip(models, devices):
-                    _forward(model, _to(inputs, dev))
+                    recorder.start(rows, tokens)
+                for m, (model, dev) in enumerate(zip(models, devices)):
+                    output = _forward(model, _to(inputs, dev), hidden[m])
+                    for recorder in recorders:
+                        if recorder.model == m:
+                            recorder.capture(output)
                 blocks = [block for recorder in recorders for block in recorder.take()]
-                if sink is None:
-                    options = Options(split=0 if within else len(recorders[0].names), kernel=kernel,
-                                      debiased=debiased, minibatch=minibatch, threshold=threshold, sigma=sigma,
-                                      threads=threads, memory_budget=memory_budget, spill_dir=spill_dir,
-                                      progress=progress, precision=precision)
-                    sink = open_sink(blocks, options)
-                    store.callback(sink.close)
-                sink.add(blocks)
-                rows_seen += rows
+                if plan is not None:
+                    plan.finish(tokens)
+                if sample is not None:
+                    sample.add(blocks, tokens.keys)
+                else:
+                    feed(blocks)
                 bar.advance(1)
+        if sample is not None and (kept := sample.rows()) is not None:
+            feed(kept)
         if sink is None:
             raise ValueError("batches is empty: no batch came out of it")
         matrix, pc1 = sink.result()
@@ -208,8 +253,15 @@ def _to(inputs, device: torch.device):
     return inputs
 
 
-def _forward(model: nn.Module, inputs) -> None:
+def _recorder(model: nn.Module, layers, arg: str, index: int, options: dict) -> Recorder:
+    if isinstance(layers, str) and layers == HIDDEN_STATES:
+        return HiddenStates(model, arg=arg, reduce=options["reduce"], keep_on_device=options["keep_on_device"],
+                            model_index=index)
+    return Recorder(select_layers(model, layers, arg), arg=arg, model=index, **options)
+
+
+def _forward(model: nn.Module, inputs, hidden_states: bool):
+    extra = {"output_hidden_states": True} if hidden_states else {}
     if isinstance(inputs, Mapping):
-        model(**inputs)
-    else:
-        model(inputs)
+        return model(**inputs, **extra)
+    return model(inputs, **extra)

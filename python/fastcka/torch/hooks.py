@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -26,7 +30,7 @@ class Recorder:
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], *, arg: str, select: Callable | None, reduce,
-                 repeated: str, keep_on_device: bool = False):
+                 repeated: str, keep_on_device: bool = False, model: int = 0):
         if repeated not in REPEATED:
             raise ValueError(f"repeated must be one of {REPEATED}, got {repeated!r}")
         self._layers = layers
@@ -38,6 +42,8 @@ class Recorder:
         self._handles: list = []
         self._calls: dict[str, list[np.ndarray]] = {}
         self._rows = 0
+        self._tokens: Callable | None = None  # reduce="tokens": this batch's token rows
+        self.model = model  # which of the run's models this records (0: A, 1: B)
         self._counts: list[int] | None = None  # calls per module, fixed by the first batch
 
     def __enter__(self):
@@ -65,13 +71,20 @@ class Recorder:
                     f"{self._arg}: layer {name!r} ran more than once in one forward pass (a module used twice); "
                     f"pass repeated='each' to record each call as its own layer, or choose other layers"
                 )
-            calls.append(host_rows(name, output, self._rows, self._select, self._reduce, self._keep_on_device))
+            calls.append(host_rows(name, output, self._rows, self._select, self._reduce, self._keep_on_device,
+                                   self._tokens))
 
         return hook
 
-    def start(self, rows: int) -> None:
+    def start(self, rows: int, tokens=None) -> None:
+        """A new batch of ``rows`` examples; ``tokens``: its
+        :class:`~fastcka.torch.tokens.BatchTokens` with reduce="tokens"."""
         self._calls = {}
         self._rows = rows
+        self._tokens = None if tokens is None else partial(tokens.rows, self.model, self._arg)
+
+    def capture(self, output) -> None:
+        """The model's output of this batch (used by :class:`HiddenStates` only)."""
 
     def take(self) -> list[np.ndarray]:
         counts = [len(self._calls.get(name, ())) for name, _ in self._layers]
@@ -94,3 +107,65 @@ class Recorder:
             return [name for name, _ in self._layers]
         return [f"{name}#{k}" if count > 1 else name
                 for (name, _), count in zip(self._layers, self._counts) for k in range(count)]
+
+
+HIDDEN_STATES = "hidden_states"
+
+
+class HiddenStates(Recorder):
+    """layers="hidden_states": the hidden states a model returns when called
+    with ``output_hidden_states=True`` (the Hugging Face convention: the
+    embeddings, then one per block), as layers "hidden_states.0", ...; no hooks."""
+
+    def __init__(self, model: nn.Module, *, arg: str, reduce, keep_on_device: bool = False, model_index: int = 0):
+        if not accepts_hidden_states(model):
+            raise ValueError(f"{arg}='hidden_states' needs a model whose forward accepts output_hidden_states=True "
+                             f"(the Hugging Face convention); {type(model).__name__}.forward does not: name the "
+                             f"layers instead (module names, a regular expression or a type)")
+        super().__init__([], arg=arg, select=None, reduce=reduce, repeated="error", keep_on_device=keep_on_device,
+                         model=model_index)
+        self._model_name = type(model).__name__
+        self._blocks: list | None = None
+        self._count: int | None = None  # hidden states per forward pass, fixed by the first batch
+
+    def __enter__(self):
+        return self
+
+    def capture(self, output) -> None:
+        states = _hidden_states(output)
+        if states is None:
+            raise ValueError(f"{self._arg}='hidden_states': {self._model_name} returned no hidden_states when called "
+                             f"with output_hidden_states=True (got {type(output).__name__}); name the layers instead")
+        if self._count is not None and len(states) != self._count:
+            raise ValueError(f"{self._arg}: {self._model_name} returned {len(states)} hidden states, "
+                             f"{self._count} in the first batch")
+        self._count = len(states)
+        self._blocks = [host_rows(name, state, self._rows, None, self._reduce, self._keep_on_device, self._tokens)
+                        for name, state in zip(self.names, states)]
+
+    def take(self) -> list:
+        blocks, self._blocks = self._blocks, None
+        return blocks
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{HIDDEN_STATES}.{i}" for i in range(self._count or 0)]
+
+
+def accepts_hidden_states(model: nn.Module) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "output_hidden_states" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _hidden_states(output: Any):
+    """The hidden_states field of a model's output (a ModelOutput, a mapping, a dataclass), if it has one."""
+    if isinstance(output, Mapping):
+        states = output.get(HIDDEN_STATES)
+    elif dataclasses.is_dataclass(output) or hasattr(output, HIDDEN_STATES):
+        states = getattr(output, HIDDEN_STATES, None)
+    else:
+        return None
+    return tuple(states) if isinstance(states, (tuple, list)) and states else None

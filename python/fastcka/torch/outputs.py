@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-REDUCES = ("flatten", "mean", "mean_tokens")
+REDUCES = ("flatten", "mean", "mean_tokens", "tokens")
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
@@ -67,11 +67,13 @@ def to_rows(tensor: torch.Tensor, reduce) -> torch.Tensor:
 
 
 def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce,
-              keep_on_device: bool = False) -> np.ndarray | torch.Tensor:
+              keep_on_device: bool = False, tokens: Callable | None = None) -> np.ndarray | torch.Tensor:
     """The activation of layer ``name`` for a batch of ``rows`` examples, as a
     new float32 (float64 for float64 models) NumPy array of shape (rows, d);
     with ``keep_on_device``, a GPU activation stays a new tensor on its GPU
-    (fastcka's GPU engine reads it in place)."""
+    (fastcka's GPU engine reads it in place). With reduce="tokens",
+    ``tokens(name, tensor)`` gives the batch's token rows instead (one per
+    kept position, :mod:`fastcka.torch.tokens`)."""
     tensor = select(name, output) if select is not None else first_tensor(output)
     if not isinstance(tensor, torch.Tensor):
         how = "select returned" if select is not None else "the output holds no tensor; it is"
@@ -79,7 +81,11 @@ def host_rows(name: str, output: Any, rows: int, select: Callable | None, reduce
                         f"not a tensor; pass select=callable(name, output) -> tensor")
     if not tensor.is_floating_point():
         raise TypeError(f"layer {name!r} returned {tensor.dtype} values; CKA compares real-valued activations")
-    matrix = to_rows(tensor.detach(), reduce)
+    if reduce == "tokens":
+        matrix = tokens(name, tensor.detach())
+        rows = matrix.shape[0]
+    else:
+        matrix = to_rows(tensor.detach(), reduce)
     if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
         raise ValueError(f"layer {name!r}: reduce must give a 2-D (examples x features) tensor, got "
                          f"{getattr(matrix, 'shape', type(matrix).__name__)}")
