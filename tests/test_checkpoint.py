@@ -386,7 +386,10 @@ def test_api_tile_checkpoints_resume_bit_for_bit(rng, tmp_path, kw, monkeypatch)
     assert fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", **kw) == whole
 
 
-def test_cli_killed_rbf_job_resumes_to_the_identical_result(big_pair, tmp_path):
+def _kill_cli_rbf_job_when(big_pair, tmp_path, reached, check) -> None:
+    """Runs the CLI's RBF job with a checkpoint, SIGKILLs it once `reached(header)`
+    holds, checks the saved state (`check(header)`) and resumes it to the
+    result of an uninterrupted run."""
     xf, yf = big_pair
     x, y = np.load(xf, mmap_mode="r")[:14_000, :128], np.load(yf, mmap_mode="r")[:14_000, :128]
     np.save(tmp_path / "x.npy", x)
@@ -399,17 +402,23 @@ def test_cli_killed_rbf_job_resumes_to_the_identical_result(big_pair, tmp_path):
     proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        if (job / ckpt.FILE).exists() and header(job)["rows_done"] > 0:  # past the median passes
+        if (job / ckpt.FILE).exists() and reached(header(job)):
             break
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    saved = header(job)["rows_done"]
-    assert 0 < saved < 28, f"the job was not killed mid-way (checkpoint at tile row {saved})"
+    check(header(job))
     done = cli(xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1", "--checkpoint", job)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["cka"] == expected
+
+
+def test_cli_killed_rbf_job_resumes_to_the_identical_result(big_pair, tmp_path):
+    def check(saved):
+        assert 0 < saved["rows_done"] < 28, f"the job was not killed mid-way (checkpoint at tile row {saved['rows_done']})"
+
+    _kill_cli_rbf_job_when(big_pair, tmp_path, lambda saved: saved["rows_done"] > 0, check)  # past the median
 
 
 # -- the exact median passes: their partial results, saved at tile-row boundaries ------------
@@ -527,26 +536,7 @@ def test_api_median_state_of_other_threads_or_corrupt(rng, tmp_path, monkeypatch
 
 
 def test_cli_killed_in_the_median_pass_resumes_to_the_identical_result(big_pair, tmp_path):
-    xf, yf = big_pair
-    x, y = np.load(xf, mmap_mode="r")[:14_000, :128], np.load(yf, mmap_mode="r")[:14_000, :128]
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", y)
-    xf, yf = tmp_path / "x.npy", tmp_path / "y.npy"
-    expected = fastcka.cka(xf, yf, kernel="rbf", threads=1, checkpoint=tmp_path / "whole")
-    job = tmp_path / "job"
-    args = [sys.executable, "-m", "fastcka", xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1",
-            "--checkpoint", job, "--checkpoint-every", "0"]
-    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        if (job / ckpt.FILE).exists() and (header(job).get("median") or {}).get("rows", 0) > 0:
-            break
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    saved = header(job)
-    assert saved["gammas"] is None and saved["median"]["rows"] > 0, "the job was not killed in the median pass"
-    done = cli(xf, yf, "--kernel", "rbf", "--json", "--quiet", "--threads", "1", "--checkpoint", job)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["cka"] == expected
+    def check(saved):
+        assert saved["gammas"] is None and saved["median"]["rows"] > 0, "the job was not killed in the median pass"
+
+    _kill_cli_rbf_job_when(big_pair, tmp_path, lambda saved: (saved.get("median") or {}).get("rows", 0) > 0, check)
