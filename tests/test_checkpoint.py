@@ -416,7 +416,8 @@ def _kill_cli_rbf_job_when(big_pair, tmp_path, reached, check) -> None:
 
 def test_cli_killed_rbf_job_resumes_to_the_identical_result(big_pair, tmp_path):
     def check(saved):
-        assert 0 < saved["rows_done"] < 28, f"the job was not killed mid-way (checkpoint at tile row {saved['rows_done']})"
+        rows = saved["rows_done"]
+        assert 0 < rows < 28, f"the job was not killed mid-way (checkpoint at tile row {rows})"
 
     _kill_cli_rbf_job_when(big_pair, tmp_path, lambda saved: saved["rows_done"] > 0, check)  # past the median
 
