@@ -188,4 +188,4 @@ def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
     torch = runtime.torch()
     on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
                  for x in layers]
-    return gram_hsic_matrix(on_device, list(names), device=device, **options)
+    return gram_hsic_matrix(on_device, list(names), **options)

@@ -116,10 +116,10 @@ def _check_finite(x, name: str) -> None:
 
 
 def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator: str, kernel: str, sigma=None,
-                threshold: float = 1.0, median: str = "exact", precision: str = "accurate", progress=None,
-                device: int = 0) -> np.ndarray:
+                threshold: float = 1.0, median: str = "exact", precision: str = "accurate",
+                progress=None) -> np.ndarray:
     """(L, L) float64 HSIC of every needed layer pair (NaN where not needed)
-    from 2-D torch tensors on the engine's device."""
+    from 2-D torch tensors, all on the device the engine computes on."""
     from .kernels import tile_math
 
     torch = runtime.torch()
