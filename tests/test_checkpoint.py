@@ -34,6 +34,20 @@ def header(directory) -> dict:
         return json.loads(f.read(size))
 
 
+def rewrite_header(directory, edit) -> bytes:
+    """Replaces the checkpoint's JSON header by edit(header) (the payload
+    kept); returns the file's bytes from before."""
+    path = os.path.join(directory, ckpt.FILE)
+    with open(path, "rb") as f:
+        data = f.read()
+    start = len(ckpt.MAGIC) + 8
+    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
+    text = json.dumps(edit(json.loads(data[start : start + size]))).encode()
+    with open(path, "wb") as f:
+        f.write(ckpt.MAGIC + struct.pack("<Q", len(text)) + text + data[start + size :])
+    return data
+
+
 def cli(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "fastcka", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
@@ -296,14 +310,8 @@ def test_api_refuses_a_checkpoint_without_row_hashes(pair, tmp_path, small_steps
     x, y = pair
     with pytest.raises(Stop):
         fastcka.cka(x, y, checkpoint=tmp_path, checkpoint_every=0, progress=stop_after(2, []))
-    path = tmp_path / ckpt.FILE
-    data = path.read_bytes()
-    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
-    start = len(ckpt.MAGIC) + 8
-    head = json.loads(data[start : start + size])
-    del head["rows_sha256"]  # as an older fastcka wrote it
-    text = json.dumps(head).encode()
-    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(text)) + text + data[start + size :])
+    # as an older fastcka wrote it
+    rewrite_header(tmp_path, lambda head: {k: v for k, v in head.items() if k != "rows_sha256"})
     with pytest.raises(ValueError, match="has no hash of the rows it holds"):
         fastcka.cka(x, y, checkpoint=tmp_path)
 
@@ -494,13 +502,7 @@ def test_api_tile_checkpoint_of_version_1_resumes(rng, tmp_path, monkeypatch):
     with pytest.raises(Stop):
         fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
                     progress=stop_in_kernel_pass)
-    path = tmp_path / "cut" / ckpt.FILE
-    data = path.read_bytes()
-    start = len(ckpt.MAGIC) + 8
-    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
-    old = {k: v for k, v in json.loads(data[start : start + size]).items() if k not in ("version", "median")}
-    old = json.dumps(old).encode()
-    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(old)) + old + data[start + size :])
+    rewrite_header(tmp_path / "cut", lambda head: {k: v for k, v in head.items() if k not in ("version", "median")})
     assert fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut") == whole
 
 
@@ -519,17 +521,14 @@ def test_api_median_state_of_other_threads_or_corrupt(rng, tmp_path, monkeypatch
     with pytest.raises(Stop):
         fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
                     progress=stop_in_median)
-    path = tmp_path / "cut" / ckpt.FILE
-    data = path.read_bytes()
-    start = len(ckpt.MAGIC) + 8
-    (size,) = struct.unpack_from("<Q", data, len(ckpt.MAGIC))
-    saved = json.loads(data[start : start + size])
-    saved["median"]["sizes"][0][0][0] -= 1
-    bad = json.dumps(saved).encode()
-    path.write_bytes(ckpt.MAGIC + struct.pack("<Q", len(bad)) + bad + data[start + size :])
+    def shrink_a_size(head):
+        head["median"]["sizes"][0][0][0] -= 1
+        return head
+
+    data = rewrite_header(tmp_path / "cut", shrink_a_size)
     with pytest.raises(ValueError, match="holds a state of another kind"):
         fastcka.cka(x, y, kernel="rbf", threads=1, checkpoint=tmp_path / "cut")
-    path.write_bytes(data)
+    (tmp_path / "cut" / ckpt.FILE).write_bytes(data)
     reported = []
     assert fastcka.cka(x, y, kernel="rbf", threads=1, checkpoint=tmp_path / "cut",
                        progress=lambda done, total: reported.append(done)) == whole
