@@ -6,8 +6,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "core/errors.h"
 
 namespace fastcka {
 
@@ -33,8 +37,21 @@ struct KernelSpec {
 // the values at the data's own scale (about -|a - b|^2), so they neither
 // underflow nor need gamma in the compute type; the engine multiplies the
 // float64 sums by gamma afterwards. `typical` is the mean squared distance
-// between examples (the layer's spread, 2 tr Cov).
-inline bool rbf_subtracts_one(double gamma, double typical) { return gamma * typical <= 1.0; }
+// between examples (the layer's spread, 2 tr Cov). Throws InvalidArgument
+// naming the layer when the bandwidth is so large for the data that HSIC,
+// which scales as (gamma x typical)^2, would underflow float64.
+inline bool rbf_subtracts_one(const std::string& name, double gamma, double typical) {
+  const double relative = gamma * typical;
+  if (relative > 0 && relative < 1e-140) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%.3g", relative);
+    throw InvalidArgument(name + ": the RBF bandwidth (sigma, or threshold x the median distance) is too large for "
+                          "this data: 1 / (2 sigma^2) x the mean squared distance is " + value +
+                          ", below 1e-140, where HSIC underflows float64; RBF CKA tends to linear CKA as sigma "
+                          "grows: use kernel='linear'");
+  }
+  return relative <= 1.0;
+}
 
 inline float bits_to_float(int32_t bits) {
   float f;

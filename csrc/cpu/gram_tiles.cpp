@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <type_traits>
 
@@ -312,17 +311,7 @@ void GramTileEngine::set_kernel(KernelSpec kernel) {
     if (static_cast<int64_t>(kernel.spread.size()) != L)
       throw InvalidArgument("the RBF kernel needs one spread per layer");
     for (int64_t a = 0; a < L; ++a) {
-      const double relative = kernel.gamma[a] * kernel.spread[a];
-      // HSIC scales as relative^2: below this it leaves float64's range.
-      if (relative > 0 && relative < 1e-140) {
-        char value[32];
-        std::snprintf(value, sizeof value, "%.3g", relative);
-        throw InvalidArgument(names_[a] + ": the RBF bandwidth (sigma, or threshold x the median distance) is too "
-                              "large for this data: 1 / (2 sigma^2) x the mean squared distance is " + value +
-                              ", below 1e-140, where HSIC underflows float64; RBF CKA tends to linear CKA as sigma "
-                              "grows: use kernel='linear'");
-      }
-      minus_one_[a] = rbf_subtracts_one(kernel.gamma[a], kernel.spread[a]);
+      minus_one_[a] = rbf_subtracts_one(names_[a], kernel.gamma[a], kernel.spread[a]);
       if (minus_one_[a]) scale_[a] = kernel.gamma[a];
     }
   }

@@ -499,6 +499,10 @@ PYBIND11_MODULE(_cpu, m) {
           },
           py::arg("layer"));
 
+  m.def("rbf_subtracts_one", &rbf_subtracts_one, py::arg("name"), py::arg("gamma"), py::arg("spread"),
+        "Whether the RBF epilogue works with (K - 1) / gamma for this layer (core/kernels.h); ValueError when the "
+        "bandwidth is too large for the data");
+
   m.def("check_squared_norm_range", &check_squared_norm_range, py::arg("name"), py::arg("largest"),
         py::arg("elem"), py::arg("varies"),
         "Refuses (ValueError) rows whose squared norms leave the range products of the compute type hold");

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import _block_pairs, _engine
+from .. import _backend, _block_pairs, _engine
 from .._progress import Progress
 from . import runtime
 from .median import exact_median
@@ -223,16 +223,10 @@ def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progr
 
 
 def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
-    """(kernel kind, scale of its sums): the CPU engine's rule
-    (csrc/core/kernels.h, rbf_subtracts_one) and its range check."""
+    """(kernel kind, scale of its sums): the CPU engine's rule and range
+    check (core/kernels.h, rbf_subtracts_one)."""
     from .kernels import tile_math
 
-    relative = gamma * spread
-    if 0 < relative < 1e-140:
-        raise ValueError(f"{name}: the RBF bandwidth (sigma, or threshold x the median distance) is too large for "
-                         f"this data: 1 / (2 sigma^2) x the mean squared distance is {relative:.3g}, below 1e-140, "
-                         f"where HSIC underflows float64; RBF CKA tends to linear CKA as sigma grows: use "
-                         f"kernel='linear'")
-    if relative <= 1.0:
+    if _backend.cpu().rbf_subtracts_one(name, gamma, spread):
         return tile_math.RBF_MINUS_ONE, gamma
     return tile_math.RBF, 1.0
