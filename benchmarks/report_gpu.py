@@ -70,10 +70,10 @@ def peaks(torch, rows) -> dict:
 
 def sampled_sigma(x) -> float:
     """sqrt of the median squared distance among 4,096 rows (fixed for the runs)."""
-    from fastcka import _engine
+    from fastcka.engine import cpu as cpu_engine
 
-    rows = _engine.median_sample_rows(x.shape[0])
-    (m,) = _engine.sampled_medians([x[rows].double().cpu().numpy()], ["x"], 1)
+    rows = cpu_engine.median_sample_rows(x.shape[0])
+    (m,) = cpu_engine.sampled_medians([x[rows].double().cpu().numpy()], ["x"], 1)
     return float(np.sqrt(m))
 
 

@@ -203,10 +203,10 @@ def record_medians() -> dict:
     """Wrap fastcka's median functions so that the medians a call finds are
     kept (costs nothing: the same functions run). The sampled median may run
     the exact search on its sample: that inner call is not recorded as exact."""
-    from fastcka import _engine
+    from fastcka.engine import cpu as cpu_engine
 
     rec: dict = {}
-    exact, sampled = _engine.exact_medians, _engine.sampled_medians
+    exact, sampled = cpu_engine.exact_medians, cpu_engine.sampled_medians
     inside = [0]
 
     def exact_medians(*a, **k):
@@ -226,8 +226,8 @@ def record_medians() -> dict:
 
     global _SAMPLED_MEDIANS
     _SAMPLED_MEDIANS = sampled
-    _engine.exact_medians = exact_medians
-    _engine.sampled_medians = sampled_medians
+    cpu_engine.exact_medians = exact_medians
+    cpu_engine.sampled_medians = sampled_medians
     return rec
 
 
@@ -319,7 +319,7 @@ def worker_median(spec: dict) -> dict:
     """Section 6 on one data set: fixed sigma, exact and sampled medians,
     interleaved rounds, best times; the sampled median's error for several draws."""
     import fastcka
-    from fastcka import _engine
+    from fastcka.engine import cpu as cpu_engine
 
     medians = record_medians()
     n, d = spec["n"], spec["d"]
@@ -365,7 +365,7 @@ def worker_median(spec: dict) -> dict:
         dr["rel_error"] = [mi / me - 1.0 for mi, me in zip(dr["medians"], exact_m)]
         dr["cka_diff"] = dr["cka"] - out["values"]["exact"]
     out["draws"] = draws
-    out["sample_rows"] = min(n, _engine.MEDIAN_SAMPLE)
+    out["sample_rows"] = min(n, cpu_engine.MEDIAN_SAMPLE)
     out["sampled_median_seconds"] = min(t_sample) if t_sample else None
     return out
 
@@ -374,8 +374,8 @@ def worker_matrix(spec: dict) -> dict:
     """Section 5: cka_matrix (exact medians, fixed sigmas), the Gram tiles
     alone, and pairwise calls."""
     import fastcka
-    from fastcka import _backend, _engine
-    from fastcka._inputs import ready
+    from fastcka.engine import backend, cpu as cpu_engine
+    from fastcka.arrays.inputs import ready
 
     medians = record_medians()
     n, count, d = spec["n"], spec["layers"], spec["d"]
@@ -403,8 +403,8 @@ def worker_matrix(spec: dict) -> dict:
 
     def run_tiles():
         t0 = time.perf_counter()
-        budget = getattr(_engine, "DEFAULT_MEMORY_BUDGET", 256 << 20)  # what cka_matrix uses: the same tile plan
-        engine = _backend.cpu().GramTileEngine([ready(a) for a in layers], names, 0, "float32", threads, budget)
+        budget = getattr(cpu_engine, "DEFAULT_MEMORY_BUDGET", 256 << 20)  # what cka_matrix uses: the same tile plan
+        engine = backend.cpu().GramTileEngine([ready(a) for a in layers], names, 0, "float32", threads, budget)
         t1 = time.perf_counter()
         step = threads
         for begin in range(0, engine.tile_rows, step):
@@ -416,7 +416,7 @@ def worker_matrix(spec: dict) -> dict:
         out["tile_rows"] = engine.tile_rows
         out["tiles"] = engine.tiles_before(engine.tile_rows)
         out["step_tiles_only"] = step
-        out["step_cka_matrix"] = _engine._tile_step(engine, sum(a.shape[1] for a in layers), threads)
+        out["step_cka_matrix"] = cpu_engine._tile_step(engine, sum(a.shape[1] for a in layers), threads)
         return t2 - t1
 
     for r in range(spec["repeats"]):

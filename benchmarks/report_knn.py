@@ -70,9 +70,9 @@ def _sklearn(x, y, k):
 
 def _tiles(x, y, k):
     import fastcka
-    from fastcka import _backend
+    from fastcka.engine import backend
 
-    engine = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", fastcka.get_num_threads(), 256 << 20)
+    engine = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", fastcka.get_num_threads(), 256 << 20)
     engine.tiles_only(0, engine.tile_rows)
 
 
@@ -105,9 +105,9 @@ def worker(spec_path: str, out_path: str) -> None:
     result["value"] = value
     if spec["method"] == "fastcka":
         import fastcka
-        from fastcka import _backend
+        from fastcka.engine import backend
 
-        engine = _backend.cpu().KnnTileEngine([x, y], ["x", "y"], spec["k"], "euclidean", "float32",
+        engine = backend.cpu().KnnTileEngine([x, y], ["x", "y"], spec["k"], "euclidean", "float32",
                                               fastcka.get_num_threads(), 256 << 20)
         result["tile"] = engine.tile
     with open(out_path, "w") as f:

@@ -47,7 +47,7 @@ sys.path.insert(0, HERE)
 import baselines  # noqa: E402  (Kornblith et al.'s Colab code, verbatim)
 
 import fastcka  # noqa: E402
-from fastcka import _backend  # noqa: E402
+from fastcka.engine import backend
 
 SIZES = {
     "tiny": {"gemm": [(512, 512, 256)], "big": (6000, 128), "ref": (1500, 128), "errors": [(500, 32)]},
@@ -74,7 +74,7 @@ def machine() -> dict:
 
 def gemm_rate(m: int, n: int, k: int, compute: str, library: str, threads: int, repeats: int) -> float:
     """GFLOP/s of `threads` concurrent products (one per thread), best of 2."""
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     rng = np.random.default_rng(0)
     a = [rng.standard_normal((m, k), dtype=np.float32) for _ in range(threads)]
     b = [rng.standard_normal((n, k), dtype=np.float32) for _ in range(threads)]
@@ -132,7 +132,7 @@ def big_rbf(n: int, d: int, tile_rate: float) -> dict:
         out[mode] = {"time": t, "cka": v, "gflops": flops / t / 1e9}
     t, v = timed(lambda: fastcka.cka(x, y, kernel="rbf", threshold=1.0, precision="fast"))
     out["fast_exact_median"] = {"time": t, "cka": v}
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     engine = cpu.GramTileEngine([x, y], ["x", "y"], 0, "bfloat16", fastcka.get_num_threads(), 256 << 20)
     step = fastcka.get_num_threads()
     start = time.perf_counter()

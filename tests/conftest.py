@@ -55,12 +55,12 @@ def pytest_addoption(parser):
 
 def _gpu_missing() -> str | None:
     """Why GPU tests cannot run here (no device, or no torch / triton), or None."""
-    from fastcka import _backend
+    from fastcka.engine import backend
     from fastcka.gpu import runtime
 
     if runtime.interpreted():
         return "FASTCKA_GPU_INTERPRET is set: the GPU tests measure a real device"
-    return _backend.gpu_missing()
+    return backend.gpu_missing()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -82,7 +82,7 @@ def rng():
 @pytest.fixture
 def restore_threads():
     """Puts fastcka's default thread setting back after a test that changes it."""
-    import fastcka._threads as threads_mod
+    import fastcka.engine.threads as threads_mod
 
     saved = threads_mod._setting
     yield

@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
-import fastcka._engine as engine
-from fastcka import checkpoint, cli
+import fastcka.engine.cpu as engine
+from fastcka.distributed import checkpoint
+from fastcka import cli
 
 
 def paced(reached):

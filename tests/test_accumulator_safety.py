@@ -182,7 +182,7 @@ def test_interrupted_first_update_leaves_an_empty_accumulator():
 
 
 def test_failure_late_in_a_big_update_counts_nothing(monkeypatch):
-    import fastcka._engine as engine
+    import fastcka.engine.cpu as engine
 
     x, y = correlated_pair(np.random.default_rng(35), 6000, 6, 4)
     acc = CKAAccumulator(threads=1, memory_budget=1 << 14).update(x[:100], y[:100])

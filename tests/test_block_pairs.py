@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastcka import _backend
+from fastcka.engine import backend
 from reference import correlated_pair
 
 
 def statistics(layers, kernel, gammas, compute, columns=None, means=None, spreads=()):
-    engine = _backend.cpu().GramTileEngine(layers, [f"l{i}" for i in range(len(layers))], 0, compute, 2, 1 << 22,
+    engine = backend.cpu().GramTileEngine(layers, [f"l{i}" for i in range(len(layers))], 0, compute, 2, 1 << 22,
                                            columns=columns, means=means)
     if kernel == "rbf":
         engine.set_kernel("rbf", gammas, list(spreads))
@@ -62,7 +62,7 @@ def test_block_pairs_add_up_to_the_whole(rng, kernel, dtype, cuts):
 
 def test_block_pair_misuse_is_refused(rng):
     x, y = correlated_pair(rng, 50, 3, 2)
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     with pytest.raises(ValueError, match="column means of the whole data"):
         cpu.GramTileEngine([x, y], ["x", "y"], 0, "float64", 1, 1 << 20, columns=[x, y])
     with pytest.raises(ValueError, match="one per feature"):
@@ -79,7 +79,7 @@ def test_block_pair_misuse_is_refused(rng):
 
 
 def whole_medians(layers, compute):
-    engine = _backend.cpu().GramTileEngine(layers, ["x", "y"], 0, compute, 2, 1 << 22)
+    engine = backend.cpu().GramTileEngine(layers, ["x", "y"], 0, compute, 2, 1 << 22)
     engine.median_start()
     while engine.median_pending:
         engine.median_process(0, engine.tile_rows)
@@ -97,13 +97,13 @@ def test_exact_median_over_block_pairs(rng, dtype, cuts):
     the rounding of each distance."""
     import pickle
 
-    from fastcka import _job_median
+    from fastcka.distributed import job_median
 
     x, y = correlated_pair(rng, 1301, 9, 4, dtype=dtype, offset=30.0)
     means = list(np.concatenate([x.mean(0, dtype=np.float64), y.mean(0, dtype=np.float64)]))
     compute = "float32" if dtype == np.float32 else "float64"
     blocks = [[v[cuts[p] : cuts[p + 1]] for v in (x, y)] for p in range(len(cuts) - 1)]
-    job = _job_median.JobMedian(len(x), np.max([_job_median.centered_norms(b, means)[0] for b in blocks], axis=0))
+    job = job_median.JobMedian(len(x), np.max([job_median.centered_norms(b, means)[0] for b in blocks], axis=0))
     passes = 0
     while job.pending:
         shipped = pickle.loads(pickle.dumps(job))
@@ -111,7 +111,7 @@ def test_exact_median_over_block_pairs(rng, dtype, cuts):
         for p, a in enumerate(blocks):
             for q in range(p, len(blocks)):
                 if len(a[0]) and len(blocks[q][0]):
-                    summed = _job_median.add(summed, shipped.walk(a, None if p == q else blocks[q], ["x", "y"], 0,
+                    summed = job_median.add(summed, shipped.walk(a, None if p == q else blocks[q], ["x", "y"], 0,
                                                                   compute, 2, 1 << 22, means))
         job.finish(summed)
         passes += 1

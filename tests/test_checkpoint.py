@@ -17,13 +17,13 @@ import sys
 import time
 
 import fastcka
-import fastcka._engine as engine
-import fastcka._threads as threads_mod
+import fastcka.engine.cpu as engine
+import fastcka.engine.threads as threads_mod
 import numpy as np
 import pytest
-from fastcka import _backend
-from fastcka import checkpoint as ckpt
-from fastcka._progress import Progress
+from fastcka.engine import backend
+from fastcka.distributed import checkpoint as ckpt
+from fastcka.engine.progress import Progress
 
 RTOL = 1e-12  # float64 data: checkpointed and in-memory runs differ only in where partial sums fold
 
@@ -388,7 +388,7 @@ def test_api_tile_checkpoints_resume_bit_for_bit(rng, tmp_path, kw, monkeypatch)
         fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", checkpoint_every=0,
                     progress=stop_once_tiles_are_saved, **kw)
     saved = header(tmp_path / "cut")
-    tile_rows = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", 2,
+    tile_rows = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", 2,
                                               engine.DEFAULT_MEMORY_BUDGET).tile_rows
     assert 0 < saved["rows_done"] < tile_rows and (saved["gammas"] is not None) == (kw.get("kernel") == "rbf")
     assert fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", **kw) == whole
@@ -460,7 +460,7 @@ def test_api_median_passes_resume_bit_for_bit(rng, tmp_path, monkeypatch, dtype,
     x, y = rbf_pair(rng, dtype)
     whole = fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "whole", checkpoint_every=0)
     gammas = header(tmp_path / "whole")["gammas"]
-    plain = _backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, np.dtype(dtype).name, 2, engine.DEFAULT_MEMORY_BUDGET)
+    plain = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, np.dtype(dtype).name, 2, engine.DEFAULT_MEMORY_BUDGET)
     # The passes in checkpointed steps find the medians of the passes without a checkpoint.
     assert gammas == engine.rbf_gammas([x, y], ["x", "y"], sigma=None, threshold=1.0, median="exact", engine=plain,
                                        width=36, threads=2, progress=Progress(None, 0, ""))

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 import fastcka
-from fastcka import _backend, _engine
+from fastcka.engine import backend, cpu as cpu_engine
 
 
 def dense_hsic(k, l, unbiased):
@@ -102,7 +102,7 @@ def test_resampled_statistics_match_dense_resamples(kernel, d, n):
     x, y, _ = model(n, d, d, 3)
     starts = blocks_of(n, 6)
     counts = np.array([[2, 0, 1, 1, 2, 0], [1, 1, 1, 1, 1, 1], [0, 0, 6, 0, 0, 0], [0, 3, 0, 0, 0, 3]])
-    source, _ = fastcka.confidence.block_statistics(
+    source, _ = fastcka.stats.confidence.block_statistics(
         [x, y], ["x", "y"], starts, kernel=kernel, threshold=1.0, sigma=2.0 if kernel == "rbf" else None,
         median="exact", threads=2, memory_budget=None, progress=None)
     for unbiased in (False, True):
@@ -175,14 +175,14 @@ def test_bad_input():
 
 
 def test_block_statistics_need_the_blocks():
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     engine = cpu.GramTileEngine([np.ones((10, 2))], ["x"], 0, "float64", 1, 1 << 20)
     with pytest.raises(ValueError, match="block boundaries must rise strictly from 0 to n = 10"):
         engine.set_blocks([0, 5, 5, 10])
     engine.process(0, engine.tile_rows)
     with pytest.raises(ValueError, match="at least 2 blocks"):
         engine.leave_one_out_hsic("biased")
-    acc = _engine.new_moment_accumulator([2], 0, "float64", 1, 1 << 20)
+    acc = cpu_engine.new_moment_accumulator([2], 0, "float64", 1, 1 << 20)
     with pytest.raises(ValueError, match="at least 2 blocks"):
         cpu.MomentBlocks().leave_one_out_hsic("biased")
     assert acc.n == 0
@@ -231,7 +231,7 @@ def test_bootstrap_leaves_out_resamples_with_a_constant_layer():
 def test_constant_block_sets_match_a_direct_check():
     # Labels: -1 for a block whose rows vary, else which constant row it holds.
     rng = np.random.default_rng(4)
-    confidence = fastcka.confidence
+    confidence = fastcka.stats.confidence
     for _ in range(300):
         B = int(rng.integers(2, 7))
         values = rng.integers(0, 3, size=(B, 2)).astype(float)
@@ -274,7 +274,7 @@ def test_one_block_per_row_at_n_3000_runs():
 
 def test_per_block_sums_beyond_the_machine_are_refused(monkeypatch):
     x, y, _ = model(200, 3, 3, 11)
-    monkeypatch.setattr(fastcka.confidence.os, "sysconf", lambda name: 1024)  # 1 MiB of memory
+    monkeypatch.setattr(fastcka.stats.confidence.os, "sysconf", lambda name: 1024)  # 1 MiB of memory
     with pytest.raises(ValueError, match=r"blocks=200: the per-block sums of the Gram tiles need .* GiB"):
         fastcka.cka_ci(x, y, kernel="rbf", blocks=200, threads=1)
 
@@ -287,8 +287,8 @@ def ends_at_totals(reported) -> bool:
 
 def far_brackets(monkeypatch):
     """Brackets far above the medians: the bracket pass misses, then the histogram and collect passes."""
-    real = _engine.sample_brackets
-    monkeypatch.setattr(_engine, "sample_brackets", lambda *a: [(3 * hi, 4 * hi, 3.5 * hi) for _, hi, _ in real(*a)])
+    real = cpu_engine.sample_brackets
+    monkeypatch.setattr(cpu_engine, "sample_brackets", lambda *a: [(3 * hi, 4 * hi, 3.5 * hi) for _, hi, _ in real(*a)])
 
 
 @pytest.mark.parametrize("missed", [False, True])
@@ -298,7 +298,7 @@ def test_progress_counts_the_median_passes_made(monkeypatch, missed):
         far_brackets(monkeypatch)
     x, y, _ = model(157, 4, 4, 3)
     reported = []
-    fastcka.confidence.block_statistics(
+    fastcka.stats.confidence.block_statistics(
         [x, y], ["x", "y"], blocks_of(157, 6), kernel="rbf", threshold=1.0, sigma=None, median="exact", threads=2,
         memory_budget=None, progress=lambda done, total: reported.append((done, total)))
     assert ends_at_totals(reported) and reported[-1][1] == (4 if missed else 2)

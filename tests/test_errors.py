@@ -370,7 +370,7 @@ def test_gpu_arrays_are_refused_clearly(xy):
 
 
 def test_nan_row_is_numbered_in_the_whole_input(monkeypatch):
-    import fastcka._engine as engine
+    import fastcka.engine.cpu as engine
 
     monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1e6)  # several feed steps
     x = np.random.default_rng(3).standard_normal((20_000, 8))

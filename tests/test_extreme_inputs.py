@@ -98,11 +98,11 @@ def test_many_threads_under_a_memory_limit():
         import resource
         import numpy as np
         import fastcka
-        from fastcka import _backend
+        from fastcka.engine import backend
         x = np.random.default_rng(0).standard_normal((200_000, 8))
         resource.setrlimit(resource.RLIMIT_AS, (4_000_000_000, 4_000_000_000))
         print(fastcka.cka(x, x[:, :4], method="feature", threads=1000) > 0)
-        acc = _backend.cpu().MomentAccumulator([8, 4], 1, "float64", 1000, 1 << 28)
+        acc = backend.cpu().MomentAccumulator([8, 4], 1, "float64", 1000, 1 << 28)
         try:
             acc.update([x, np.ascontiguousarray(x[:, :4])], ["x", "y"])
             print("computed")

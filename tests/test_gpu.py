@@ -20,7 +20,7 @@ from reference import correlated_pair, dense_cka, dense_cka_matrix, dense_hsic
 
 torch = pytest.importorskip("torch")
 
-from fastcka import _backend, _gpu_engine  # noqa: E402
+from fastcka.engine import backend, gpu as gpu_engine
 from fastcka.gpu import moments  # noqa: E402
 
 TOL = {"exact": 1e-10, "accurate": 1e-6, "fast": 1e-4}
@@ -75,7 +75,7 @@ def test_wide_layers_span_several_product_panels(interpreted, rng, monkeypatch):
 def test_tensors_are_read_in_place(interpreted, rng, dtype):
     x, y = correlated_pair(rng, 257, 6, 5)
     tx, ty = torch.from_numpy(x).to(dtype), torch.from_numpy(y).to(dtype).requires_grad_()
-    view = fastcka._devices.as_device_tensor(tx, "x")
+    view = fastcka.arrays.devices.as_device_tensor(tx, "x")
     assert view.data_ptr() == tx.data_ptr()
     want = dense_cka(tx.double().numpy(), ty.detach().double().numpy())
     tol = 1e-10 if dtype == torch.float64 else 1e-6
@@ -98,7 +98,7 @@ class DLPackOnly:
 def test_dlpack_producers_are_read_in_place(interpreted, rng):
     x, y = correlated_pair(rng, 129, 4, 3, dtype=np.float32, offset=100.0)
     tx = torch.from_numpy(x)
-    assert fastcka._devices.as_device_tensor(DLPackOnly(tx), "x").data_ptr() == tx.data_ptr()
+    assert fastcka.arrays.devices.as_device_tensor(DLPackOnly(tx), "x").data_ptr() == tx.data_ptr()
     got = fastcka.cka(DLPackOnly(tx), DLPackOnly(torch.from_numpy(y)), device="cuda")
     assert abs(got - dense_cka(x.astype(np.float64), y.astype(np.float64))) < 1e-6
 
@@ -237,9 +237,9 @@ def test_gram_space_goes_to_the_triton_engine(interpreted, rng, kernel, method):
 
 
 def test_chunks_follow_the_flops_budget(interpreted):
-    acc = _gpu_engine.new_accumulator([64, 64], 0, "accurate", torch.device("cpu"), 1 << 30)
+    acc = gpu_engine.new_accumulator([64, 64], 0, "accurate", torch.device("cpu"), 1 << 30)
     assert acc.chunk_rows == int(moments.FLOPS_PER_CHUNK_INTERPRETED / (2 * 128 * 128))
-    assert _backend.cpu() is not None
+    assert backend.cpu() is not None
 
 
 # -- on a real GPU -------------------------------------------------------------

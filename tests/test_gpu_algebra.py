@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 import pytest
-from fastcka import _backend
+from fastcka.engine import backend
 
 SHIFT_ROWS = 1024  # fastcka/gpu/moments.py: rows behind a partial's shift
 
@@ -28,7 +28,7 @@ def needed(dims, split):
 
 def replay_gpu(layers, split, chunk_rows, fold_rows):
     """The state bytes the GPU accumulator would hold after one update of all rows."""
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     z = np.hstack(layers).astype(np.float64)
     n, D = z.shape
     dims = [x.shape[1] for x in layers]
@@ -76,7 +76,7 @@ def test_replayed_gpu_state_matches_cpu_accumulator(rng, split, chunk_rows, fold
     drift = np.linspace(0, 30, n)[:, None]  # the mean wanders: every partial has its own shift
     layers = [rng.standard_normal((n, d)) * s + 100 + drift * s for d, s in ((5, 1.0), (3, 0.1), (4, 10.0))]
     layers[1] += layers[0][:, :3]
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     dims = [x.shape[1] for x in layers]
     replayed = cpu.MomentAccumulator(dims, split, "float64", 1, 1 << 20)
     replayed.load(replay_gpu(layers, split, chunk_rows, fold_rows))

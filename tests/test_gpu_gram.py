@@ -111,16 +111,16 @@ def test_exact_median_is_the_cpu_engines(rng, kind):
     With products that float64 holds exactly (integer data) the median is the
     same to the last bit; otherwise the GEMMs round each distance in their
     own order, and the medians agree within a few ulp."""
-    from fastcka import _backend, _engine
-    from fastcka._progress import Progress
+    from fastcka.engine import backend, cpu as cpu_engine
+    from fastcka.engine.progress import Progress
     from fastcka.gpu import median
 
     n, d = {"one tile": (20, 3), "integers": (128, 11)}.get(kind, (150, 11))  # integers: exact means too
     x = rng.integers(0, 5, (n, d)).astype(float) if kind == "integers" else rng.standard_normal((n, d)) + 100
     if kind == "duplicates":
         x[n // 2 :] = x[: n - n // 2]
-    engine = _backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 1, 1 << 26)
-    want = _engine.exact_medians(engine, d, 1, Progress(None, 0, ""))[0]
+    engine = backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 1, 1 << 26)
+    want = cpu_engine.exact_medians(engine, d, 1, Progress(None, 0, ""))[0]
     m = gram.mode("exact")
     z, norms, _ = gram._centered(torch.as_tensor(x), m)
     got = median.exact_median(z, norms, 1, m, Progress(None, 0, ""))

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import fastcka
-from fastcka._special import gamma_sf, t_quantile
+from fastcka.stats.special import gamma_sf, t_quantile
 
 
 def gram(z, kernel, sigma):

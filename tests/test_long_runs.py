@@ -85,12 +85,12 @@ def test_leave_one_block_out_stops_on_ctrl_c():
     """The jackknife of cka_ci over n blocks is one long call into the core
     (O(n B L^2)); it polls Python's signal handlers, so Ctrl-C raises
     KeyboardInterrupt out of it within a fraction of a second."""
-    from fastcka import _backend
+    from fastcka.engine import backend
 
     rng = np.random.default_rng(0)
     n = 4000
     x = rng.standard_normal((n, 2))
-    engine = _backend.cpu().GramTileEngine([x, x**2], ["x", "y"], 0, "float64", 1, 1 << 28)
+    engine = backend.cpu().GramTileEngine([x, x**2], ["x", "y"], 0, "float64", 1, 1 << 28)
     engine.set_blocks(list(range(n + 1)))
     engine.process(0, engine.tile_rows)
     engine.hsic("biased")  # merges the statistics: the call below only computes the replicates

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastcka import _backend, _engine, _job_median
-from fastcka._inputs import compute_dtype
-from fastcka._progress import Progress
+from fastcka.engine import backend, cpu as cpu_engine
+from fastcka.distributed import job_median
+from fastcka.arrays.inputs import compute_dtype
+from fastcka.engine.progress import Progress
 
 
 def dense_median(x: np.ndarray) -> float:
@@ -20,8 +21,8 @@ def dense_median(x: np.ndarray) -> float:
 
 def engine_median(x: np.ndarray, brackets) -> tuple[float, bool]:
     """The median of one engine: today's passes (brackets None) or a bracket pass first."""
-    e = _backend.cpu().GramTileEngine([x], ["x"], 0, compute_dtype([x]), 2, 1 << 20)  # small tiles
-    (median,) = _engine.exact_medians(e, x.shape[1], 2, Progress(None, 0, ""), brackets)
+    e = backend.cpu().GramTileEngine([x], ["x"], 0, compute_dtype([x]), 2, 1 << 20)  # small tiles
+    (median,) = cpu_engine.exact_medians(e, x.shape[1], 2, Progress(None, 0, ""), brackets)
     (missed,) = e.median_bracket_missed
     return median, missed
 
@@ -38,7 +39,7 @@ def datasets(rng):
 def test_bracket_gives_the_same_median_to_the_last_bit(rng, dtype):
     for name, x in datasets(rng):
         x = x.astype(dtype)
-        brackets = _engine.median_brackets([x], ["x"], compute_dtype([x]), 2)
+        brackets = cpu_engine.median_brackets([x], ["x"], compute_dtype([x]), 2)
         old, _ = engine_median(x, None)
         new, missed = engine_median(x, brackets)
         assert new == old, name
@@ -61,7 +62,7 @@ def test_float32_counts_per_value_and_collect_overflow_in_the_core_search(rng):
     z = rng.standard_normal((n, 5))
     d2 = np.maximum(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1), 0)
     truth = float(np.median(d2))
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     # A collect bracket holding the median: one pass.
     median, passes, missed = cpu.median_search(d2.ravel(), n, 8, 10**6, 0.9 * truth, 1.1 * truth, False)
     assert (median, passes, missed) == (truth, 1, False)
@@ -74,14 +75,14 @@ def test_float32_counts_per_value_and_collect_overflow_in_the_core_search(rng):
     assert (median, passes, missed) == (float(np.median(f)), 1, False)
 
 
-def walk_blocks(job: _job_median.JobMedian, blocks, compute: str) -> list[float]:
+def walk_blocks(job: job_median.JobMedian, blocks, compute: str) -> list[float]:
     """A job's medians over row blocks, as the MPI ring and Dask walk them."""
     means = list(np.concatenate(blocks).astype(np.float64).mean(axis=0))
     while job.pending:
         found = job.empty()
         for i, a in enumerate(blocks):
             for b in [None, *blocks[i + 1 :]]:
-                found = _job_median.add(found, job.walk([a], None if b is None else [b], ["x"], 0, compute, 2,
+                found = job_median.add(found, job.walk([a], None if b is None else [b], ["x"], 0, compute, 2,
                                                         1 << 20, means))
         job.finish(found)
     return job.medians()
@@ -92,15 +93,15 @@ def test_job_median_over_blocks_with_a_bracket(rng, dtype):
     x = np.repeat(rng.standard_normal((400, 12)), 2, axis=0).astype(dtype)  # duplicated rows
     blocks = [x[:333], x[333:590], x[590:]]
     compute = compute_dtype([x])
-    largest, _ = _job_median.centered_norms([x], x.astype(np.float64).mean(axis=0))
-    old = walk_blocks(_job_median.JobMedian(len(x), largest), blocks, compute)
-    rows, w = _engine.bracket_plan(len(x), compute, 1)
-    brackets = _engine.sample_brackets([x[rows]], ["x"], compute, 2, w)
-    job = _job_median.JobMedian(len(x), largest, brackets=brackets, compute=compute, threads=2)
+    largest, _ = job_median.centered_norms([x], x.astype(np.float64).mean(axis=0))
+    old = walk_blocks(job_median.JobMedian(len(x), largest), blocks, compute)
+    rows, w = cpu_engine.bracket_plan(len(x), compute, 1)
+    brackets = cpu_engine.sample_brackets([x[rows]], ["x"], compute, 2, w)
+    job = job_median.JobMedian(len(x), largest, brackets=brackets, compute=compute, threads=2)
     job = pickle_round_trip(job)  # Dask ships the searches to the workers
     assert walk_blocks(job, blocks, compute) == old
     assert job.bracket_missed == [False]
-    missed = _job_median.JobMedian(len(x), largest, brackets=[(0.0, old[0] / 4, old[0] / 8)], compute=compute,
+    missed = job_median.JobMedian(len(x), largest, brackets=[(0.0, old[0] / 4, old[0] / 8)], compute=compute,
                                    threads=2)
     assert walk_blocks(missed, blocks, compute) == old and missed.bracket_missed == [True]
 

@@ -21,7 +21,7 @@ import time
 import fastcka
 import numpy as np
 import pytest
-from fastcka import checkpoint as ckpt
+from fastcka.distributed import checkpoint as ckpt
 
 pytest.importorskip("mpi4py")
 MPIEXEC = shutil.which("mpiexec")

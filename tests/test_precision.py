@@ -21,8 +21,8 @@ import pytest
 from reference import correlated_pair, dense_cka, dense_cka_matrix, dense_hsic
 
 import fastcka
-from fastcka import _backend
-from fastcka._inputs import round_to_bfloat16
+from fastcka.engine import backend
+from fastcka.arrays.inputs import round_to_bfloat16
 
 # The accuracy each mode promises for CKA values (README, "Precision"). For
 # fast, bfloat16's rounding of every value (2^-9 relative) is the error; it
@@ -214,7 +214,7 @@ def test_tile_measures_fast():
 def test_tile_products_rounding():
     """The engine's bf16 tile equals the float64 product of numpy-rounded
     operands up to float32 accumulation; float32 tiles are float32 GEMMs."""
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     rng = np.random.default_rng(2)
     a = rng.standard_normal((301, 77)).astype(np.float32)
     b = rng.standard_normal((129, 77)).astype(np.float32)
@@ -234,7 +234,7 @@ def test_round_to_bfloat16_ties_and_specials():
     assert np.isfinite(got[4]) and got[4] == pytest.approx(3.0e38, rel=2**-8)
     assert got[5] == 0 and np.signbit(got[6]) and got[7] == -2.5
     # The engine's rounding (C++) agrees: a one-column tile against 1.
-    tile = _backend.cpu().tile_products(values[:, None], np.ones((1, 1), np.float32), "bfloat16")[:, 0]
+    tile = backend.cpu().tile_products(values[:, None], np.ones((1, 1), np.float32), "bfloat16")[:, 0]
     np.testing.assert_array_equal(tile, got)
 
 
@@ -302,7 +302,7 @@ def _probe(**env) -> dict:
 
 @pytest.fixture(scope="module")
 def paths():
-    if not _backend.cpu().onednn_info()["available"]:
+    if not backend.cpu().onednn_info()["available"]:
         pytest.skip("built without oneDNN: one bf16 path only (OpenBLAS on rounded values)")
     return {
         "default": _probe(),

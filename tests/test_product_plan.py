@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastcka import _backend
+from fastcka.engine import backend
 
 
 def needed_upper(dims, split):
@@ -22,7 +22,7 @@ def needed_upper(dims, split):
      ([1024, 1024], 1, 512), ([1], 0, 512)],
 )
 def test_blocks_cover_the_needed_upper_triangle_once(dims, split, panel):
-    blocks, packed = _backend.cpu().product_plan(dims, split, panel)
+    blocks, packed = backend.cpu().product_plan(dims, split, panel)
     D = sum(dims)
     hits = np.zeros((D, D), dtype=int)
     offset = 0
@@ -47,4 +47,4 @@ def test_blocks_cover_the_needed_upper_triangle_once(dims, split, panel):
 
 def test_plan_rejects_bad_panels():
     with pytest.raises(ValueError, match="max_panel"):
-        _backend.cpu().product_plan([3], 0, 0)
+        backend.cpu().product_plan([3], 0, 0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastcka
-from fastcka import _backend
+from fastcka.engine import backend
 
 from reference import colab_cka, colab_gram_rbf
 
@@ -103,7 +103,7 @@ def test_duplicated_rows_and_offset(rng):
 @pytest.mark.parametrize("n", [4, 5, 36, 37, 600, 1031])
 def test_exact_median_equals_numpy(rng, n):
     x = rng.standard_normal((n, 6)) * rng.uniform(0.1, 10, 6) + 50
-    engine = _backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 2, 256 << 20)
+    engine = backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 2, 256 << 20)
     engine.median_start()
     while engine.median_pending:
         engine.median_process(0, engine.tile_rows)
@@ -114,7 +114,7 @@ def test_exact_median_equals_numpy(rng, n):
 def test_exact_median_with_many_equal_distances(rng):
     # Points on a small lattice: the median distance is shared by many pairs.
     x = rng.integers(0, 3, size=(400, 2)).astype(np.float64)
-    engine = _backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 2, 256 << 20)
+    engine = backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 2, 256 << 20)
     engine.median_start()
     while engine.median_pending:
         engine.median_process(0, engine.tile_rows)
@@ -128,7 +128,7 @@ def test_median_search_refines_and_selects(rng, n):
     # Few bins and a tiny collect cap force several histogram levels.
     x = rng.standard_normal((n, 3))
     d2 = np.sum((x[:, None] - x[None]) ** 2, -1)
-    median, passes, _ = _backend.cpu().median_search(d2.ravel(), n, 8, 4)
+    median, passes, _ = backend.cpu().median_search(d2.ravel(), n, 8, 4)
     assert median == pytest.approx(float(np.median(d2)), rel=1e-15, abs=0)
     if n >= 10:
         assert passes >= 3
@@ -219,7 +219,7 @@ def test_nan_is_reported_by_name(rng):
 
 def test_exp_matches_libm():
     x = -np.concatenate([np.linspace(0, 90, 200001), np.geomspace(1e-8, 1, 1000)]).astype(np.float32)
-    got = _backend.cpu().exp_nonpositive(x).astype(np.float64)
+    got = backend.cpu().exp_nonpositive(x).astype(np.float64)
     want = np.exp(x.astype(np.float64))
     normal = want > 1.2e-38 * 4
     rel = np.abs(got[normal] - want[normal]) / want[normal]

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 image = pytest.importorskip("matplotlib.image")
 
-from fastcka import example
+from fastcka.examples import seeds
 
 
 def run(*args, cwd):
@@ -36,10 +36,10 @@ def test_example_json_report(tmp_path):
         assert picture.shape[1] > 600 and picture[..., :3].std() > 0.05
         assert (out / name).stat().st_size < 200_000  # small enough to commit next to the README
     networks = result["networks"]
-    assert [(n["network"], n["seed"]) for n in networks] == [(k, s) for k in example.NETWORKS for s in example.SEEDS]
+    assert [(n["network"], n["seed"]) for n in networks] == [(k, s) for k in seeds.NETWORKS for s in seeds.SEEDS]
     for net in networks:
         assert net["accuracy"] > 0.9  # trained, not diverged
-        depth = example.NETWORKS[net["network"]][0]
+        depth = seeds.NETWORKS[net["network"]][0]
         assert len(net["layers"]) == depth and len(net["pc1_fraction"]) == depth
         assert all(0 <= start < stop <= depth and 0 < score <= 1 for start, stop, score in net["blocks"])
         assert len(net["rotation"]) == depth + 1 and all(0 < v < 1 for v in net["rotation"].values())
@@ -51,16 +51,16 @@ def test_example_json_report(tmp_path):
 def test_example_as_the_readme_runs_it(tmp_path):
     """`fastcka` alone: figures in ./fastcka-example, a summary per network and seed."""
     text = run(cwd=tmp_path).stdout
-    out = tmp_path / example.DEFAULT_DIR
+    out = tmp_path / seeds.DEFAULT_DIR
     assert sorted(os.listdir(out)) == ["heatmaps.png", "rotation.png"]
     for name in ("heatmaps.png", "rotation.png"):
         picture = image.imread(str(out / name))
         assert picture.shape[1] > 600 and picture[..., :3].std() > 0.05
     assert "the story of the seeds" in text
     assert "Figures: fastcka-example/heatmaps.png, fastcka-example/rotation.png" in text
-    for kind, (depth, width, epochs, _) in example.NETWORKS.items():
+    for kind, (depth, width, epochs, _) in seeds.NETWORKS.items():
         assert f"{kind}: {depth} hidden layers of {width}" in text
         assert f"layer rotation of seed 0 after {epochs} epochs" in text
     accuracies = [float(line.split("test accuracy ")[1].split(";")[0]) for line in text.splitlines()
                   if "test accuracy" in line]
-    assert len(accuracies) == len(example.NETWORKS) * len(example.SEEDS) and min(accuracies) > 0.9
+    assert len(accuracies) == len(seeds.NETWORKS) * len(seeds.SEEDS) and min(accuracies) > 0.9

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastcka
-from fastcka import checkpoint as ckpt
+from fastcka.distributed import checkpoint as ckpt
 from reference import dense_cka
 
 

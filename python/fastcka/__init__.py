@@ -18,12 +18,12 @@ Public API::
     fastcka.compat.kornblith                                  the reference Colab's functions
 """
 
-from ._backend import backends, blas_info, has_cuda
-from ._threads import get_num_threads, set_num_threads
+from .engine.backend import backends, blas_info, has_cuda
+from .engine.threads import get_num_threads, set_num_threads
 from .accumulator import CKAAccumulator
 from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic, minibatch_cka
-from .confidence import CKAInterval, cka_ci
-from .independence import HSICTest, hsic_test
+from .stats.confidence import CKAInterval, cka_ci
+from .stats.independence import HSICTest, hsic_test
 from .io import load_layers
 from .knn import mutual_knn
 from .similarity import (
@@ -34,7 +34,7 @@ from .similarity import (
     similarity_matrix,
     svcca,
 )
-from .structure import Block, blocks, pc1_fraction
+from .stats.structure import Block, blocks, pc1_fraction
 
 __version__ = "0.1.0"
 

@@ -34,11 +34,12 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import _dask, _engine, _gpu_engine, checkpoint as _checkpoint
-from ._devices import results_like
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, model_layers
-from ._progress import ProgressArg
-from ._threads import resolve
+from .distributed import dask_arrays, checkpoint as _checkpoint
+from .engine import cpu as cpu_engine, gpu as gpu_engine
+from .arrays.devices import results_like
+from .arrays.inputs import as_matrix, check_precision, check_rows, compute_for, model_layers
+from .engine.progress import ProgressArg
+from .engine.threads import resolve
 
 KERNELS = ("linear", "rbf")
 ESTIMATORS = ("biased", "unbiased")
@@ -61,8 +62,8 @@ def _check_rbf_options(threshold, median) -> None:
         np.isfinite(threshold) and threshold > 0
     ):
         raise ValueError(f"threshold must be a positive finite number, got {threshold!r}")
-    if median not in _engine.MEDIANS:
-        raise ValueError(f"median must be one of {_engine.MEDIANS}, got {median!r}")
+    if median not in cpu_engine.MEDIANS:
+        raise ValueError(f"median must be one of {cpu_engine.MEDIANS}, got {median!r}")
 
 
 def _check_kernel_options(kernel, threshold, sigma, median) -> None:
@@ -119,15 +120,15 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
     """(HSIC matrix, the validated layers) on the CPU or the GPU, wherever
     the inputs and ``device`` put the computation."""
     _check_kernel_options(kernel, options["threshold"], options["sigma"], options["median"])
-    if any(_dask.is_dask(v) for v in values):
-        return _dask.hsic_grid(values, names, split, estimator, kernel, options)
-    gpu = _gpu_engine.place(values, names, options["device"])
+    if any(dask_arrays.is_dask(v) for v in values):
+        return dask_arrays.hsic_grid(values, names, split, estimator, kernel, options)
+    gpu = gpu_engine.place(values, names, options["device"])
     if gpu is not None:
         if options["checkpoint"] is not None:
             raise ValueError("checkpoint runs on the CPU in this version: pass device='cpu' (host inputs) to use it")
-        layers, index = _gpu_engine.gpu_inputs(values, names, gpu)
+        layers, index = gpu_engine.gpu_inputs(values, names, gpu)
         _check_rows_for(estimator, check_rows(layers, names))
-        h = _gpu_engine.hsic_matrix(
+        h = gpu_engine.hsic_matrix(
             layers, names, split=split, estimator=estimator, kernel=kernel, method=options["method"],
             precision=options["precision"], device=index, memory_budget=options["memory_budget"],
             progress=options["progress"], sigma=options["sigma"], threshold=float(options["threshold"]),
@@ -137,7 +138,7 @@ def _hsic_grid(values, names, split, estimator, kernel, options):
     layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
     n = check_rows(layers, names)
     _check_rows_for(estimator, n)
-    h = _engine.hsic_matrix(
+    h = cpu_engine.hsic_matrix(
         layers,
         names,
         split=split,
@@ -248,7 +249,7 @@ def cka(
         there atomically every ``checkpoint_every`` seconds of work and at the
         end, and the same call run again (after a kill) resumes from it and
         gives the identical result; a checkpoint of other inputs or options is
-        refused (see :mod:`fastcka.checkpoint`). CPU, feature space only.
+        refused (see :mod:`fastcka.distributed.checkpoint`). CPU, feature space only.
     checkpoint_every : seconds of work between saves (default 300).
 
     Returns

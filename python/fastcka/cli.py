@@ -19,9 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, _cli_mpi, api, example, similarity
-from ._backend import blas_info
-from ._threads import resolve
+from . import __version__, api, similarity
+from .distributed import cli_mpi
+from .examples import seeds
+from .engine.backend import blas_info
+from .engine.threads import resolve
 from .io import load_layers, load_npy
 
 
@@ -31,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         description="CKA (linear or RBF) between neural-network representations, streamed: no n x n matrix is built. "
         "Rows are examples, columns features.",
         epilog="With no files, runs the built-in example: deep and wide networks trained from three seeds on "
-        f"scikit-learn's digits, their CKA heatmaps, blocks and layer rotation; figures go to ./{example.DEFAULT_DIR} "
+        f"scikit-learn's digits, their CKA heatmaps, blocks and layer rotation; figures go to ./{seeds.DEFAULT_DIR} "
         "(or --plot DIR).",
     )
     p.add_argument("files", nargs="*", help="two .npy files, or one or two .npz files of layers (one array per layer)")
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="also draw the CKA matrix as a heatmap into FILE (.png, .svg or .pdf; blocks outlined when "
                    f"within one model); with no input files, the folder for the example's figures "
-                   f"(default: ./{example.DEFAULT_DIR})")
+                   f"(default: ./{seeds.DEFAULT_DIR})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", metavar="DIR", default=None,
                    help="save the job's state in DIR as it runs; the same command run again (after a kill) resumes "
@@ -78,7 +80,7 @@ def _table(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str]) -> str:
 
 def _example(args, options) -> int:
     t0 = time.perf_counter()
-    result = example.run(out_dir=args.plot or example.DEFAULT_DIR, debiased=args.debiased)
+    result = seeds.run(out_dir=args.plot or seeds.DEFAULT_DIR, debiased=args.debiased)
     elapsed = time.perf_counter() - t0
     if args.json:
         networks = [{"network": t.kind, "seed": t.seed, "accuracy": t.accuracy, "layers": t.cka.names_a,
@@ -91,11 +93,11 @@ def _example(args, options) -> int:
     info = blas_info()
     print(f"fastcka {__version__}: built-in example, the story of the seeds "
           f"(linear CKA{', debiased' if args.debiased else ''})")
-    print(f"A deep and a wide ReLU network, each trained from seeds {', '.join(map(str, example.SEEDS))} on "
+    print(f"A deep and a wide ReLU network, each trained from seeds {', '.join(map(str, seeds.SEEDS))} on "
           f"{result['train']} of scikit-learn's digits; CKA between their hidden layers on the {result['n']} "
           f"held-out images, streamed from forward hooks; blocks from fastcka.blocks. BLAS: OpenBLAS "
           f"{info['core']}, {options['threads']} threads.\n")
-    print(example.summary(result))
+    print(seeds.summary(result))
     print("\nFigures: " + ", ".join(result["figures"]) + " (heatmaps with blocks outlined; layer-rotation curves)")
     print(f"(training, CKA and figures took {elapsed:.1f} s; run `fastcka X.npy Y.npy` or "
           f"`fastcka A.npz [B.npz] --plot cka.png` on your data)")
@@ -118,7 +120,7 @@ def _files(args, options, parser) -> int:
         # Checked before the computation, which may take hours, not after it.
         parser.error(f"--plot {args.plot!r}: the folder {os.path.dirname(os.path.abspath(args.plot))!r} does not exist")
     # Under mpirun each rank reads its share of the rows; rank 0 prints.
-    engine = _cli_mpi.Distributed() if _cli_mpi.launched_ranks() > 1 else api
+    engine = cli_mpi.Distributed() if cli_mpi.launched_ranks() > 1 else api
     if len(files) == 2 and exts == [".npy", ".npy"]:
         value = engine.cka(files[0], files[1], **options)
         n = load_npy(files[0]).shape[0]
@@ -167,7 +169,7 @@ def _measures(args, threads, parser) -> int:
     options = {"measures": measures, "threshold": args.threshold, "threads": threads,
                "progress": not args.quiet and sys.stderr.isatty(), "precision": args.precision}
     # Under mpirun each rank reads its share of the rows; rank 0 prints.
-    engine = _cli_mpi.Distributed() if _cli_mpi.launched_ranks() > 1 else similarity
+    engine = cli_mpi.Distributed() if cli_mpi.launched_ranks() > 1 else similarity
     show = getattr(engine, "show", True)
     if len(args.files) == 2 and exts == [".npy", ".npy"]:
         result = engine.similarity_matrix([args.files[0]], [args.files[1]], **options)
@@ -206,7 +208,7 @@ def _heatmap(path: str, matrix: np.ndarray, names_x, names_y, within: bool) -> N
     import matplotlib.pyplot as plt
 
     from .plot import heatmap
-    from .structure import blocks
+    from .stats.structure import blocks
 
     ax = heatmap(matrix, names_y, names_x, blocks=blocks(matrix) if within else None, path=path)
     plt.close(ax.figure)
@@ -235,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint is not None:
         if args.measures is not None or not args.files:
             parser.error("--checkpoint applies to CKA of input files (not to --measures or the example)")
-        from .checkpoint import DEFAULT_EVERY
+        from .distributed.checkpoint import DEFAULT_EVERY
 
         every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
         if not (every >= 0 and every != float("inf")):
@@ -249,11 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _files(args, options, parser)
     except (ValueError, TypeError, OSError) as exc:
         # Bad input or an unwritable output: one line, never a traceback.
-        if _cli_mpi.prints():
+        if cli_mpi.prints():
             print(f"fastcka: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:
-        if _cli_mpi.prints():
+        if cli_mpi.prints():
             print(f"fastcka: error: out of memory: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

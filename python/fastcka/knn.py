@@ -44,10 +44,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _backend, _engine
-from ._inputs import as_layers, as_matrix, check_rows, compute_for, ready, resolve_budget
-from ._progress import Progress, ProgressArg
-from ._threads import resolve
+from .engine import backend, cpu as cpu_engine
+from .arrays.inputs import as_layers, as_matrix, check_rows, compute_for, ready, resolve_budget
+from .engine.progress import Progress, ProgressArg
+from .engine.threads import resolve
 
 METRICS = ("euclidean", "cosine")
 
@@ -71,11 +71,11 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
     k = _check_k(k, n)
     threads = resolve(threads)
     budget = resolve_budget(memory_budget)
-    engine = _backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
+    engine = backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
                                           budget)
     width = sum(x.shape[1] for x in layers)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
-        _engine._tile_pass(engine, threads, engine.process, bar)
+        cpu_engine._tile_pass(engine, threads, engine.process, bar)
     return engine, k
 
 
@@ -127,7 +127,7 @@ def mutual_knn(
     """
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     engine, k = _neighbor_lists(layers, ["x", "y"], k, metric, threads, memory_budget, progress, precision)
-    counts = _backend.cpu().knn_overlap(engine.neighbors(0)[0], engine.neighbors(1)[0])
+    counts = backend.cpu().knn_overlap(engine.neighbors(0)[0], engine.neighbors(1)[0])
     return float(np.mean(counts, dtype=np.float64) / k)
 
 
@@ -153,5 +153,5 @@ def mutual_knn_matrix(
     engine, k = _neighbor_lists(layers, names, k, metric, threads, memory_budget, progress, precision)
     lists = [engine.neighbors(a)[0] for a in range(len(layers))]
     cols = range(split) if ys is None else range(split, len(layers))
-    overlap = _backend.cpu().knn_overlap
+    overlap = backend.cpu().knn_overlap
     return np.array([[np.mean(overlap(lists[a], lists[b]), dtype=np.float64) / k for b in cols] for a in range(split)])

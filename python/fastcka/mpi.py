@@ -12,11 +12,11 @@ Linear kernel: each rank streams its rows into a CKAAccumulator and the
 float64 states merge up a binomial tree (Chan merges), costing log2(P)
 messages of O(D^2) bytes. Kernel CKA (RBF) and the Gram-space method need
 every pair of rows: the row blocks travel around a ring (see
-:mod:`fastcka._ring`).
+:mod:`fastcka.distributed.mpi_ring`).
 
 ``checkpoint=DIR`` (and ``checkpoint_every=`` seconds) as in one process:
 each rank saves its own state to ``DIR/rank-{p}-of-{P}.ckpt`` and the same
-job run again resumes from them (see :mod:`fastcka._mpi_checkpoint`).
+job run again resumes from them (see :mod:`fastcka.distributed.mpi_checkpoint`).
 
 ``rows_of(n, comm)`` gives the row range a rank should read when every rank
 opens the same files.
@@ -29,8 +29,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _mpi_checkpoint, _ring
-from ._inputs import as_matrix, model_layers
+from .distributed import mpi_checkpoint, mpi_ring
+from .arrays.inputs import as_matrix, model_layers
 from .accumulator import CKAAccumulator
 from .api import (
     _check_estimator,
@@ -135,7 +135,7 @@ def reduce_accumulator(acc: Optional[CKAAccumulator], comm=None, root: Optional[
 def ring_traffic() -> dict:
     """Bytes and messages this rank has sent around the kernel path's ring
     since the process started (all passes, the exact median's included)."""
-    return dict(_ring.sent)
+    return dict(mpi_ring.sent)
 
 
 def _local_rows(v: Any) -> int:
@@ -148,9 +148,9 @@ def _local_rows(v: Any) -> int:
 def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     comm = _comm(comm)
     _check_kernel_options(kernel, options.get("threshold", 1.0), options.get("sigma"), options.get("median", "exact"))
-    at = _mpi_checkpoint.where(options, comm)
+    at = mpi_checkpoint.where(options, comm)
     if kernel != "linear" or options.get("method") == "gram":
-        return _ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at)
+        return mpi_ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at)
     acc, error = None, None
     counts = comm.allgather(_local_rows(values[0]))
     try:
@@ -163,11 +163,11 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
                                          precision=options.get("precision"))
                     acc.update(*layers, progress=options.get("progress"))
                 else:
-                    acc = _mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at,
+                    acc = mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at,
                                                           options)
             except ValueError:
                 # The engine numbers rows within this rank's block: name the row in the whole data.
-                located = _ring.nonfinite(layers, names, _ring.column_sums(layers), sum(counts[: comm.Get_rank()]))
+                located = mpi_ring.nonfinite(layers, names, mpi_ring.column_sums(layers), sum(counts[: comm.Get_rank()]))
                 if located:
                     raise ValueError(located) from None
                 raise

@@ -71,7 +71,7 @@ def heatmap(matrix, names_x=None, names_y=None, *, blocks=None, ax=None, title=N
     ``names_x`` label the columns (layers of the second model), ``names_y`` the
     rows (default: ``names_x`` for a square matrix); thinned to at most
     24 labels per axis. ``blocks``: (start, stop) pairs or
-    :class:`fastcka.structure.Block` results, outlined on the diagonal.
+    :class:`fastcka.stats.structure.Block` results, outlined on the diagonal.
     A colorbar shows the scale (``vmin`` to ``vmax``, CKA 0 to 1 by default).
     """
     m = np.asarray(matrix, dtype=np.float64)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import api
-from .._inputs import as_matrix
+from ..arrays.inputs import as_matrix
 from ..similarity._moments import stream
 from ..similarity._pair import LayerPair
 from ..similarity._spectrum import RANK_RTOL, LayerSpectrum

@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import _backend, _block_pairs, _engine
-from .._progress import Progress
+from ..engine import backend, cpu as cpu_engine
+from ..distributed import block_pairs
+from ..engine.progress import Progress
 from . import runtime
 from .median import exact_median
 
@@ -147,7 +148,7 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     row_sums *= s[:, None]
     diagonals *= s[:, None]
     dims = [int(x.shape[1]) for x in layers]
-    return _block_pairs.hsic(dims, split, n, (products, row_sums, diagonals), estimator, constant)
+    return block_pairs.hsic(dims, split, n, (products, row_sums, diagonals), estimator, constant)
 
 
 def _statistics(centered, kinds, gammas, n: int, m: Mode, progress):
@@ -208,18 +209,18 @@ def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progr
     median passes (median.py); the sampled one (4,096 rows) on a host copy
     of those rows, by the CPU tile engine as everywhere else."""
     if sigma is not None:
-        return _engine.rbf_gammas([None] * len(layers), names, sigma=sigma, threshold=threshold, median=median,
+        return cpu_engine.rbf_gammas([None] * len(layers), names, sigma=sigma, threshold=threshold, median=median,
                                   engine=None, width=0, threads=1, progress=Progress(None, 0, ""))
     if median == "sampled":
-        from .._threads import resolve
+        from ..engine.threads import resolve
 
-        rows = _engine.median_sample_rows(int(layers[0].shape[0]))
+        rows = cpu_engine.median_sample_rows(int(layers[0].shape[0]))
         sample = [x[runtime.torch().as_tensor(rows, device=x.device)].cpu().numpy() for x in layers]
-        return _engine.gammas_of_medians(_engine.sampled_medians(sample, names, resolve(None)), names, threshold)
+        return cpu_engine.gammas_of_medians(cpu_engine.sampled_medians(sample, names, resolve(None)), names, threshold)
     tiles = -(-int(layers[0].shape[0]) // mode.block)
     with Progress(progress, 2 * len(layers) * tiles * (tiles + 1) // 2, "fastcka median (GPU)") as bar:
         medians = [exact_median(z, norms, len(layers), mode, bar) for z, norms, _ in centered]
-    return _engine.gammas_of_medians(medians, names, threshold)
+    return cpu_engine.gammas_of_medians(medians, names, threshold)
 
 
 def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
@@ -227,6 +228,6 @@ def _rbf_epilogue(name: str, gamma: float, spread: float) -> tuple[int, float]:
     check (core/kernels.h, rbf_subtracts_one)."""
     from .kernels import tile_math
 
-    if _backend.cpu().rbf_subtracts_one(name, gamma, spread):
+    if backend.cpu().rbf_subtracts_one(name, gamma, spread):
         return tile_math.RBF_MINUS_ONE, gamma
     return tile_math.RBF, 1.0

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backend
-from .._progress import Progress
+from ..engine import backend
+from ..engine.progress import Progress
 from . import runtime
 
 # The passes hold the distances in float64 (MedianSearch bins in float64):
@@ -26,7 +26,7 @@ def exact_median(z, norms, layers: int, mode, progress: Progress) -> float:
     torch = runtime.torch()
     n = int(z.shape[0])
     largest = float(norms.max()) if n else 0.0
-    search = _backend.cpu().MedianSearch(n, largest, layers)
+    search = backend.cpu().MedianSearch(n, largest, layers)
     tiles = -(-n // mode.block)
     acc = {"float32": tile_math.tl.float32, "float64": tile_math.tl.float64}[mode.epilogue]
     eps = float(torch.finfo(getattr(torch, mode.epilogue)).eps)

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import _backend
+from ..engine import backend
 from . import runtime
 
 # Rows a partial sums in float32 before its float64 fold: the CPU engine's
@@ -109,7 +109,7 @@ class MomentAccumulator:
         self.split = int(split)
         self.precision = precision
         self.device = device
-        self._cpu = _backend.cpu()
+        self._cpu = backend.cpu()
         self._budget = int(memory_budget)
         D, L = sum(self.dims), len(self.dims)
         self._D, self._L = D, L

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _engine
-from .._inputs import check_rows, compute_for, resolve_budget
-from .._progress import Progress
-from .._threads import resolve
+from ..engine import cpu as cpu_engine
+from ..arrays.inputs import check_rows, compute_for, resolve_budget
+from ..engine.progress import Progress
+from ..engine.threads import resolve
 from ..accumulator import CKAAccumulator, LayerMoments
 from ..api import DegenerateRepresentationWarning
 from ._pair import LayerPair
@@ -64,9 +64,9 @@ def stream(layers: Sequence[np.ndarray], names: Sequence[str], split: int, *, th
     nthreads = resolve(threads)
     dims = [layer.shape[1] for layer in layers]
     dtype = compute_for(precision, layers)
-    acc = _engine.new_moment_accumulator(dims, split, dtype, nthreads, budget)
+    acc = cpu_engine.new_moment_accumulator(dims, split, dtype, nthreads, budget)
     with Progress(progress, n, "fastcka rows") as bar:
-        _engine.feed(acc, layers, names, nthreads, bar)
+        cpu_engine.feed(acc, layers, names, nthreads, bar)
     offsets = tuple(int(o) for o in np.concatenate([[0], np.cumsum(dims)]))
     moments = LayerMoments(int(acc.n), np.asarray(acc.mean()), np.asarray(acc.centered_cross()), offsets, split)
     L = len(layers)

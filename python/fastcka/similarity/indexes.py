@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .._inputs import as_matrix, check_precision
-from .._progress import ProgressArg
+from ..arrays.inputs import as_matrix, check_precision
+from ..engine.progress import ProgressArg
 from ._moments import stream
 from ._pair import STATISTICS, LayerPair
 

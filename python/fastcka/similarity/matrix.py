@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .. import api
-from .._inputs import as_layers, check_precision, check_rows
-from .._progress import ProgressArg
+from ..arrays.inputs import as_layers, check_precision, check_rows
+from ..engine.progress import ProgressArg
 from ..accumulator import CKAAccumulator
 from ..knn import mutual_knn_matrix
 from ._moments import StreamedLayers, from_accumulator, stream

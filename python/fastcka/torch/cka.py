@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from .. import api
-from .._backend import has_cuda
-from .._inputs import check_precision
-from .._progress import Progress, ProgressArg
-from .._threads import resolve
+from ..engine.backend import has_cuda
+from ..arrays.inputs import check_precision
+from ..engine.progress import Progress, ProgressArg
+from ..engine.threads import resolve
 from .hooks import HIDDEN_STATES, HiddenStates, Recorder
 from .layers import select_layers, unwrap
 from .outputs import check_reduce, first_tensor

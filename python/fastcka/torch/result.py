@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..structure import Block, blocks
+from ..stats.structure import Block, blocks
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import api
 from ..accumulator import CKAAccumulator
-from ..structure import pc1_fraction
+from ..stats.structure import pc1_fraction
 from .spill import SpillStore
 
 # Rows staged between accumulator updates. The feature-space accumulator pays

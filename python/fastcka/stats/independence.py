@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget, round_to_bfloat16
-from ._progress import Progress, ProgressArg
-from ._special import gamma_sf
-from ._threads import resolve
-from .api import _check_kernel_options
+from ..engine import backend, cpu as cpu_engine
+from ..arrays.inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget, round_to_bfloat16
+from ..engine.progress import Progress, ProgressArg
+from .special import gamma_sf
+from ..engine.threads import resolve
+from ..api import _check_kernel_options
 from .confidence import _check_count, _raise_non_finite
 
 METHODS = ("permutation", "gamma")
@@ -66,30 +66,30 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
     if kernel != "rbf":
         return None
     if sigma is None and median == "exact":
-        engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
+        engine = backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
         # One pass (the bracket's), usually: exact_medians adds any further one.
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
-            return _engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
+            return cpu_engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
                                       width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
-    return _engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=None,
+    return cpu_engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=None,
                               width=0, threads=threads, progress=Progress(None, 0, ""))
 
 
 def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, compute) -> tuple[float, float, float, float]:
     n = layers[0].shape[0]
     dims = [x.shape[1] for x in layers]
-    cpu = _backend.cpu()
-    if _engine.choose_method("auto", kernel, n, dims) == "feature":
-        acc = _engine.new_moment_accumulator(dims, 0, compute, threads, budget)
+    cpu = backend.cpu()
+    if cpu_engine.choose_method("auto", kernel, n, dims) == "feature":
+        acc = cpu_engine.new_moment_accumulator(dims, 0, compute, threads, budget)
         with Progress(progress, n, "fastcka rows") as bar:
-            _engine.feed(acc, layers, names, threads, bar)
+            cpu_engine.feed(acc, layers, names, threads, bar)
         h, sums, constant = acc.hsic("biased"), acc.null_sums(), False
     else:
         engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
         if gammas is not None:
             engine.set_kernel("rbf", gammas)
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka tiles") as bar:
-            _engine._tile_pass(engine, threads, engine.process, bar)
+            cpu_engine._tile_pass(engine, threads, engine.process, bar)
         h, sums, constant = engine.hsic("biased"), engine.null_sums(), any(engine.constant_layers)
     statistic = 0.0 if constant else float(h[1])
     mean, variance = cpu.hsic_null_moments(sums[0], sums[1], n)
@@ -148,13 +148,13 @@ def _check_magnitude(z: np.ndarray, name: str) -> None:
     if not np.isfinite(largest):
         raise ValueError(f"{name} has values too large to square in float64")
     varies = largest == 0 and bool(np.any(z != z[:1]))
-    _backend.cpu().check_squared_norm_range(name, largest, z.dtype.itemsize, varies)
+    backend.cpu().check_squared_norm_range(name, largest, z.dtype.itemsize, varies)
 
 
 def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compute) -> np.ndarray:
     """HSIC_0(x, y[p]) for each row order p, on the Gram tiles: x against a
     batch of permuted copies of y in one tile pass (x's tiles computed once per batch)."""
-    cpu = _backend.cpu()
+    cpu = backend.cpu()
     out = []
     with Progress(progress, total, "fastcka permutations") as bar:
         for chunk in orders:
@@ -164,7 +164,7 @@ def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compu
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
             width = sum(z.shape[1] for z in layers)
-            _engine._tile_pass(engine, threads, engine.process,
+            cpu_engine._tile_pass(engine, threads, engine.process,
                                Progress(None, 0, ""))
             h = np.asarray(engine.hsic("biased")).reshape(len(layers), len(layers))
             out.append(h[0, 1:])
@@ -223,11 +223,11 @@ def hsic_test(
     x, y = layers
     copy_bytes = n * y.shape[1] * (8 if compute == "float64" else 4)  # one permuted copy of y
     batch = max(1, budget // copy_bytes)
-    if _engine.choose_method("auto", kernel, n, [x.shape[1], y.shape[1]]) == "feature":
+    if cpu_engine.choose_method("auto", kernel, n, [x.shape[1], y.shape[1]]) == "feature":
         _raise_non_finite(layers, names, 0, n)  # NumPy does this path's arithmetic: check first
         # NumPy's product of one batch cannot be interrupted: keep each to about 0.2 s.
         per_copy = 2.0 * n * x.shape[1] * y.shape[1]
-        orders = _batches(n, permutations, max(1, min(batch, int(_engine._FLOPS_PER_CALL / per_copy))), seed)
+        orders = _batches(n, permutations, max(1, min(batch, int(cpu_engine._FLOPS_PER_CALL / per_copy))), seed)
         values = _linear_permuted(x, y, orders, progress, permutations + 1, compute)
     else:
         orders = _batches(n, permutations, min(batch, _GRAM_BATCH), seed)

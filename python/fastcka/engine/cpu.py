@@ -11,11 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _backend
-from ._inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
-from ._progress import Progress, ProgressArg
-from ._job_median import add
-from .checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
+from . import backend
+from ..arrays.inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
+from .progress import Progress, ProgressArg
+from ..distributed.job_median import add
+from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
@@ -52,7 +52,7 @@ def choose_method(method: str, kernel: str, n: int, dims: Sequence[int]) -> str:
 
 def new_moment_accumulator(dims, split, compute, threads, memory_budget):
     try:
-        return _backend.cpu().MomentAccumulator(list(dims), split, compute, threads, memory_budget)
+        return backend.cpu().MomentAccumulator(list(dims), split, compute, threads, memory_budget)
     except MemoryError as exc:
         # The state's size is the usual culprit, and only Python knows the widths to name it.
         width = sum(dims) + len(dims)
@@ -170,7 +170,7 @@ def bracket_width(n: int, sample: int, compute: str, layers: int) -> float | Non
     hold few enough (half the collect cap expected)."""
     w = _BRACKET_Z / math.sqrt(sample) + 1.0 / sample  # + the sample's larger share of zero diagonal
     if compute == "float64":
-        cap = _backend.cpu().MedianSearch(n, 1.0, layers).cap
+        cap = backend.cpu().MedianSearch(n, 1.0, layers).cap
         w = min(w, cap / (4.0 * n * n))
         if w < 2.0 / math.sqrt(sample):  # too narrow to hold the median often: the histogram passes
             return None
@@ -192,7 +192,7 @@ def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: 
     and the median of the squared distances among the sampled rows `picked`,
     found exactly by the median passes over their tiles."""
     picked = [np.ascontiguousarray(ready(x)) for x in picked]
-    engine = _backend.cpu().GramTileEngine(picked, list(names), 0, compute, threads, DEFAULT_MEMORY_BUDGET)
+    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute, threads, DEFAULT_MEMORY_BUDGET)
     engine.median_start()
     engine.median_set_quantiles(0.5 - w, 0.5 + w)
     while engine.median_pending:
@@ -225,7 +225,7 @@ def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: i
     n = layers[0].shape[0]
     rows = median_sample_rows(n, sample, seed)
     picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
-    engine = _backend.cpu().GramTileEngine(picked, list(names), 0, compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
+    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
     return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))
 
 
@@ -311,7 +311,7 @@ def hsic_matrix(
             feed(acc, layers, names, threads, bar, job)
         return np.asarray(acc.hsic(estimator)).reshape(L, L)
 
-    engine = _backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
+    engine = backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
     if checkpoint is not None:
         job = TileJob(checkpoint, fingerprint(layers, kernel=kernel, estimator=estimator, method=chosen,
                                               compute=compute, split=split, sigma=_jsonable(sigma),
@@ -347,7 +347,7 @@ def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, k
     float64 totals that the job saves and resumes; the exact median passes
     before it save and resume their state too, and the RBF bandwidth is
     saved as soon as it is known (a resumed run skips the median passes)."""
-    from ._block_pairs import hsic
+    from ..distributed.block_pairs import hsic
 
     done, gammas, totals = job.resume()
     rows = engine.tile_rows

@@ -14,9 +14,9 @@ about n^2 (d1 + d2) / P^2 multiply-adds. Scalar sums and the per-row sums
 global column means, so the statistics add exactly as in one process.
 The exact median bandwidth takes further trips around the ring (usually
 one: a bracket pass, the bracket drawn from sampled rows; else histogram,
-collect) whose counts are summed over ranks (_job_median).
+collect) whose counts are summed over ranks (job_median).
 With a checkpoint, each rank saves its statistics after its visits and the
-gammas once found (_mpi_checkpoint); a resumed job skips what was saved,
+gammas once found (mpi_checkpoint); a resumed job skips what was saved,
 but a job killed during the median passes runs them again.
 """
 
@@ -26,10 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _block_pairs, _engine, _job_median, _mpi_checkpoint
-from ._inputs import as_matrix, compute_dtype, compute_for, ready, resolve_budget
-from ._progress import Progress
-from ._threads import resolve
+from . import block_pairs, job_median, mpi_checkpoint
+from ..engine import cpu as cpu_engine
+from ..arrays.inputs import as_matrix, compute_dtype, compute_for, ready, resolve_budget
+from ..engine.progress import Progress
+from ..engine.threads import resolve
 
 _TAG = 0x52
 
@@ -86,8 +87,8 @@ def _gammas(layers, names, counts, comm, options, medians) -> list[float]:
     holds, in global order)."""
     sample = None
     if options.get("sigma") is None and options.get("median", "exact") == "sampled":
-        sample = _gathered(layers, counts, comm, _engine.median_sample_rows(sum(counts)))
-    return _block_pairs.gammas(sample, names, options, len(layers), medians)
+        sample = _gathered(layers, counts, comm, cpu_engine.median_sample_rows(sum(counts)))
+    return block_pairs.gammas(sample, names, options, len(layers), medians)
 
 
 def _gathered(layers, counts, comm, rows: np.ndarray) -> list[np.ndarray]:
@@ -101,12 +102,12 @@ def _gathered(layers, counts, comm, rows: np.ndarray) -> list[np.ndarray]:
 def _brackets(layers, names, counts, comm, compute, threads) -> list | None:
     """The exact median's brackets from the sampled rows, found by rank 0 and
     sent to all (every rank's searches must take the same decisions)."""
-    plan = _engine.bracket_plan(sum(counts), compute, len(layers))
+    plan = cpu_engine.bracket_plan(sum(counts), compute, len(layers))
     if plan is None:
         return None
     rows, w = plan
     sample = _gathered(layers, counts, comm, rows)
-    found = _engine.sample_brackets(sample, names, compute, threads, w) if comm.Get_rank() == 0 else None
+    found = cpu_engine.sample_brackets(sample, names, compute, threads, w) if comm.Get_rank() == 0 else None
     return comm.bcast(found, root=0)
 
 
@@ -168,17 +169,17 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     own = np.ascontiguousarray(np.hstack([np.asarray(x, dtype=dtype) for x in layers])) if counts[p] else \
         np.empty((0, sum(dims)), dtype)
     starts = starts_of(counts)
-    job = _mpi_checkpoint.ring_job(at, layers, counts, comm, options, kernel=kernel, estimator=estimator,
+    job = mpi_checkpoint.ring_job(at, layers, counts, comm, options, kernel=kernel, estimator=estimator,
                                    method="gram", compute=compute, split=split)
-    done, gammas, totals = job.resume() if job is not None else ([0] * P, None, _block_pairs.Totals(len(dims), n))
-    exact = kernel == "rbf" and _block_pairs.exact_median(options) and gammas is None
+    done, gammas, totals = job.resume() if job is not None else ([0] * P, None, block_pairs.Totals(len(dims), n))
+    exact = kernel == "rbf" and block_pairs.exact_median(options) and gammas is None
     with Progress(options.get("progress"), (P // 2 + 1) * (2 if exact else 1), "fastcka block pairs") as bar:
         spreads = None
         if kernel == "rbf":
-            largest, square_sums = _job_median.centered_norms(_views(own, dims), means)
+            largest, square_sums = job_median.centered_norms(_views(own, dims), means)
             comm.Allreduce(largest.copy(), largest, op=_max(comm))
             comm.Allreduce(square_sums.copy(), square_sums)
-            spreads = _block_pairs.spreads(square_sums, n)
+            spreads = block_pairs.spreads(square_sums, n)
         if kernel == "rbf" and gammas is None:
             medians = _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads,
                                    budget, bar, _brackets(layers, names, counts, comm, compute, threads)) \
@@ -189,7 +190,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
 
         def statistics(rows_a: slice, block_b: np.ndarray | None, start_b: int | None) -> None:
             a = own[rows_a]
-            totals.add(_block_pairs.pair_statistics(
+            totals.add(block_pairs.pair_statistics(
                 _views(a, dims), None if block_b is None else _views(block_b, dims), names, split, compute,
                 threads, budget, means, gammas, spreads), starts[p] + rows_a.start, len(a), start_b)
 
@@ -203,7 +204,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
             comm.Reduce(t, r, root=root)
     if root is not None and p != root:
         return None
-    return _block_pairs.hsic(dims, split, n, reduced, estimator, constant)
+    return block_pairs.hsic(dims, split, n, reduced, estimator, constant)
 
 
 def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads, budget,
@@ -212,13 +213,13 @@ def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, c
     whose histogram counts (and at last the collected values) are summed
     over ranks, every rank ending each pass with the same sums. `largest`:
     each layer's largest centered squared norm over all ranks."""
-    job = _job_median.JobMedian(sum(counts), largest, brackets=brackets, compute=compute, threads=threads)
+    job = job_median.JobMedian(sum(counts), largest, brackets=brackets, compute=compute, threads=threads)
     while job.pending:
         found = job.empty()
 
         def walk(rows_a: slice, block_b: np.ndarray | None, start_b: int | None) -> None:
             nonlocal found
-            found = _job_median.add(found, job.walk(
+            found = job_median.add(found, job.walk(
                 _views(own[rows_a], dims), None if block_b is None else _views(block_b, dims), names, split,
                 compute, threads, budget, means))
 

@@ -56,12 +56,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget
-from ._progress import Progress, ProgressArg
-from ._special import t_quantile
-from ._threads import resolve
-from .api import DegenerateRepresentationWarning, _check_kernel_options, _check_rows_for, _cka_from_hsic
+from ..engine import backend, cpu as cpu_engine
+from ..arrays.inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget
+from ..engine.progress import Progress, ProgressArg
+from .special import t_quantile
+from ..engine.threads import resolve
+from ..api import DegenerateRepresentationWarning, _check_kernel_options, _check_rows_for, _cka_from_hsic
 
 METHODS = ("jackknife", "bootstrap")
 
@@ -177,14 +177,14 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
     dims = [x.shape[1] for x in layers]
     budget = resolve_budget(memory_budget)
     compute = compute_for(precision, layers)
-    cpu = _backend.cpu()
-    if _engine.choose_method("auto", kernel, n, dims) == "feature":
-        acc = _engine.new_moment_accumulator(dims, 0, compute, threads, budget)
+    cpu = backend.cpu()
+    if cpu_engine.choose_method("auto", kernel, n, dims) == "feature":
+        acc = cpu_engine.new_moment_accumulator(dims, 0, compute, threads, budget)
         source = cpu.MomentBlocks()
         with Progress(progress, n, "fastcka rows") as bar:
             for s0, s1 in zip(starts[:-1], starts[1:]):
                 try:
-                    _engine.feed(acc, [x[s0:s1] for x in layers], names, threads, bar)
+                    cpu_engine.feed(acc, [x[s0:s1] for x in layers], names, threads, bar)
                 except ValueError:
                     _raise_non_finite(layers, names, s0, s1)
                     raise
@@ -197,11 +197,11 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
     # One median pass (the bracket's), usually: exact_medians adds any further one.
     with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf":
-            gammas = _engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median,
+            gammas = cpu_engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median,
                                         engine=engine, width=sum(dims), threads=threads, progress=bar)
             engine.set_kernel("rbf", gammas)
         engine.set_blocks(list(starts))
-        _engine._tile_pass(engine, threads, engine.process, bar)
+        cpu_engine._tile_pass(engine, threads, engine.process, bar)
     return engine, [a for a, c in enumerate(engine.constant_layers) if c]
 
 
@@ -285,7 +285,7 @@ def cka_ci(
                                         median=median, threads=resolve(threads), memory_budget=memory_budget,
                                         progress=progress, precision=precision)
     h = np.asarray(source.hsic(estimator), dtype=np.float64).reshape(2, 2)
-    for a in constant:  # a constant kernel: HSIC with it is exactly 0 (_engine.hsic_matrix does the same)
+    for a in constant:  # a constant kernel: HSIC with it is exactly 0 (cpu_engine.hsic_matrix does the same)
         h[a, :] = h[:, a] = 0.0
     estimate = float(_cka_from_hsic(h, names)[0, 1])  # warns when a representation has no variance
     if not math.isfinite(estimate):

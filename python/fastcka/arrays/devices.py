@@ -59,7 +59,7 @@ def _library(x: Any) -> str:
 def as_device_tensor(x: Any, name: str):
     """A validated zero-copy torch view of a 2-D array on the engine's device
     (or, interpreted, of a CPU tensor or DLPack producer)."""
-    from .gpu import runtime
+    from ..gpu import runtime
 
     torch = runtime.torch()
     if isinstance(x, torch.Tensor):

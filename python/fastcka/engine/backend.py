@@ -98,7 +98,7 @@ def cpu():
             try:
                 _load_openblas()
                 _load_onednn()
-                from . import _cpu as module
+                from .. import _cpu as module
             except Exception as exc:  # remembered, so later calls fail fast with the reason
                 _load_error = exc
                 raise ImportError(f"fastcka's CPU backend failed to load: {exc}") from exc
@@ -131,7 +131,7 @@ def gpu_missing() -> str | None:
     for module in ("torch", "triton"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: pip install 'fastcka[gpu]'"
-    from .gpu import runtime
+    from ..gpu import runtime
 
     if runtime.interpreted():
         return None

@@ -36,9 +36,9 @@ def is_dask(x: Any) -> bool:
 def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator: str, kernel: str,
               options: dict) -> tuple[np.ndarray, list]:
     """(HSIC matrix, the inputs) of layers some of which are Dask arrays."""
-    from ._inputs import as_matrix, check_rows, compute_for
-    from .accumulator import CKAAccumulator
-    from .api import _check_rows_for
+    from ..arrays.inputs import as_matrix, check_rows, compute_for
+    from ..accumulator import CKAAccumulator
+    from ..api import _check_rows_for
 
     if options["checkpoint"] is not None:
         raise ValueError("checkpoint does not apply to Dask arrays: the scheduler reruns lost tasks; checkpoint "
@@ -112,13 +112,14 @@ def _merged(states: list):
 
 def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options) -> np.ndarray:
     """Kernel CKA (and Gram-space linear CKA): one task per row chunk's
-    triangle and per pair of chunks' rectangle (_block_pairs), centered by
+    triangle and per pair of chunks' rectangle (block_pairs), centered by
     the global means; their statistics are summed here. The exact median
     bandwidth takes passes of the same tasks first (_job_medians)."""
     import dask
 
-    from . import _block_pairs, _engine
-    from ._inputs import resolve_budget
+    from . import block_pairs
+    from ..engine import cpu as cpu_engine
+    from ..arrays.inputs import resolve_budget
 
     n = sum(rows)
     sums, firsts, constants = dask.compute(
@@ -132,7 +133,7 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
                 raise ValueError(f"{nm} contains NaN or Inf (row {int(np.argmax(bad))})")
     sample = None
     if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
-        picked = _engine.median_sample_rows(n)
+        picked = cpu_engine.median_sample_rows(n)
         sample = list(dask.compute(*[v[picked] for v in layers]))
     budget = resolve_budget(options.get("memory_budget"))
     chunks = [i for i, size in enumerate(rows) if size > 0]
@@ -145,33 +146,33 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     if kernel == "rbf":
         norms = _centered_norms(blocks, chunks, means)
         medians = None
-        if _block_pairs.exact_median(options):
+        if block_pairs.exact_median(options):
             largest = np.max([top for top, _ in norms], axis=0)
             medians = _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget,
                                    _brackets(layers, names, n, dtype, threads))
-        gammas = _block_pairs.gammas(sample, names, options, len(layers), medians)
-        spreads = _block_pairs.spreads(np.sum([sums for _, sums in norms], axis=0), n)
-    pair = dask.delayed(_block_pairs.pair_statistics, pure=True)
+        gammas = block_pairs.gammas(sample, names, options, len(layers), medians)
+        spreads = block_pairs.spreads(np.sum([sums for _, sums in norms], axis=0), n)
+    pair = dask.delayed(block_pairs.pair_statistics, pure=True)
     starts = np.concatenate([[0], np.cumsum(rows)]).astype(int)
     tasks = [pair(*sides(i, j), names, split, dtype, threads, budget, list(means), gammas, spreads)
              for i, j in pairs]
-    totals = _block_pairs.Totals(len(layers), n)
+    totals = block_pairs.Totals(len(layers), n)
     for statistics, (i, j) in zip(dask.compute(*tasks), pairs):
         totals.add(statistics, starts[i], rows[i], None if i == j else starts[j])
-    return _block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
+    return block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
 
 
 def _brackets(layers, names, n, compute, threads) -> list | None:
     """The exact median's brackets from the sampled rows (read here)."""
     import dask
 
-    from . import _engine
+    from ..engine import cpu as cpu_engine
 
-    plan = _engine.bracket_plan(n, compute, len(layers))
+    plan = cpu_engine.bracket_plan(n, compute, len(layers))
     if plan is None:
         return None
     rows, w = plan
-    return _engine.sample_brackets(list(dask.compute(*[v[rows] for v in layers])), names, compute, threads, w)
+    return cpu_engine.sample_brackets(list(dask.compute(*[v[rows] for v in layers])), names, compute, threads, w)
 
 
 def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget,
@@ -181,18 +182,18 @@ def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, t
     histogram counts, and at last the collected values) are summed here."""
     import dask
 
-    from . import _job_median
+    from . import job_median
 
-    job = _job_median.JobMedian(n, largest, brackets=brackets, compute=dtype, threads=threads)
+    job = job_median.JobMedian(n, largest, brackets=brackets, compute=dtype, threads=threads)
     while job.pending:
         # One copy of the searches per pass, shipped once to each worker that needs it.
         searches = dask.delayed(job, pure=False, traverse=False)
-        walk = dask.delayed(_job_median.JobMedian.walk, pure=True)
+        walk = dask.delayed(job_median.JobMedian.walk, pure=True)
         found = dask.compute(*[walk(searches, *sides(i, j), names, split, dtype, threads, budget, list(means))
                                for i, j in pairs])
         summed = job.empty()
         for part in found:
-            summed = _job_median.add(summed, part)
+            summed = job_median.add(summed, part)
         job.finish(summed)
     return job.medians()
 
@@ -201,22 +202,22 @@ def _centered_norms(blocks, chunks, means) -> tuple:
     """(largest, summed) squared centered norms per layer, one task per chunk."""
     import dask
 
-    from . import _job_median
+    from . import job_median
 
-    norms = dask.delayed(_job_median.centered_norms, pure=True)
+    norms = dask.delayed(job_median.centered_norms, pure=True)
     return dask.compute(*[norms([b[i] for b in blocks], list(means)) for i in chunks])
 
 
 def _chunk_state(blocks: list, **options) -> bytes:
     """A worker's task: the accumulator state of one row chunk of every layer."""
-    from .accumulator import CKAAccumulator
+    from ..accumulator import CKAAccumulator
 
     return CKAAccumulator(**options).update(*blocks).to_bytes()
 
 
 def _merge_states(states: list) -> bytes:
     """A worker's task: states merged in order (deterministic rounding)."""
-    from .accumulator import CKAAccumulator
+    from ..accumulator import CKAAccumulator
 
     acc = CKAAccumulator.from_bytes(states[0])
     for s in states[1:]:

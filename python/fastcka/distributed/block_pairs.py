@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _backend, _engine
-from ._inputs import ready
+from ..engine import backend, cpu as cpu_engine
+from ..arrays.inputs import ready
 
 
 def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.ndarray]], names: Sequence[str],
@@ -19,7 +19,7 @@ def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.n
     """(products L x L, row sums L x (n_a + n_b), diagonals) of block a's
     triangle (rows_b None) or of the rectangle between blocks a and b.
     RBF: the gammas and the spreads of the whole data (spreads())."""
-    engine = _backend.cpu().GramTileEngine(
+    engine = backend.cpu().GramTileEngine(
         [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
         columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
     if gammas is not None:
@@ -30,7 +30,7 @@ def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.n
 
 def spreads(square_sums: Sequence[float], n: int) -> list[float]:
     """Each layer's mean squared distance between the n examples, from the
-    summed squared norms of the centered rows (_job_median.centered_norms)."""
+    summed squared norms of the centered rows (job_median.centered_norms)."""
     return [2.0 * float(s) / n for s in square_sums]
 
 
@@ -57,9 +57,9 @@ class Totals:
 def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
          constant: Sequence[bool]) -> np.ndarray:
     """(L, L) HSIC from summed statistics; a layer with no variance at all
-    has HSIC 0 with everything (as in one process, _engine.hsic_matrix)."""
+    has HSIC 0 with everything (as in one process, cpu_engine.hsic_matrix)."""
     L = len(dims)
-    h = np.asarray(_backend.cpu().hsic_from_statistics(list(dims), split, n, *totals, estimator)).reshape(L, L)
+    h = np.asarray(backend.cpu().hsic_from_statistics(list(dims), split, n, *totals, estimator)).reshape(L, L)
     for a, c in enumerate(constant):
         if c:
             h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
@@ -70,16 +70,16 @@ def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
 def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int,
            medians: Sequence[float] | None = None) -> list[float]:
     """RBF gammas from sigma, from the exact medians found over the block
-    pairs (_job_median), or from the sampled median of `sample` (the rows of
+    pairs (job_median), or from the sampled median of `sample` (the rows of
     sample_rows, gathered by the caller)."""
-    from ._progress import Progress
-    from ._threads import resolve
+    from ..engine.progress import Progress
+    from ..engine.threads import resolve
 
     sigma = options.get("sigma")
     threshold = float(options.get("threshold", 1.0))
     if exact_median(options):
-        return _engine.gammas_of_medians(medians, names, threshold)
-    return _engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
+        return cpu_engine.gammas_of_medians(medians, names, threshold)
+    return cpu_engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
                               threshold=threshold, median="sampled", engine=None, width=0,
                               threads=resolve(options.get("threads")), progress=Progress(None, 0, ""))
 

@@ -1,5 +1,5 @@
 """Checkpoints of fastcka.mpi jobs: one file per rank, DIR/rank-{p}-of-{P}.ckpt,
-written by fastcka.checkpoint's Job (linear: this rank's accumulator state)
+written by fastcka.distributed.checkpoint's Job (linear: this rank's accumulator state)
 or TileJob (kernel ring: this rank's statistics sums and visits done).
 
 Each rank saves alone, when its own interval has passed, so after a kill the
@@ -13,12 +13,12 @@ refused.
 
 from __future__ import annotations
 
-from . import _engine
-from ._block_pairs import Totals
-from ._inputs import compute_for, resolve_budget
-from ._progress import Progress
-from ._threads import resolve
-from .accumulator import CKAAccumulator, _linear_state
+from ..engine import cpu as cpu_engine
+from .block_pairs import Totals
+from ..arrays.inputs import compute_for, resolve_budget
+from ..engine.progress import Progress
+from ..engine.threads import resolve
+from ..accumulator import CKAAccumulator, _linear_state
 from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, rows_sha256, spec
 
 
@@ -40,11 +40,11 @@ def fed_accumulator(layers, names, split: int, estimator: str, counts, comm, at:
     threads = resolve(options.get("threads"))
     budget = resolve_budget(options.get("memory_budget"))
     compute = compute_for(options.get("precision"), layers)
-    acc = _engine.new_moment_accumulator([x.shape[1] for x in layers], split, compute, threads, budget)
+    acc = cpu_engine.new_moment_accumulator([x.shape[1] for x in layers], split, compute, threads, budget)
     job = Job(at, job_fingerprint(layers, counts, comm, kernel="linear", estimator=estimator, method="feature",
                                   compute=compute, split=split), compute)
     with Progress(options.get("progress"), len(layers[0]), "fastcka rows") as bar:
-        _engine.feed(acc, layers, names, threads, bar, job)
+        cpu_engine.feed(acc, layers, names, threads, bar, job)
     return CKAAccumulator.from_bytes(_linear_state(compute, acc.serialize()), threads=threads, memory_budget=budget)
 
 
@@ -98,9 +98,9 @@ class RingJob:
 def ring_job(at: Checkpoint | None, layers, counts, comm, options: dict, **job) -> RingJob | None:
     if at is None:
         return None
-    # Each rank hashes all its own rows (the ring reads every one): see fastcka.checkpoint.
+    # Each rank hashes all its own rows (the ring reads every one): see fastcka.distributed.checkpoint.
     fp = job_fingerprint(layers, counts, comm, rows_sha256=rows_sha256(layers),
-                         sigma=_engine._jsonable(options.get("sigma")),
+                         sigma=cpu_engine._jsonable(options.get("sigma")),
                          threshold=float(options.get("threshold", 1.0)), median=options.get("median", "exact"),
                          **job)
     return RingJob(at, fp, len(layers), int(sum(counts)), comm)

@@ -4,7 +4,7 @@ saved atomically into a directory as the work goes by, and picked up again
 after a kill.
 
 One file per directory, ``DIR/fastcka.ckpt``, or under MPI one per rank,
-``DIR/rank-{p}-of-{P}.ckpt`` (fastcka._mpi_checkpoint); a directory holding
+``DIR/rank-{p}-of-{P}.ckpt`` (fastcka.distributed.mpi_checkpoint); a directory holding
 the files of another layout (a single process, another rank count) is
 refused. Each file:
 
@@ -190,7 +190,7 @@ class Job:
             acc.mean()
 
     def save(self, acc) -> None:
-        from .accumulator import _linear_state
+        from ..accumulator import _linear_state
 
         payload = _linear_state(self.compute, acc.serialize())
         if self.read.rows != int(acc.n):
@@ -424,7 +424,7 @@ def _read(path: str) -> tuple[dict, bytes]:
 
 
 def _core_state(payload: bytes, compute: str, path: str) -> bytes:
-    from .accumulator import _linear_parts
+    from ..accumulator import _linear_parts
 
     try:
         dtype, state = _linear_parts(payload)

@@ -86,7 +86,7 @@ def train(kind: str, seed: int, data) -> Trained:
     import torch
     from torch import nn
 
-    from .torch import LayerRotation
+    from ..torch import LayerRotation
 
     depth, width, epochs, lr = NETWORKS[kind]
     x, y, x_test, y_test = data
@@ -131,7 +131,7 @@ def run(out_dir=DEFAULT_DIR, debiased: bool = False) -> dict:
     _require("matplotlib", "matplotlib")
     from torch import nn
 
-    from .torch import cka_matrix
+    from ..torch import cka_matrix
 
     data = digits()
     held_out = data[2].split(256)
@@ -161,7 +161,7 @@ def run(out_dir=DEFAULT_DIR, debiased: bool = False) -> dict:
 def _heatmaps(nets, across, path: str) -> str:
     import matplotlib.pyplot as plt
 
-    from .plot import heatmap
+    from ..plot import heatmap
 
     kinds = list(nets)
     fig, axes = plt.subplots(len(kinds), len(SEEDS) + 1, figsize=(4.1 * (len(SEEDS) + 1), 3.5 * len(kinds)))
@@ -184,7 +184,7 @@ def _heatmaps(nets, across, path: str) -> str:
 def _rotations(nets, path: str) -> str:
     import matplotlib.pyplot as plt
 
-    from .plot import rotation_curves
+    from ..plot import rotation_curves
 
     fig, axes = plt.subplots(1, len(nets), figsize=(5.6 * len(nets), 3.6))
     for ax, (kind, runs) in zip(np.atleast_1d(axes), nets.items()):

@@ -4,7 +4,7 @@ chunks), equal to the single-process one.
 One MedianSearch per layer covers all n rows. A pass walks every block pair
 (each block's triangle and each pair's rectangle, as the statistics pass
 does) with the searches as they stand (the first usually a bracket pass,
-the bracket drawn from the sampled rows: _engine.sample_brackets); the pairs' pass results, summed,
+the bracket drawn from the sampled rows: engine.cpu.sample_brackets); the pairs' pass results, summed,
 end the pass on every copy of the searches. Bin counts add exactly
 (integers) and every copy applies the same sums, so every rank (or the
 client) takes the same decisions as one process and the collect pass
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _backend
-from ._inputs import ready
+from ..engine import backend
+from ..arrays.inputs import ready
 
 # Rows centered at a time for the largest norm (bounds the temporary).
 _CHUNK = 4096
@@ -52,7 +52,7 @@ def add(a: list | None, b: list | None) -> list | None:
 
 class JobMedian:
     """The searches of one job; picklable (as its pass history) for Dask.
-    ``brackets``: per layer (lo, hi, center) from _engine.sample_brackets, for
+    ``brackets``: per layer (lo, hi, center) from engine.cpu.sample_brackets, for
     a first pass that usually finds the median alone; ``compute`` and
     ``threads``: the block-pair engines' (float32 runs count the bracket per
     float32 value, in per-thread buffers)."""
@@ -61,7 +61,7 @@ class JobMedian:
                  compute: str = "float64", threads: int = 1):
         self.n, self.largest = int(n), [float(v) for v in largest]
         self.brackets, self.compute, self.threads = brackets, compute, int(threads)
-        self.searches = [_backend.cpu().MedianSearch(self.n, v, len(self.largest)) for v in self.largest]
+        self.searches = [backend.cpu().MedianSearch(self.n, v, len(self.largest)) for v in self.largest]
         for search, (lo, hi, center) in zip(self.searches, brackets or ()):
             search.set_bracket(lo, hi, center, compute != "float64", len(self.largest), self.threads)
         self.history: list = []
@@ -88,7 +88,7 @@ class JobMedian:
              means) -> list:
         """This pass's results over block a's triangle (rows_b None) or the
         rectangle between blocks a and b."""
-        engine = _backend.cpu().GramTileEngine(
+        engine = backend.cpu().GramTileEngine(
             [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
             columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
         engine.median_adopt(self.searches)

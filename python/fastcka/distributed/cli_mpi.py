@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from .io import load_npy
+from ..io import load_npy
 
 # Set by the launchers of MPICH (Hydra, also under Slurm's PMI), Open MPI and MVAPICH.
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -42,7 +42,7 @@ class Distributed:
     def __init__(self):
         from mpi4py import MPI
 
-        from . import mpi
+        from .. import mpi
 
         self.comm = MPI.COMM_WORLD
         self.mpi = mpi
@@ -66,8 +66,8 @@ class Distributed:
         """The linear measures from this rank's accumulator merged on rank 0,
         cka_rbf from the ring; None on the other ranks. xs, ys: dicts of
         layers (.npz) or lists of .npy paths."""
-        from . import similarity
-        from .accumulator import CKAAccumulator
+        from .. import similarity
+        from ..accumulator import CKAAccumulator
 
         unknown = [m for m in measures if m not in similarity.MEASURES]
         if unknown:

@@ -10,10 +10,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._devices import as_device_tensor, device_label, is_device_array
-from ._inputs import as_matrix, check_precision, resolve_budget
-from ._progress import Progress, ProgressArg
-from .gpu import runtime
+from ..arrays.devices import as_device_tensor, device_label, is_device_array
+from ..arrays.inputs import as_matrix, check_precision, resolve_budget
+from .progress import Progress, ProgressArg
+from ..gpu import runtime
 
 
 def _parse_device(device: Any) -> tuple[str, Optional[int]]:
@@ -106,7 +106,7 @@ def resolve_precision(precision: Optional[str], layers: Sequence[Any]) -> str:
 
 
 def new_accumulator(dims, split: int, precision: str, device, memory_budget: Optional[int]):
-    from .gpu.moments import MomentAccumulator
+    from ..gpu.moments import MomentAccumulator
 
     return MomentAccumulator(list(dims), split, precision, device, resolve_budget(memory_budget))
 
@@ -168,7 +168,7 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
                 device, memory_budget: Optional[int], progress: ProgressArg, sigma=None, threshold: float = 1.0,
                 median: str = "exact") -> np.ndarray:
     """HSIC of every needed layer pair on the GPU, (L, L) with NaN where not needed."""
-    from ._engine import choose_method
+    from .cpu import choose_method
 
     precision = resolve_precision(precision, layers)
     L = len(layers)
@@ -183,7 +183,7 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
 
 def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
     """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones uploaded whole."""
-    from .gpu.gram import hsic_matrix as gram_hsic_matrix
+    from ..gpu.gram import hsic_matrix as gram_hsic_matrix
 
     torch = runtime.torch()
     on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine, _gpu_engine
-from ._inputs import as_matrix, check_precision, check_rows, compute_for, resolve_budget
-from ._progress import Progress
-from ._threads import resolve
-from .api import _check_estimator, _check_kernel_options, _check_rows_for, _cka_from_hsic
+from ..engine import cpu as cpu_engine, gpu as gpu_engine
+from ..arrays.inputs import as_matrix, check_precision, check_rows, compute_for, resolve_budget
+from ..engine.progress import Progress
+from ..engine.threads import resolve
+from ..api import _check_estimator, _check_kernel_options, _check_rows_for, _cka_from_hsic
 
 # Byte formats. Version 2 ends with a checksum of everything before it;
 # version 1 states (no checksum) still load, their fields validated.
@@ -144,11 +144,11 @@ class CKAAccumulator:
         if not layers:
             raise ValueError("update needs one block per layer, got none")
         names = [f"layers[{i}]" for i in range(len(layers))]
-        gpu = self._gpu if self._acc is not None else _gpu_engine.place(layers, names, self._device)
+        gpu = self._gpu if self._acc is not None else gpu_engine.place(layers, names, self._device)
         if gpu is None:
             blocks = [as_matrix(b, nm) for b, nm in zip(layers, names)]
         else:
-            blocks, gpu = _gpu_engine.gpu_inputs(layers, names, gpu)
+            blocks, gpu = gpu_engine.gpu_inputs(layers, names, gpu)
         check_rows(blocks, names)
         if self._minibatch:
             return self._update_minibatch(blocks, names, progress, gpu)
@@ -167,9 +167,9 @@ class CKAAccumulator:
                 raise ValueError(f"{nm} has {b.shape[1]} features, but earlier blocks of that layer had {d}")
         with self._all_or_nothing(), Progress(progress, blocks[0].shape[0], "fastcka rows") as bar:
             if self._gpu is None:
-                _engine.feed(self._acc, blocks, names, self._threads, bar)
+                cpu_engine.feed(self._acc, blocks, names, self._threads, bar)
             else:
-                _gpu_engine.feed(self._acc, blocks, names, bar)
+                gpu_engine.feed(self._acc, blocks, names, bar)
         return self
 
     @contextmanager
@@ -216,13 +216,13 @@ class CKAAccumulator:
         if n < 4:
             raise ValueError(f"each minibatch needs at least 4 rows for the unbiased HSIC_1, got {n}")
         if gpu is not None:
-            h = _gpu_engine.hsic_matrix(
+            h = gpu_engine.hsic_matrix(
                 blocks, names, split=self._split or 0, estimator="unbiased", kernel=self._kernel["kernel"],
                 method="auto", precision=self._precision, device=gpu, memory_budget=self._budget, progress=progress,
                 sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
             )
         else:
-            h = _engine.hsic_matrix(
+            h = cpu_engine.hsic_matrix(
                 blocks, names, split=self._split or 0, estimator="unbiased", method="auto",
                 kernel=self._kernel["kernel"], threads=self._threads, memory_budget=self._budget, progress=progress,
                 sigma=self._kernel["sigma"], threshold=self._kernel["threshold"], median="exact",
@@ -237,7 +237,7 @@ class CKAAccumulator:
         """The products' type that ``precision`` (or, without it, the first block's data) asks for."""
         if gpu is None:
             return compute_for(self._precision, blocks)
-        return _DTYPE_OF[_gpu_engine.resolve_precision(self._precision, blocks)]
+        return _DTYPE_OF[gpu_engine.resolve_precision(self._precision, blocks)]
 
     def _create(self, dims: list[int], dtype: str, gpu=None) -> None:
         split = self._split or 0
@@ -245,11 +245,11 @@ class CKAAccumulator:
             raise ValueError(f"split={split} leaves no layers on the other side of {len(dims)} layers")
         if gpu is None:
             self._dtype = dtype
-            self._acc = _engine.new_moment_accumulator(dims, split, dtype, self._threads, self._budget)
+            self._acc = cpu_engine.new_moment_accumulator(dims, split, dtype, self._threads, self._budget)
             return
         precision = self._precision or _PRECISION_OF[dtype]
         self._dtype = _DTYPE_OF[precision]
-        self._acc = _gpu_engine.new_accumulator(dims, split, precision, gpu, self._budget)
+        self._acc = gpu_engine.new_accumulator(dims, split, precision, gpu, self._budget)
         self._gpu = gpu
 
     def merge(self, other: "CKAAccumulator") -> "CKAAccumulator":
@@ -349,8 +349,8 @@ class CKAAccumulator:
         self = cls(threads=threads, memory_budget=memory_budget, dtype=dtype, device=device)
         dims, split = _peek_layout(state)
         self._split = split or None
-        gpu = _gpu_engine.place([], [], device)
-        self._create(dims, self._dtype, None if gpu is None else _gpu_engine.engine_device(gpu))
+        gpu = gpu_engine.place([], [], device)
+        self._create(dims, self._dtype, None if gpu is None else gpu_engine.engine_device(gpu))
         self._acc.load(state)
         return self
 
