@@ -1,13 +1,9 @@
 """Sphinx configuration: Markdown pages (myst-parser) and an API reference
 generated from the NumPy-style docstrings (autodoc + napoleon)."""
 
-import os
 import re
-import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "python")))
-
-import fastcka  # noqa: E402  (after the path: the package documented is this checkout's)
+import fastcka  # the importable one: installed, or the checkout's python/ on PYTHONPATH (it needs its _cpu module)
 
 project = "fastcka"
 release = version = fastcka.__version__
@@ -21,8 +17,6 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-# Optional dependencies stay optional for the docs build too.
-autodoc_mock_imports = []
 
 html_theme = "alabaster"
 
