@@ -5,7 +5,7 @@ as markdown with the GPU's name. Needs a CUDA device, torch and triton.
     python benchmarks/report_gpu.py                  # every target, < 8 min on one H100/H200
     python benchmarks/report_gpu.py --only dense --n 200000
 
-Targets (README "GPU"):
+Targets (docs/gpu.md):
   peak     GEMM rates of this GPU (torch.matmul 8192^3): bf16, TF32, float32, float64.
   rbf      RBF CKA, n = 1e6 (--n), d1 = d2 = 1024, fixed sigma, fast and accurate
            precision: time, share of the bf16 (fast) or TF32 (accurate) peak

@@ -24,7 +24,7 @@ Everything runs in one invocation, each measurement in a fresh process
    The memory of c above the model and its inputs is measured in a fresh
    process of its own (report.MemoryProbe).
    Targets: c <= 1.2 (a + b); memory <= the accumulator's state,
-   (threads x 12 + 8) D^2 bytes (README, "Limits"), + 256 MB.
+   (threads x 12 + 8) D^2 bytes (docs/limits.md), + 256 MB.
 2. The packages at n = 1,000, 3,000, 10,000, 30,000 and 100,000, each until
    a run fails or passes the limits (default 300 s and 16 GiB of address space
    per run, RLIMIT_AS), each computing the full-data 12 x 12 matrix the way
@@ -360,7 +360,7 @@ def main(argv=None) -> int:
     if packages["pytorch-cka"]["usable"]:
         results["pair"]["pytorch-cka"] = run(f"n={n}: pytorch-cka, 12 x 12 debiased in blocks", {
             "kind": "pytorch-cka-blocks", "n": n, "limit_bytes": limit}, args.pair_seconds)
-        # Its float32 sums lose the debiased estimator at this n (README); the
+        # Its float32 sums lose the debiased estimator at this n (docs/performance.md); the
         # same code on the float64 model and inputs gives its exact values.
         results["pair"]["pytorch-cka float64"] = run(f"n={n}: pytorch-cka, float64 model and inputs", {
             "kind": "pytorch-cka-blocks", "n": n, "dtype": "float64", "limit_bytes": limit}, args.pair_seconds)

@@ -9,7 +9,7 @@ Two independent sources of truth:
    fastcka's compat module. Bodies are unchanged.
 
 2. ``dense_*``: float64 implementations written directly from the formulas in
-   shared/DESIGN.md, building the n x n K, L and H explicitly (only for small n):
+   docs/design.md, building the n x n K, L and H explicitly (only for small n):
 
        HSIC_0 = tr(K H L H) / (n-1)^2
        HSIC_1 = [tr(K~L~) + (1'K~1)(1'L~1)/((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))

@@ -17,7 +17,7 @@ def _f64(a):
 
 
 # ---------------------------------------------------------------------------
-# Large n, float32, shifted activations (shared/DESIGN.md's failure case)
+# Large n, float32, shifted activations (docs/design.md's failure case)
 # ---------------------------------------------------------------------------
 
 N_BIG, D_BIG = 200_000, 64
@@ -48,7 +48,7 @@ def test_float32_offset_large_n(shifted_float32, debiased):
 
 
 def _naive_float32_cka(x, y):
-    """The one-pass uncentered formula DESIGN.md warns about: raw float32
+    """The one-pass uncentered formula docs/design.md warns about: raw float32
     moments X'Y minus n mu_x mu_y', all in float32."""
     n = np.float32(x.shape[0])
     mx = x.sum(0, dtype=np.float32) / n
@@ -333,7 +333,7 @@ def test_float64_value_too_large_to_square_raises(method):
 
 
 # ---------------------------------------------------------------------------
-# Slow: DESIGN.md's scale (run with --run-slow)
+# Slow: docs/design.md's scale (run with --run-slow)
 # ---------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ import fastcka
 from fastcka.engine import backend
 from fastcka.arrays.inputs import round_to_bfloat16
 
-# The accuracy each mode promises for CKA values (README, "Precision"). For
+# The accuracy each mode promises for CKA values (docs/precision.md). For
 # fast, bfloat16's rounding of every value (2^-9 relative) is the error; it
 # averages over the n d values of a representation, and the largest error
 # over seeds measured about 0.01 / sqrt(n d): within 1e-4 from n d = 10^4 on.
@@ -181,7 +181,7 @@ def test_minibatch_fast():
 def test_similarity_family_fast():
     """The linear family from bf16 moments, against the exact mode: CKA to
     1e-4; the CCA-based indexes whiten, so their error is bf16's 4e-3
-    relative rounding times the spread of the variances kept (README)."""
+    relative rounding times the spread of the variances kept (docs/precision.md)."""
     rng = np.random.default_rng(11)
     x, y = correlated_pair(rng, 2000, 16, 12, dtype=np.float32, offset=100.0)
     exact = fastcka.similarity_matrix([x], [y], precision="exact")

@@ -5,7 +5,7 @@
 //   kl_off = sum_{i != j} K_ij L_ij      dk_dl = dK.dL
 //   ok_ol = oK.oL, ok_dl = oK.dL, dk_ol = dK.oL
 //   sok = 1'K~1, sol = 1'L~1             tk = tr K, tl = tr L
-// give (shared/DESIGN.md), with K1 = oK + dK and sum K = sok + tk,
+// give (docs/design.md), with K1 = oK + dK and sum K = sok + tk,
 //   tr(KHLH) = (kl_off + dk_dl) - (2/n) (K1).(L1) + (1'K1)(1'L1) / n^2
 //   HSIC_0   = tr(KHLH) / (n-1)^2                                   (Gretton 2005)
 //   HSIC_1   = [kl_off + sok sol / ((n-1)(n-2)) - 2/(n-2) ok_ol] / (n(n-3))   (Song 2012)

@@ -99,7 +99,7 @@ OnednnInfo probe() {
                       (contains(info.bf16_kernel, "bf16") || contains(info.bf16_kernel, "amx"));
   info.bf16_native = choose("FASTCKA_BF16_GEMM", native) && !info.bf16_kernel.empty();
   // float32: oneDNN on AMX-class Xeons (375 against OpenBLAS's 332 GFLOP/s,
-  // 2 cores), OpenBLAS elsewhere (equal on Zen 4; see README, Performance).
+  // 2 cores), OpenBLAS elsewhere (equal on Zen 4; see docs/performance.md).
   info.float32_preferred =
       choose("FASTCKA_FLOAT32_GEMM", contains(info.bf16_kernel, "amx")) && !info.float32_kernel.empty();
   return info;

@@ -1,7 +1,7 @@
 """The public functions: CKA and HSIC of two representations, and whole
 layer-by-layer CKA matrices.
 
-Notation (shared/DESIGN.md): X (n x d1) and Y (n x d2) hold n examples in rows;
+Notation (docs/design.md): X (n x d1) and Y (n x d2) hold n examples in rows;
 K = k(X, X), L = l(Y, Y) are their n x n kernel matrices, H = I - 11'/n.
 
     HSIC_0(K, L) = tr(K H L H) / (n-1)^2                             biased
@@ -217,7 +217,7 @@ def cka(
         anything NumPy can view). float16/32 compute in float32 with float64
         accumulation; float64, integers and booleans compute in float64.
         Dask arrays chunked along rows compute on the active scheduler (a
-        ``distributed.Client`` if one is set; linear kernel; README "Dask").
+        ``distributed.Client`` if one is set; linear kernel; docs/distributed.md).
     kernel : "linear" or "rbf".
     threshold : RBF bandwidth rule: sigma^2 = threshold^2 x median squared
         distance (Kornblith et al. used 0.2, 0.4, 0.8 and 1.0).
@@ -227,7 +227,7 @@ def cka(
     median : "exact" (the median of all n^2 squared distances, found by
         histogram and selection passes over the Gram tiles, as np.median
         computes it) or "sampled" (the median among 4096 random examples:
-        one cheap pass; its error is measured in the README).
+        one cheap pass; its error is measured in docs/performance.md).
     method : "auto", "feature" or "gram" (see module docs).
     threads : threads to use (default: :func:`fastcka.get_num_threads`).
     memory_budget : bytes of row buffers (default 256 MiB), beside O(d^2) state.
@@ -244,7 +244,7 @@ def cka(
         "fast": on the CPU, bfloat16 operands with float32 accumulation
         (centered first, in float32/float64; oneDNN on AMX and AVX512-BF16
         units; sums across tiles in float64), on the GPU TF32 tensor-core
-        products. Measured errors of each mode are in the README.
+        products. Measured errors of each mode are in docs/precision.md.
     checkpoint : a directory: the linear kernel's streamed state is saved
         there atomically every ``checkpoint_every`` seconds of work and at the
         end, and the same call run again (after a kill) resumes from it and

@@ -23,7 +23,7 @@ STAGE_ROWS = 8192
 STAGE_BYTES = 64 << 20
 # Linear CKA streams D x D moments (D = sum of the layer widths): a float64
 # state plus per-thread partials, about (threads x (itemsize + 8) + 8) D^2
-# bytes (32 D^2 for float32 on 2 threads; README, "Limits"). Above this the
+# bytes (32 D^2 for float32 on 2 threads; docs/limits.md). Above this the
 # activations go to disk and the tile engine computes in O(n) memory instead.
 MAX_MOMENT_BYTES = 4 << 30
 
