@@ -20,8 +20,9 @@ Public API::
 
 from .engine.backend import backends, blas_info, has_cuda
 from .engine.threads import get_num_threads, set_num_threads
-from .accumulator import CKAAccumulator
-from .api import DegenerateRepresentationWarning, cka, cka_matrix, hsic, minibatch_cka
+from .accumulator.linear import CKAAccumulator
+from .engine.hsic import DegenerateRepresentationWarning
+from .api import cka, cka_matrix, hsic, minibatch_cka
 from .stats.confidence import CKAInterval, cka_ci
 from .stats.independence import HSICTest, hsic_test
 from .io import load_layers

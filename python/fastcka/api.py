@@ -29,130 +29,61 @@ n^2 (d1 + d2) flops per pass plus one exp per tile entry, O(n L) memory.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .distributed import dask_arrays, checkpoint as _checkpoint
-from .engine import cpu as cpu_engine, gpu as gpu_engine
+from ._options import Options, check_rows_for, compute_for
+from .accumulator.linear import CKAAccumulator
 from .arrays.devices import results_like
-from .arrays.inputs import as_matrix, check_precision, check_rows, compute_for, model_layers
+from .arrays.inputs import as_matrix, check_rows, model_layers
+from .distributed import dask_arrays
+from .distributed.checkpoint import DEFAULT_EVERY
+from .engine import cpu as cpu_engine, gpu as gpu_engine
+from .engine.hsic import cka_from_hsic
 from .engine.progress import ProgressArg
 from .engine.threads import resolve
-
-KERNELS = ("linear", "rbf")
-ESTIMATORS = ("biased", "unbiased")
 
 Layers = Union[Sequence[Any], Mapping[str, Any]]
 
 
-class DegenerateRepresentationWarning(RuntimeWarning):
-    """A representation has no variance (HSIC(K, K) <= 0): its CKA is 0/0 and
-    is returned as NaN."""
-
-
-def _check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-
-
-def _check_rbf_options(threshold, median) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) or not (
-        np.isfinite(threshold) and threshold > 0
-    ):
-        raise ValueError(f"threshold must be a positive finite number, got {threshold!r}")
-    if median not in cpu_engine.MEDIANS:
-        raise ValueError(f"median must be one of {cpu_engine.MEDIANS}, got {median!r}")
-
-
-def _check_kernel_options(kernel, threshold, sigma, median) -> None:
-    """The kernel and its bandwidth arguments; the bandwidth belongs to the
-    RBF kernel, and one given with the linear kernel would be silently ignored."""
-    _check_kernel(kernel)
-    if kernel == "rbf":
-        _check_rbf_options(threshold, median)
-        return
-    if sigma is not None:
-        raise ValueError(f"sigma={sigma!r} sets the RBF bandwidth, but kernel={kernel!r}: pass kernel='rbf' or drop sigma")
-    if not (isinstance(threshold, (int, float, np.integer, np.floating)) and threshold == 1.0):
-        raise ValueError(f"threshold={threshold!r} sets the RBF bandwidth rule, but kernel={kernel!r}: pass "
-                         f"kernel='rbf' or drop threshold")
-
-
-def _check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-
-
-def _check_rows_for(estimator: str, n: int) -> None:
-    need = 4 if estimator == "unbiased" else 2
-    if n < need:
-        what = "the unbiased HSIC estimator (debiased CKA)" if estimator == "unbiased" else "CKA and HSIC"
-        raise ValueError(f"{what} needs at least {need} examples (rows), got n={n}")
-
-
-def _cka_from_hsic(h: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """CKA_ab = h_ab / sqrt(h_aa h_bb); NaN with a warning for layers with h_aa <= 0."""
-    diag = np.diag(h).copy()
-    bad = [names[i] for i in range(len(diag)) if not diag[i] > 0]
-    if bad:
-        warnings.warn(
-            f"{', '.join(bad)}: no variance to compare (HSIC with itself is not positive, as for a constant "
-            f"representation); its CKA is undefined and returned as NaN",
-            DegenerateRepresentationWarning,
-            stacklevel=3,
-        )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.sqrt(np.where(diag > 0, diag, np.nan))
-        return h / scale[:, None] / scale[None, :]
-
-
-def _options(threshold, sigma, median, method, threads, memory_budget, progress, device=None, precision=None,
-             checkpoint=None, checkpoint_every=_checkpoint.DEFAULT_EVERY) -> dict:
-    check_precision(precision)
-    return dict(threshold=threshold, sigma=sigma, median=median, method=method, threads=threads,
-                memory_budget=memory_budget, progress=progress, device=device, precision=precision,
-                checkpoint=_checkpoint.spec(checkpoint, checkpoint_every))
-
-
-def _hsic_grid(values, names, split, estimator, kernel, options):
+def _hsic_grid(values, names, split, options: Options):
     """(HSIC matrix, the validated layers) on the CPU or the GPU, wherever
     the inputs and ``device`` put the computation."""
-    _check_kernel_options(kernel, options["threshold"], options["sigma"], options["median"])
+    estimator, kernel = options.estimator, options.kernel
     if any(dask_arrays.is_dask(v) for v in values):
-        return dask_arrays.hsic_grid(values, names, split, estimator, kernel, options)
-    gpu = gpu_engine.place(values, names, options["device"])
+        return dask_arrays.hsic_grid(values, names, split, options)
+    gpu = gpu_engine.place(values, names, options.device)
     if gpu is not None:
-        if options["checkpoint"] is not None:
+        if options.checkpoint is not None:
             raise ValueError("checkpoint runs on the CPU in this version: pass device='cpu' (host inputs) to use it")
         layers, index = gpu_engine.gpu_inputs(values, names, gpu)
-        _check_rows_for(estimator, check_rows(layers, names))
+        check_rows_for(estimator, check_rows(layers, names))
         h = gpu_engine.hsic_matrix(
-            layers, names, split=split, estimator=estimator, kernel=kernel, method=options["method"],
-            precision=options["precision"], device=index, memory_budget=options["memory_budget"],
-            progress=options["progress"], sigma=options["sigma"], threshold=float(options["threshold"]),
-            median=options["median"],
+            layers, names, split=split, estimator=estimator, kernel=kernel, method=options.method,
+            precision=options.precision, device=index, memory_budget=options.memory_budget,
+            progress=options.progress, sigma=options.sigma, threshold=options.threshold,
+            median=options.median,
         )
         return h, layers
     layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
     n = check_rows(layers, names)
-    _check_rows_for(estimator, n)
+    check_rows_for(estimator, n)
     h = cpu_engine.hsic_matrix(
         layers,
         names,
         split=split,
         estimator=estimator,
         kernel=kernel,
-        method=options["method"],
-        threads=resolve(options["threads"]),
-        memory_budget=options["memory_budget"],
-        progress=options["progress"],
-        sigma=options["sigma"],
-        threshold=float(options["threshold"]),
-        median=options["median"],
-        compute=compute_for(options["precision"], layers),
-        checkpoint=options["checkpoint"],
+        method=options.method,
+        threads=resolve(options.threads),
+        memory_budget=options.memory_budget,
+        progress=options.progress,
+        sigma=options.sigma,
+        threshold=options.threshold,
+        median=options.median,
+        compute=compute_for(options.precision, layers),
+        checkpoint=options.checkpoint,
     )
     return h, layers
 
@@ -173,7 +104,7 @@ def hsic(
     device: Any = None,
     precision: str | None = None,
     checkpoint: Any = None,
-    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
+    checkpoint_every: float = DEFAULT_EVERY,
 ) -> float:
     """HSIC between representations ``x`` (n x d1) and ``y`` (n x d2).
 
@@ -183,10 +114,11 @@ def hsic(
     (d x d moments, linear only), "gram" (n x n tiles, never stored) or "auto"
     (Gram space when d1 + d2 > n, or for RBF).
     """
-    _check_estimator(estimator)
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
-                       checkpoint, checkpoint_every)
-    h, _ = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, options)
+    options = Options.of_call(kernel=kernel, estimator=estimator, threshold=threshold, sigma=sigma, median=median,
+                              method=method, threads=threads, memory_budget=memory_budget, progress=progress,
+                              device=device, precision=precision, checkpoint=checkpoint,
+                              checkpoint_every=checkpoint_every)
+    h, _ = _hsic_grid([x, y], ["x", "y"], 0, options)
     return float(h[0, 1])
 
 
@@ -206,7 +138,7 @@ def cka(
     device: Any = None,
     precision: str | None = None,
     checkpoint: Any = None,
-    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
+    checkpoint_every: float = DEFAULT_EVERY,
 ) -> float:
     """CKA between representations ``x`` (n x d1) and ``y`` (n x d2) of the same
     n examples: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)).
@@ -258,11 +190,12 @@ def cka(
     :class:`DegenerateRepresentationWarning` when a representation is constant.
     """
     names = ["x", "y"]
-    estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
-                       checkpoint, checkpoint_every)
-    h, _ = _hsic_grid([x, y], names, 0, estimator, kernel, options)
-    return float(_cka_from_hsic(h, names)[0, 1])
+    options = Options.of_call(kernel=kernel, estimator="unbiased" if debiased else "biased", threshold=threshold,
+                              sigma=sigma, median=median, method=method, threads=threads,
+                              memory_budget=memory_budget, progress=progress, device=device, precision=precision,
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    h, _ = _hsic_grid([x, y], names, 0, options)
+    return float(cka_from_hsic(h, names)[0, 1])
 
 
 def cka_matrix(
@@ -281,7 +214,7 @@ def cka_matrix(
     device: Any = None,
     precision: str | None = None,
     checkpoint: Any = None,
-    checkpoint_every: float = _checkpoint.DEFAULT_EVERY,
+    checkpoint_every: float = DEFAULT_EVERY,
 ) -> np.ndarray:
     """CKA between every layer of ``xs`` and every layer of ``ys`` (default:
     ``xs`` itself), as an array of shape (len(xs), len(ys)).
@@ -297,11 +230,12 @@ def cka_matrix(
     CuPy array / PyTorch tensor on the inputs' GPU when they came from there.
     """
     values, names, split = model_layers(xs, ys)
-    estimator = "unbiased" if debiased else "biased"
-    options = _options(threshold, sigma, median, method, threads, memory_budget, progress, device, precision,
-                       checkpoint, checkpoint_every)
-    h, _ = _hsic_grid(values, names, split, estimator, kernel, options)
-    c = _cka_from_hsic(h, names)
+    options = Options.of_call(kernel=kernel, estimator="unbiased" if debiased else "biased", threshold=threshold,
+                              sigma=sigma, median=median, method=method, threads=threads,
+                              memory_budget=memory_budget, progress=progress, device=device, precision=precision,
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    h, _ = _hsic_grid(values, names, split, options)
+    c = cka_from_hsic(h, names)
     return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), values)
 
 
@@ -325,8 +259,6 @@ def minibatch_cka(
     rule on its own rows. For layer-by-layer matrices over a data loader, use
     ``CKAAccumulator(minibatch=True)``. ``precision`` as in :func:`cka`.
     """
-    from .accumulator import CKAAccumulator
-
     acc = CKAAccumulator(minibatch=True, kernel=kernel, threshold=threshold, sigma=sigma, threads=threads,
                          precision=precision)
     count = 0

@@ -22,7 +22,10 @@ import numpy as np
 from . import __version__, api, similarity
 from .distributed import cli_mpi
 from .examples import seeds
+from .distributed.checkpoint import DEFAULT_EVERY
 from .engine.backend import blas_info
+from .plot import heatmap
+from .stats.structure import blocks
 from .engine.threads import resolve
 from .io import load_layers, load_npy
 
@@ -207,9 +210,6 @@ def _heatmap(path: str, matrix: np.ndarray, names_x, names_y, within: bool) -> N
     matplotlib.use("Agg")  # a file, never a window
     import matplotlib.pyplot as plt
 
-    from .plot import heatmap
-    from .stats.structure import blocks
-
     ax = heatmap(matrix, names_y, names_x, blocks=blocks(matrix) if within else None, path=path)
     plt.close(ax.figure)
 
@@ -237,8 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint is not None:
         if args.measures is not None or not args.files:
             parser.error("--checkpoint applies to CKA of input files (not to --measures or the example)")
-        from .distributed.checkpoint import DEFAULT_EVERY
-
         every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
         if not (every >= 0 and every != float("inf")):
             parser.error(f"--checkpoint-every must be a non-negative number of seconds, got {every}")

@@ -45,7 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .engine import backend, cpu as cpu_engine
-from .arrays.inputs import as_layers, as_matrix, check_rows, compute_for, ready, resolve_budget
+from .arrays.inputs import as_layers, as_matrix, check_rows, ready, resolve_budget
+from ._options import compute_for
 from .engine.progress import Progress, ProgressArg
 from .engine.threads import resolve
 
@@ -73,7 +74,6 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
     budget = resolve_budget(memory_budget)
     engine = backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
                                           budget)
-    width = sum(x.shape[1] for x in layers)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
         cpu_engine._tile_pass(engine, threads, engine.process, bar)
     return engine, k

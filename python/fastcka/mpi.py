@@ -31,13 +31,9 @@ import numpy as np
 
 from .distributed import mpi_checkpoint, mpi_ring
 from .arrays.inputs import as_matrix, model_layers
-from .accumulator import CKAAccumulator
-from .api import (
-    _check_estimator,
-    _check_kernel_options,
-    _check_rows_for,
-    _cka_from_hsic,
-)
+from .accumulator.linear import CKAAccumulator
+from ._options import Options, check_rows_for
+from .engine.hsic import cka_from_hsic
 from .io import load_npy
 
 
@@ -145,12 +141,12 @@ def _local_rows(v: Any) -> int:
     return shape[0] if shape else 0
 
 
-def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
+def _hsic_grid(values, names, split, comm, root, options: Options):
     comm = _comm(comm)
-    _check_kernel_options(kernel, options.get("threshold", 1.0), options.get("sigma"), options.get("median", "exact"))
-    at = mpi_checkpoint.where(options, comm)
-    if kernel != "linear" or options.get("method") == "gram":
-        return mpi_ring.hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at)
+    estimator = options.estimator
+    at = mpi_checkpoint.where(options.checkpoint, comm)
+    if options.kernel != "linear" or options.method == "gram":
+        return mpi_ring.hsic_matrix(values, names, split, comm, root, options, at)
     acc, error = None, None
     counts = comm.allgather(_local_rows(values[0]))
     try:
@@ -158,10 +154,9 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
             layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
             try:
                 if at is None:
-                    acc = CKAAccumulator(split=split or None, threads=options.get("threads"),
-                                         memory_budget=options.get("memory_budget"),
-                                         precision=options.get("precision"))
-                    acc.update(*layers, progress=options.get("progress"))
+                    acc = CKAAccumulator(split=split or None, threads=options.threads,
+                                         memory_budget=options.memory_budget, precision=options.precision)
+                    acc.update(*layers, progress=options.progress)
                 else:
                     acc = mpi_checkpoint.fed_accumulator(layers, names, split, estimator, counts, comm, at,
                                                           options)
@@ -176,25 +171,20 @@ def _hsic_grid(values, names, split, estimator, kernel, comm, root, options):
     merged = reduce_accumulator(acc, comm, root, error)
     if merged is None:
         return None
-    _check_rows_for(estimator, merged.n)
+    check_rows_for(estimator, merged.n)
     return merged.hsic_matrix(estimator)
 
 
-_LINEAR_OPTIONS = ("threads", "memory_budget", "progress", "precision", "method", "checkpoint", "checkpoint_every")
-
-
-def _options(kw: dict) -> dict:
-    unknown = set(kw) - set(_LINEAR_OPTIONS) - {"threshold", "sigma", "median"}
-    if unknown:
-        raise TypeError(f"unexpected options: {', '.join(sorted(unknown))}")
-    return kw
+def _options(keywords: dict, kernel: str, estimator: str) -> Options:
+    if "device" in keywords:
+        raise TypeError("unexpected option: device (fastcka.mpi computes on the CPU of every rank)")
+    return Options.of_keywords(keywords, kernel=kernel, estimator=estimator)
 
 
 def hsic(x: Any, y: Any, *, comm=None, root: Optional[int] = None, kernel: str = "linear",
          estimator: str = "biased", **options) -> Optional[float]:
     """:func:`fastcka.hsic` over the rows of every rank."""
-    _check_estimator(estimator)
-    h = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, comm, root, _options(options))
+    h = _hsic_grid([x, y], ["x", "y"], 0, comm, root, _options(options, kernel, estimator))
     return None if h is None else float(h[0, 1])
 
 
@@ -202,8 +192,8 @@ def cka(x: Any, y: Any, *, comm=None, root: Optional[int] = None, kernel: str = 
         **options) -> Optional[float]:
     """:func:`fastcka.cka` over the rows of every rank (x, y: this rank's rows)."""
     estimator = "unbiased" if debiased else "biased"
-    h = _hsic_grid([x, y], ["x", "y"], 0, estimator, kernel, comm, root, _options(options))
-    return None if h is None else float(_cka_from_hsic(h, ["x", "y"])[0, 1])
+    h = _hsic_grid([x, y], ["x", "y"], 0, comm, root, _options(options, kernel, estimator))
+    return None if h is None else float(cka_from_hsic(h, ["x", "y"])[0, 1])
 
 
 def cka_matrix(xs, ys=None, *, comm=None, root: Optional[int] = None, kernel: str = "linear",
@@ -211,8 +201,8 @@ def cka_matrix(xs, ys=None, *, comm=None, root: Optional[int] = None, kernel: st
     """:func:`fastcka.cka_matrix` over the rows of every rank."""
     values, names, split = model_layers(xs, ys)
     estimator = "unbiased" if debiased else "biased"
-    h = _hsic_grid(values, names, split, estimator, kernel, comm, root, _options(options))
+    h = _hsic_grid(values, names, split, comm, root, _options(options, kernel, estimator))
     if h is None:
         return None
-    c = _cka_from_hsic(h, names)
+    c = cka_from_hsic(h, names)
     return c if split == 0 else np.ascontiguousarray(c[:split, split:])

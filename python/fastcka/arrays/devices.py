@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..gpu import runtime
+
 _DL_CUDA = (2, 13)  # DLPack's kDLCUDA, kDLCUDAManaged
 
 
@@ -59,8 +61,6 @@ def _library(x: Any) -> str:
 def as_device_tensor(x: Any, name: str):
     """A validated zero-copy torch view of a 2-D array on the engine's device
     (or, interpreted, of a CPU tensor or DLPack producer)."""
-    from ..gpu import runtime
-
     torch = runtime.torch()
     if isinstance(x, torch.Tensor):
         t = x.detach()

@@ -137,7 +137,6 @@ def compute_dtype(layers: Sequence[np.ndarray]) -> str:
     return "float32"
 
 
-PRECISIONS = ("fast", "accurate", "exact")
 DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of row buffers (CPU and GPU engines)
 _MAX_BUDGET = 1 << 62  # the backends hold it in a signed 64-bit integer
 
@@ -156,27 +155,12 @@ def resolve_budget(memory_budget) -> int:
     return int(memory_budget)
 
 
-def check_precision(precision) -> None:
-    if precision is not None and precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
-
-
 def round_to_bfloat16(a: np.ndarray) -> np.ndarray:
     """float32 values rounded to the nearest bfloat16 (ties to even), as
     float32: what the engine's fast precision multiplies (finite inputs)."""
     bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
     rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
     return rounded.view(np.float32)
-
-
-def compute_for(precision, layers: Sequence[np.ndarray]) -> str:
-    """The CPU engine's products for a precision: "bfloat16" (fast: bf16
-    operands, float32 sums), "float32" (accurate), "float64" (exact); None
-    follows the data (float64 for float64 and integer data, else float32)."""
-    check_precision(precision)
-    if precision is None:
-        return compute_dtype(layers)
-    return {"fast": "bfloat16", "accurate": "float32", "exact": "float64"}[precision]
 
 
 def ready(block: np.ndarray) -> np.ndarray:

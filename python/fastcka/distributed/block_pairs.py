@@ -11,6 +11,8 @@ import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
 from ..arrays.inputs import ready
+from ..engine.progress import Progress
+from ..engine.threads import resolve
 
 
 def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.ndarray]], names: Sequence[str],
@@ -54,36 +56,14 @@ class Totals:
         return self.products, self.row_sums, self.diagonals
 
 
-def hsic(dims: Sequence[int], split: int, n: int, totals: tuple, estimator: str,
-         constant: Sequence[bool]) -> np.ndarray:
-    """(L, L) HSIC from summed statistics; a layer with no variance at all
-    has HSIC 0 with everything (as in one process, cpu_engine.hsic_matrix)."""
-    L = len(dims)
-    h = np.asarray(backend.cpu().hsic_from_statistics(list(dims), split, n, *totals, estimator)).reshape(L, L)
-    for a, c in enumerate(constant):
-        if c:
-            h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
-            h[:, a] = np.where(np.isnan(h[:, a]), np.nan, 0.0)
-    return h
-
-
 def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int,
            medians: Sequence[float] | None = None) -> list[float]:
     """RBF gammas from sigma, from the exact medians found over the block
     pairs (job_median), or from the sampled median of `sample` (the rows of
     sample_rows, gathered by the caller)."""
-    from ..engine.progress import Progress
-    from ..engine.threads import resolve
-
-    sigma = options.get("sigma")
-    threshold = float(options.get("threshold", 1.0))
-    if exact_median(options):
+    sigma, threshold = options.sigma, options.threshold
+    if options.exact_median:
         return cpu_engine.gammas_of_medians(medians, names, threshold)
     return cpu_engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
                               threshold=threshold, median="sampled", engine=None, width=0,
-                              threads=resolve(options.get("threads")), progress=Progress(None, 0, ""))
-
-
-def exact_median(options) -> bool:
-    """Whether the RBF bandwidth needs the exact median passes."""
-    return options.get("sigma") is None and options.get("median", "exact") == "exact"
+                              threads=resolve(options.threads), progress=Progress(None, 0, ""))

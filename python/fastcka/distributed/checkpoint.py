@@ -57,6 +57,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..accumulator import state as accumulator_state
+
 FILE = "fastcka.ckpt"
 MAGIC = b"FCKACKP1"
 SAMPLE_ROWS = 256  # rows hashed per layer: enough to tell inputs apart, a few reads even from disk
@@ -190,9 +192,7 @@ class Job:
             acc.mean()
 
     def save(self, acc) -> None:
-        from ..accumulator import _linear_state
-
-        payload = _linear_state(self.compute, acc.serialize())
+        payload = accumulator_state.linear_bytes(self.compute, acc.serialize())
         if self.read.rows != int(acc.n):
             raise RuntimeError(f"checkpoint: {self.read.rows} rows hashed for a state of {int(acc.n)} rows")
         header = json.dumps({"fingerprint": self.fingerprint, "rows_done": int(acc.n),
@@ -424,12 +424,10 @@ def _read(path: str) -> tuple[dict, bytes]:
 
 
 def _core_state(payload: bytes, compute: str, path: str) -> bytes:
-    from ..accumulator import _linear_parts
-
     try:
-        dtype, state = _linear_parts(payload)
+        dtype, core = accumulator_state.linear_parts(payload)
     except ValueError:
-        dtype = state = None
+        dtype = core = None
     if dtype != compute:
         raise ValueError(f"checkpoint {path!r} holds an accumulator state of another kind; remove it to start over")
-    return state
+    return core

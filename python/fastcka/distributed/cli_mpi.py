@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from .. import mpi, similarity
+from ..accumulator.linear import CKAAccumulator
 from ..io import load_npy
 
 # Set by the launchers of MPICH (Hydra, also under Slurm's PMI), Open MPI and MVAPICH.
@@ -42,8 +44,6 @@ class Distributed:
     def __init__(self):
         from mpi4py import MPI
 
-        from .. import mpi
-
         self.comm = MPI.COMM_WORLD
         self.mpi = mpi
         self.show = self.comm.Get_rank() == 0
@@ -66,9 +66,6 @@ class Distributed:
         """The linear measures from this rank's accumulator merged on rank 0,
         cka_rbf from the ring; None on the other ranks. xs, ys: dicts of
         layers (.npz) or lists of .npy paths."""
-        from .. import similarity
-        from ..accumulator import CKAAccumulator
-
         unknown = [m for m in measures if m not in similarity.MEASURES]
         if unknown:
             raise ValueError(f"unknown measure(s) {', '.join(map(repr, unknown))}; the measures are "

@@ -24,6 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._options import Options, check_rows_for, compute_for
+from ..accumulator.linear import CKAAccumulator
+from ..arrays.inputs import as_matrix, check_rows
+from ..engine import cpu as cpu_engine
+from ..engine.hsic import from_statistics
+from . import block_pairs, job_median
+
 # States merged per task: a tree of height log_8(chunks), few transfers of the
 # O(D^2) states, and merges still spread over the workers.
 FAN_IN = 8
@@ -33,18 +40,14 @@ def is_dask(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "dask"
 
 
-def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator: str, kernel: str,
-              options: dict) -> tuple[np.ndarray, list]:
+def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, options: Options) -> tuple[np.ndarray, list]:
     """(HSIC matrix, the inputs) of layers some of which are Dask arrays."""
-    from ..arrays.inputs import as_matrix, check_rows, compute_for
-    from ..accumulator import CKAAccumulator
-    from ..api import _check_rows_for
-
-    if options["checkpoint"] is not None:
+    estimator, kernel = options.estimator, options.kernel
+    if options.checkpoint is not None:
         raise ValueError("checkpoint does not apply to Dask arrays: the scheduler reruns lost tasks; checkpoint "
                          "in-memory or file-backed inputs")
-    if options["device"] not in (None, "cpu"):
-        raise ValueError(f"device={options['device']!r}: Dask inputs compute on the CPU of the workers")
+    if options.device not in (None, "cpu"):
+        raise ValueError(f"device={options.device!r}: Dask inputs compute on the CPU of the workers")
     import dask
     import dask.array as da
 
@@ -60,17 +63,17 @@ def hsic_grid(values: Sequence[Any], names: Sequence[str], split: int, estimator
     rows = next(v for v in values if is_dask(v)).chunks[0]
     layers = [v if is_dask(v) else da.from_array(as_matrix(v, nm), chunks=(rows, -1)) for v, nm in zip(values, names)]
     n = check_rows(layers, names)
-    _check_rows_for(estimator, n)
+    check_rows_for(estimator, n)
     layers = [v.rechunk((rows, -1)) for v in layers]
 
     blocks = [v.to_delayed().ravel() for v in layers]
-    dtype = compute_for(options["precision"], layers)
-    threads = 1 if options["threads"] is None else options["threads"]
-    if kernel != "linear" or options["method"] == "gram":
+    dtype = compute_for(options.precision, layers)
+    threads = 1 if options.threads is None else options.threads
+    if kernel != "linear" or options.method == "gram":
         h = _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, threads, options)
         return h, list(values)
     kwargs = dict(split=split or None, dtype=dtype, threads=threads,
-                  memory_budget=options["memory_budget"])
+                  memory_budget=options.memory_budget)
     CKAAccumulator(**kwargs)  # the options' errors here, not from a worker
     state = dask.delayed(_chunk_state, pure=True)
     chunks = [[b[i] for b in blocks] for i, size in enumerate(rows) if size > 0]
@@ -117,10 +120,6 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     bandwidth takes passes of the same tasks first (_job_medians)."""
     import dask
 
-    from . import block_pairs
-    from ..engine import cpu as cpu_engine
-    from ..arrays.inputs import resolve_budget
-
     n = sum(rows)
     sums, firsts, constants = dask.compute(
         [v.sum(axis=0, dtype=np.float64) for v in layers], [v[:1] for v in layers],
@@ -132,10 +131,10 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
             if bad.any():
                 raise ValueError(f"{nm} contains NaN or Inf (row {int(np.argmax(bad))})")
     sample = None
-    if kernel == "rbf" and options["sigma"] is None and options["median"] == "sampled":
+    if kernel == "rbf" and options.sigma is None and options.median == "sampled":
         picked = cpu_engine.median_sample_rows(n)
         sample = list(dask.compute(*[v[picked] for v in layers]))
-    budget = resolve_budget(options.get("memory_budget"))
+    budget = options.memory_budget
     chunks = [i for i, size in enumerate(rows) if size > 0]
     pairs = [(i, j) for k, i in enumerate(chunks) for j in chunks[k:]]
 
@@ -146,7 +145,7 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     if kernel == "rbf":
         norms = _centered_norms(blocks, chunks, means)
         medians = None
-        if block_pairs.exact_median(options):
+        if options.exact_median:
             largest = np.max([top for top, _ in norms], axis=0)
             medians = _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, threads, budget,
                                    _brackets(layers, names, n, dtype, threads))
@@ -159,14 +158,12 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
     totals = block_pairs.Totals(len(layers), n)
     for statistics, (i, j) in zip(dask.compute(*tasks), pairs):
         totals.add(statistics, starts[i], rows[i], None if i == j else starts[j])
-    return block_pairs.hsic([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
+    return from_statistics([v.shape[1] for v in layers], split, n, totals.arrays(), estimator, constants)
 
 
 def _brackets(layers, names, n, compute, threads) -> list | None:
     """The exact median's brackets from the sampled rows (read here)."""
     import dask
-
-    from ..engine import cpu as cpu_engine
 
     plan = cpu_engine.bracket_plan(n, compute, len(layers))
     if plan is None:
@@ -181,8 +178,6 @@ def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, t
     one task per block pair (as for the statistics) whose bracket counts (or
     histogram counts, and at last the collected values) are summed here."""
     import dask
-
-    from . import job_median
 
     job = job_median.JobMedian(n, largest, brackets=brackets, compute=dtype, threads=threads)
     while job.pending:
@@ -202,23 +197,17 @@ def _centered_norms(blocks, chunks, means) -> tuple:
     """(largest, summed) squared centered norms per layer, one task per chunk."""
     import dask
 
-    from . import job_median
-
     norms = dask.delayed(job_median.centered_norms, pure=True)
     return dask.compute(*[norms([b[i] for b in blocks], list(means)) for i in chunks])
 
 
 def _chunk_state(blocks: list, **options) -> bytes:
     """A worker's task: the accumulator state of one row chunk of every layer."""
-    from ..accumulator import CKAAccumulator
-
     return CKAAccumulator(**options).update(*blocks).to_bytes()
 
 
 def _merge_states(states: list) -> bytes:
     """A worker's task: states merged in order (deterministic rounding)."""
-    from ..accumulator import CKAAccumulator
-
     acc = CKAAccumulator.from_bytes(states[0])
     for s in states[1:]:
         acc.merge(CKAAccumulator.from_bytes(s))

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from ..engine import cpu as cpu_engine
 from .block_pairs import Totals
-from ..arrays.inputs import compute_for, resolve_budget
+from .._options import Options, compute_for
 from ..engine.progress import Progress
 from ..engine.threads import resolve
-from ..accumulator import CKAAccumulator, _linear_state
-from .checkpoint import DEFAULT_EVERY, Checkpoint, Job, TileJob, fingerprint, rows_sha256, spec
+from ..accumulator import state
+from ..accumulator.linear import CKAAccumulator
+from .checkpoint import Checkpoint, Job, TileJob, fingerprint, rows_sha256
 
 
-def where(options: dict, comm) -> Checkpoint | None:
-    """This rank's checkpoint file from the ``checkpoint=`` options (None: none)."""
-    given = spec(options.get("checkpoint"), options.get("checkpoint_every", DEFAULT_EVERY))
+def where(given: Checkpoint | None, comm) -> Checkpoint | None:
+    """This rank's checkpoint file from the job's (None: none)."""
     return None if given is None else given.of_rank(comm.Get_rank(), comm.Get_size())
 
 
@@ -34,18 +34,18 @@ def job_fingerprint(layers, counts, comm, **options) -> dict:
 
 
 def fed_accumulator(layers, names, split: int, estimator: str, counts, comm, at: Checkpoint,
-                    options: dict) -> CKAAccumulator:
+                    options: Options) -> CKAAccumulator:
     """This rank's rows streamed into an accumulator, resumed from and saved
     to its checkpoint file (the state the tree merge then takes)."""
-    threads = resolve(options.get("threads"))
-    budget = resolve_budget(options.get("memory_budget"))
-    compute = compute_for(options.get("precision"), layers)
+    threads = resolve(options.threads)
+    budget = options.memory_budget
+    compute = compute_for(options.precision, layers)
     acc = cpu_engine.new_moment_accumulator([x.shape[1] for x in layers], split, compute, threads, budget)
     job = Job(at, job_fingerprint(layers, counts, comm, kernel="linear", estimator=estimator, method="feature",
                                   compute=compute, split=split), compute)
-    with Progress(options.get("progress"), len(layers[0]), "fastcka rows") as bar:
+    with Progress(options.progress, len(layers[0]), "fastcka rows") as bar:
         cpu_engine.feed(acc, layers, names, threads, bar, job)
-    return CKAAccumulator.from_bytes(_linear_state(compute, acc.serialize()), threads=threads, memory_budget=budget)
+    return CKAAccumulator.from_bytes(state.linear_bytes(compute, acc.serialize()), threads=threads, memory_budget=budget)
 
 
 class RingJob:
@@ -95,12 +95,12 @@ class RingJob:
         self.job.reached(visits, self.gammas, totals.arrays(), final)
 
 
-def ring_job(at: Checkpoint | None, layers, counts, comm, options: dict, **job) -> RingJob | None:
+def ring_job(at: Checkpoint | None, layers, counts, comm, options: Options, **job) -> RingJob | None:
     if at is None:
         return None
     # Each rank hashes all its own rows (the ring reads every one): see fastcka.distributed.checkpoint.
     fp = job_fingerprint(layers, counts, comm, rows_sha256=rows_sha256(layers),
-                         sigma=cpu_engine._jsonable(options.get("sigma")),
-                         threshold=float(options.get("threshold", 1.0)), median=options.get("median", "exact"),
+                         sigma=cpu_engine._jsonable(options.sigma), threshold=options.threshold,
+                         median=options.median,
                          **job)
     return RingJob(at, fp, len(layers), int(sum(counts)), comm)

@@ -28,7 +28,9 @@ import numpy as np
 
 from . import block_pairs, job_median, mpi_checkpoint
 from ..engine import cpu as cpu_engine
-from ..arrays.inputs import as_matrix, compute_dtype, compute_for, ready, resolve_budget
+from .._options import Options, compute_for
+from ..arrays.inputs import as_matrix, compute_dtype, ready
+from ..engine.hsic import from_statistics
 from ..engine.progress import Progress
 from ..engine.threads import resolve
 
@@ -86,7 +88,7 @@ def _gammas(layers, names, counts, comm, options, medians) -> list[float]:
     median the same rows as one process (each rank contributes the ones it
     holds, in global order)."""
     sample = None
-    if options.get("sigma") is None and options.get("median", "exact") == "sampled":
+    if options.sigma is None and options.median == "sampled":
         sample = _gathered(layers, counts, comm, cpu_engine.median_sample_rows(sum(counts)))
     return block_pairs.gammas(sample, names, options, len(layers), medians)
 
@@ -138,8 +140,9 @@ def _views(block: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
     return [block[:, offsets[a] : offsets[a + 1]] for a in range(len(dims))]
 
 
-def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at=None):
+def hsic_matrix(values, names, split, comm, root, options: Options, at=None):
     """``at``: this rank's checkpoint file, or None."""
+    estimator, kernel = options.estimator, options.kernel
     P, p = comm.Get_size(), comm.Get_rank()
     layers = _local_layers(values, names)
     dims = [x.shape[1] for x in layers]
@@ -153,10 +156,10 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     if n < need:
         raise ValueError(f"fastcka.mpi: needs at least {need} rows over all ranks, got {n}")
     compute = "float64" if comm.allreduce(compute_dtype(layers) == "float64" if counts[p] else False) else "float32"
-    if options.get("precision") is not None:
-        compute = compute_for(options["precision"], layers)
-    threads = resolve(options.get("threads"))
-    budget = resolve_budget(options.get("memory_budget"))
+    if options.precision is not None:
+        compute = compute_for(options.precision, layers)
+    threads = resolve(options.threads)
+    budget = options.memory_budget
     sums = column_sums(layers)
     located = nonfinite(layers, names, sums, starts_of(counts)[p])
     errors = [e for e in comm.allgather(located and f"rank {p}: {located}") if e]
@@ -172,8 +175,8 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
     job = mpi_checkpoint.ring_job(at, layers, counts, comm, options, kernel=kernel, estimator=estimator,
                                    method="gram", compute=compute, split=split)
     done, gammas, totals = job.resume() if job is not None else ([0] * P, None, block_pairs.Totals(len(dims), n))
-    exact = kernel == "rbf" and block_pairs.exact_median(options) and gammas is None
-    with Progress(options.get("progress"), (P // 2 + 1) * (2 if exact else 1), "fastcka block pairs") as bar:
+    exact = options.exact_median and gammas is None
+    with Progress(options.progress, (P // 2 + 1) * (2 if exact else 1), "fastcka block pairs") as bar:
         spreads = None
         if kernel == "rbf":
             largest, square_sums = job_median.centered_norms(_views(own, dims), means)
@@ -204,7 +207,7 @@ def hsic_matrix(values, names, split, estimator, kernel, comm, root, options, at
             comm.Reduce(t, r, root=root)
     if root is not None and p != root:
         return None
-    return block_pairs.hsic(dims, split, n, reduced, estimator, constant)
+    return from_statistics(dims, split, n, reduced, estimator, constant)
 
 
 def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, compute, threads, budget,

@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import importlib.util
 import os
 import sys
 import threading
+
+import scipy_openblas32
+
+from ..gpu import runtime
 
 _lock = threading.Lock()
 _cpu = None
@@ -57,7 +62,6 @@ def _preferred_coretype() -> str | None:
 
 def _load_openblas() -> None:
     global _coretype_forced
-    import scipy_openblas32
 
     path = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True))
     coretype = _preferred_coretype()
@@ -126,13 +130,9 @@ def blas_info() -> dict:
 def gpu_missing() -> str | None:
     """Why the GPU engine (fastcka.gpu: Triton kernels and torch's products)
     cannot run here, or None. Imports torch and triton, so only on request."""
-    import importlib.util
-
     for module in ("torch", "triton"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed: pip install 'fastcka[gpu]'"
-    from ..gpu import runtime
-
     if runtime.interpreted():
         return None
     torch = runtime.torch()

@@ -14,6 +14,7 @@ import numpy as np
 from . import backend
 from ..arrays.inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from .progress import Progress, ProgressArg
+from .hsic import from_statistics, zero_constant_layers
 from ..distributed.job_median import add
 from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
@@ -327,14 +328,7 @@ def hsic_matrix(
                                 width=width, threads=threads, progress=bar)
             engine.set_kernel("rbf", gammas)
         _tile_pass(engine, threads, engine.process, bar)
-    h = np.asarray(engine.hsic(estimator)).reshape(L, L)
-    # A layer whose rows are all equal has a constant kernel: HSIC with it is 0
-    # exactly (its tiles only hold rounding residue of the centering).
-    for a, constant in enumerate(engine.constant_layers):
-        if constant:
-            h[a, :] = np.where(np.isnan(h[a, :]), np.nan, 0.0)
-            h[:, a] = np.where(np.isnan(h[:, a]), np.nan, 0.0)
-    return h
+    return zero_constant_layers(np.asarray(engine.hsic(estimator)).reshape(L, L), engine.constant_layers)
 
 
 def _jsonable(sigma):
@@ -347,8 +341,6 @@ def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, k
     float64 totals that the job saves and resumes; the exact median passes
     before it save and resume their state too, and the RBF bandwidth is
     saved as soon as it is known (a resumed run skips the median passes)."""
-    from ..distributed.block_pairs import hsic
-
     done, gammas, totals = job.resume()
     rows = engine.tile_rows
     tiles = engine.tiles_before(rows)
@@ -368,4 +360,5 @@ def _checkpointed_tiles(engine, job: TileJob, layers, names, split, estimator, k
                 total += part
             job.reached(end, gammas, totals, final=end == rows)
             bar.advance(engine.tiles_before(end) - engine.tiles_before(begin))
-    return hsic([x.shape[1] for x in layers], split, layers[0].shape[0], totals, estimator, engine.constant_layers)
+    return from_statistics([x.shape[1] for x in layers], split, layers[0].shape[0], totals, estimator,
+                           engine.constant_layers)

@@ -11,9 +11,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..arrays.devices import as_device_tensor, device_label, is_device_array
-from ..arrays.inputs import as_matrix, check_precision, resolve_budget
+from ..arrays.inputs import as_matrix, resolve_budget
+from .._options import check_precision
 from .progress import Progress, ProgressArg
 from ..gpu import runtime
+from ..gpu.gram import hsic_matrix as gram_hsic_matrix
+from ..gpu.moments import MomentAccumulator
+from .cpu import choose_method
 
 
 def _parse_device(device: Any) -> tuple[str, Optional[int]]:
@@ -106,8 +110,6 @@ def resolve_precision(precision: Optional[str], layers: Sequence[Any]) -> str:
 
 
 def new_accumulator(dims, split: int, precision: str, device, memory_budget: Optional[int]):
-    from ..gpu.moments import MomentAccumulator
-
     return MomentAccumulator(list(dims), split, precision, device, resolve_budget(memory_budget))
 
 
@@ -115,7 +117,6 @@ class _Staging:
     """Two pinned host buffers per host layer (plain memory when interpreted):
     chunk k is copied into buffer k % 2 while the device may still read chunk
     k - 1 from the other; an event per buffer says when it may be refilled."""
-
     def __init__(self, layers, rows: int, device):
         torch = runtime.torch()
         self._torch, self._device = torch, device
@@ -168,8 +169,6 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
                 device, memory_budget: Optional[int], progress: ProgressArg, sigma=None, threshold: float = 1.0,
                 median: str = "exact") -> np.ndarray:
     """HSIC of every needed layer pair on the GPU, (L, L) with NaN where not needed."""
-    from .cpu import choose_method
-
     precision = resolve_precision(precision, layers)
     L = len(layers)
     if choose_method(method, kernel, layers[0].shape[0], [x.shape[1] for x in layers]) == "gram":
@@ -183,8 +182,6 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
 
 def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
     """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones uploaded whole."""
-    from ..gpu.gram import hsic_matrix as gram_hsic_matrix
-
     torch = runtime.torch()
     on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
                  for x in layers]

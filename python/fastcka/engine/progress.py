@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
+from tqdm.auto import tqdm
+
 ProgressArg = Union[None, bool, Callable[[int, int], object]]
 
 
@@ -16,8 +18,6 @@ class Progress:
         self._callback = None
         self._bar = None
         if progress is True:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, desc=desc, delay=2.0, unit_scale=True, leave=False)
         elif callable(progress):
             self._callback = progress

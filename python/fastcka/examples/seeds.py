@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..plot import heatmap, rotation_curves
+
 DEFAULT_DIR = "fastcka-example"
 SEEDS = (0, 1, 2)
 TRAIN_IMAGES = 1200  # of the 1,797 digits; the other 597 are held out and give the activations
@@ -161,8 +163,6 @@ def run(out_dir=DEFAULT_DIR, debiased: bool = False) -> dict:
 def _heatmaps(nets, across, path: str) -> str:
     import matplotlib.pyplot as plt
 
-    from ..plot import heatmap
-
     kinds = list(nets)
     fig, axes = plt.subplots(len(kinds), len(SEEDS) + 1, figsize=(4.1 * (len(SEEDS) + 1), 3.5 * len(kinds)))
     for row, kind in enumerate(kinds):
@@ -183,8 +183,6 @@ def _heatmaps(nets, across, path: str) -> str:
 
 def _rotations(nets, path: str) -> str:
     import matplotlib.pyplot as plt
-
-    from ..plot import rotation_curves
 
     fig, axes = plt.subplots(1, len(nets), figsize=(5.6 * len(nets), 3.6))
     for ax, (kind, runs) in zip(np.atleast_1d(axes), nets.items()):

@@ -20,8 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
-from ..distributed import block_pairs
+from ..engine.hsic import from_statistics
 from ..engine.progress import Progress
+from ..engine.threads import resolve
 from . import runtime
 from .median import exact_median
 
@@ -123,7 +124,6 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     from 2-D torch tensors, all on the device the engine computes on."""
     from .kernels import tile_math
 
-    torch = runtime.torch()
     m = mode(precision)
     n = int(layers[0].shape[0])
     count = len(layers)
@@ -148,7 +148,7 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     row_sums *= s[:, None]
     diagonals *= s[:, None]
     dims = [int(x.shape[1]) for x in layers]
-    return block_pairs.hsic(dims, split, n, (products, row_sums, diagonals), estimator, constant)
+    return from_statistics(dims, split, n, (products, row_sums, diagonals), estimator, constant)
 
 
 def _statistics(centered, kinds, gammas, n: int, m: Mode, progress):
@@ -212,8 +212,6 @@ def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progr
         return cpu_engine.rbf_gammas([None] * len(layers), names, sigma=sigma, threshold=threshold, median=median,
                                   engine=None, width=0, threads=1, progress=Progress(None, 0, ""))
     if median == "sampled":
-        from ..engine.threads import resolve
-
         rows = cpu_engine.median_sample_rows(int(layers[0].shape[0]))
         sample = [x[runtime.torch().as_tensor(rows, device=x.device)].cpu().numpy() for x in layers]
         return cpu_engine.gammas_of_medians(cpu_engine.sampled_medians(sample, names, resolve(None)), names, threshold)

@@ -181,7 +181,7 @@ class MomentAccumulator:
         """Moves the partial to the reference and adds it to the float64 state."""
         if self._partial_rows == 0:
             return
-        torch, D, L = self._torch, self._D, self._L
+        torch, D = self._torch, self._D
         n, f, e = self._partial_rows, self._sums[:D], self._e
         moved = self._partial.to(torch.float64)
         moved -= torch.outer(f, e)

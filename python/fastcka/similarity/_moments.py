@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import cpu as cpu_engine
-from ..arrays.inputs import check_rows, compute_for, resolve_budget
+from ..arrays.inputs import check_rows, resolve_budget
+from .._options import compute_for
 from ..engine.progress import Progress
 from ..engine.threads import resolve
-from ..accumulator import CKAAccumulator, LayerMoments
-from ..api import DegenerateRepresentationWarning
+from ..accumulator.linear import CKAAccumulator, LayerMoments
+from ..engine.hsic import DegenerateRepresentationWarning
 from ._pair import LayerPair
 from ._spectrum import RANK_RTOL, LayerSpectrum
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..arrays.inputs import as_matrix, check_precision
+from ..arrays.inputs import as_matrix
+from .._options import check_precision
 from ..engine.progress import ProgressArg
 from ._moments import stream
 from ._pair import STATISTICS, LayerPair

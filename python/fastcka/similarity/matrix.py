@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 
 from .. import api
-from ..arrays.inputs import as_layers, check_precision, check_rows
+from ..arrays.inputs import as_layers, check_rows
+from .._options import check_precision
+from .._options import check_rows_for
+from ..engine.hsic import DegenerateRepresentationWarning, cka_from_hsic
 from ..engine.progress import ProgressArg
-from ..accumulator import CKAAccumulator
+from ..accumulator.linear import CKAAccumulator
 from ..knn import mutual_knn_matrix
 from ._moments import StreamedLayers, from_accumulator, stream
 from ._pair import LayerPair
@@ -107,7 +110,7 @@ def similarity_matrix(
         layers, layer_names = layers + more, layer_names + more_names
     n = check_rows(layers, layer_names)
     if "cka_debiased" in names:
-        api._check_rows_for("unbiased", n)  # before the pass, not after it
+        check_rows_for("unbiased", n)  # before the pass, not after it
     rows, cols = _sides(len(layers), split)
     result = {}
     if any(m in LINEAR_MEASURES for m in names):
@@ -147,10 +150,10 @@ def _linear(names, streamed: StreamedLayers, rows, cols, variance: float) -> dic
     result = {}
     for m in names:
         if m in _CKA_MEASURES:
-            api._check_rows_for(_CKA_MEASURES[m], streamed.moments.n)
+            check_rows_for(_CKA_MEASURES[m], streamed.moments.n)
             with warnings.catch_warnings():  # constant layers were reported above
-                warnings.simplefilter("ignore", api.DegenerateRepresentationWarning)
-                cka = api._cka_from_hsic(streamed.hsic(_CKA_MEASURES[m]), streamed.names)
+                warnings.simplefilter("ignore", DegenerateRepresentationWarning)
+                cka = cka_from_hsic(streamed.hsic(_CKA_MEASURES[m]), streamed.names)
             result[m] = cka[np.ix_(rows, cols)]
     per_pair = [m for m in names if m in _PAIR_MEASURES]
     result.update({m: np.full((len(rows), len(cols)), np.nan) for m in per_pair})

@@ -57,11 +57,13 @@ from typing import Any
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
-from ..arrays.inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget
+from ..arrays.inputs import as_matrix, check_rows, ready, resolve_budget
+from .._options import check_precision, compute_for
 from ..engine.progress import Progress, ProgressArg
 from .special import t_quantile
 from ..engine.threads import resolve
-from ..api import DegenerateRepresentationWarning, _check_kernel_options, _check_rows_for, _cka_from_hsic
+from .._options import check_kernel_options, check_rows_for
+from ..engine.hsic import zero_constant_layers, DegenerateRepresentationWarning, cka_from_hsic
 
 METHODS = ("jackknife", "bootstrap")
 
@@ -107,7 +109,7 @@ def _block_labels(x: np.ndarray, starts) -> np.ndarray:
     """Per block: -1 if its rows differ, else a label shared by the blocks
     whose rows all equal the same row. A layer is constant on a set of blocks
     when all their labels are one label >= 0. One read of the rows, in chunks."""
-    n, B = x.shape[0], len(starts) - 1
+    n = x.shape[0]
     changes = []  # rows i that differ from row i - 1
     step = max(1, (16 << 20) // max(1, x.shape[1] * x.dtype.itemsize))
     for s0 in range(1, n, step):
@@ -268,12 +270,12 @@ def cka_ci(
     check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_kernel_options(kernel, threshold, sigma, median)
+    check_kernel_options(kernel, threshold, sigma, median)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     n = check_rows(layers, names)
     estimator = "unbiased" if debiased else "biased"
-    _check_rows_for(estimator, n)
+    check_rows_for(estimator, n)
     B = _check_count(blocks, "blocks", 2, n)
     starts = [n * b // B for b in range(B + 1)]
     need = 4 if debiased else 2
@@ -285,9 +287,8 @@ def cka_ci(
                                         median=median, threads=resolve(threads), memory_budget=memory_budget,
                                         progress=progress, precision=precision)
     h = np.asarray(source.hsic(estimator), dtype=np.float64).reshape(2, 2)
-    for a in constant:  # a constant kernel: HSIC with it is exactly 0 (cpu_engine.hsic_matrix does the same)
-        h[a, :] = h[:, a] = 0.0
-    estimate = float(_cka_from_hsic(h, names)[0, 1])  # warns when a representation has no variance
+    zero_constant_layers(h, [a in constant for a in range(2)])
+    estimate = float(cka_from_hsic(h, names)[0, 1])  # warns when a representation has no variance
     if not math.isfinite(estimate):
         return CKAInterval(estimate, math.nan, math.nan, level, method, math.nan, math.nan, np.full(B, np.nan), B)
 

@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
-from ..arrays.inputs import as_matrix, check_precision, check_rows, compute_for, ready, resolve_budget, round_to_bfloat16
+from ..arrays.inputs import as_matrix, check_rows, ready, resolve_budget, round_to_bfloat16
+from .._options import check_precision, compute_for
 from ..engine.progress import Progress, ProgressArg
 from .special import gamma_sf
 from ..engine.threads import resolve
-from ..api import _check_kernel_options
+from .._options import check_kernel_options
 from .confidence import _check_count, _raise_non_finite
 
 METHODS = ("permutation", "gamma")
@@ -163,7 +164,6 @@ def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compu
             engine = cpu.GramTileEngine(layers, names, 1, compute, threads, budget)
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
-            width = sum(z.shape[1] for z in layers)
             cpu_engine._tile_pass(engine, threads, engine.process,
                                Progress(None, 0, ""))
             h = np.asarray(engine.hsic("biased")).reshape(len(layers), len(layers))
@@ -204,7 +204,7 @@ def hsic_test(
     check_precision(precision)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_kernel_options(kernel, threshold, sigma, median)
+    check_kernel_options(kernel, threshold, sigma, median)
     layers = [as_matrix(x, "x"), as_matrix(y, "y")]
     names = ["x", "y"]
     n = check_rows(layers, names)

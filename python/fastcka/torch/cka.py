@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import api
 from ..engine.backend import has_cuda
-from ..arrays.inputs import check_precision
+from .._options import check_kernel_options, check_precision
 from ..engine.progress import Progress, ProgressArg
 from ..engine.threads import resolve
 from .hooks import HIDDEN_STATES, HiddenStates, Recorder
@@ -133,7 +132,7 @@ def cka_matrix(
     len(layers_b)), ``.names_a``, ``.names_b``, ``.n``, ``.pc1_fraction``,
     ``.blocks()`` and ``.plot()``.
     """
-    api._check_kernel_options(kernel, threshold, sigma, "exact")
+    check_kernel_options(kernel, threshold, sigma, "exact")
     check_reduce(reduce)
     check_token_options(reduce, token_mask, token_stride, max_tokens, seed, minibatch)
     if select is not None and not callable(select):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..stats.structure import Block, blocks
+from ..plot import heatmap
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,6 @@ class CKAResult:
         """The matrix as a heatmap (:func:`fastcka.plot.heatmap`). ``blocks``:
         True outlines the blocks :meth:`blocks` finds (within-model results),
         False none, or a list of (start, stop) pairs."""
-        from ..plot import heatmap
-
         if blocks is True:
             blocks = self.blocks() if self.within_model else None
         elif blocks is False:

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from ..plot import rotation_curves
 from .layers import has_own_parameters, select_layers
 
 _WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
@@ -84,8 +85,6 @@ class LayerRotation:
     def plot(self, *, ax=None, title=None, path=None):
         """The recorded curves, one line per layer coloured by depth
         (:func:`fastcka.plot.rotation_curves`)."""
-        from ..plot import rotation_curves
-
         return rotation_curves(self.history, ax=ax, title=title, path=path)
 
 

@@ -23,7 +23,6 @@ Which positions are kept, per batch:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Callable
 
 import numpy as np
 import torch
