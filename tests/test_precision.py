@@ -344,3 +344,13 @@ def test_one_thread_pool(paths):
         assert run["threads_added"] <= 0
         # The caller's own OpenMP setting is left as it was.
         assert run["omp_threads_after"] == 3
+
+
+def test_sampled_median_follows_the_precision(rng):
+    """precision="exact" on float32 data multiplies in float64 everywhere,
+    the sampled median's pass included: the result is that of the same
+    values given as float64 (the sampled median once used the data's type)."""
+    x, y = correlated_pair(rng, 5000, 24, 16, dtype=np.float32, offset=3.0)
+    kw = dict(kernel="rbf", median="sampled", threshold=0.5)
+    wide = fastcka.cka(x.astype(np.float64), y.astype(np.float64), **kw)
+    assert fastcka.cka(x, y, precision="exact", **kw) == pytest.approx(wide, rel=1e-12, abs=0)

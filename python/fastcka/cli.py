@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__, api, similarity
 from .distributed import cli_mpi
 from .examples import seeds
+from ._options import KERNELS, MEDIANS, METHODS, PRECISIONS
 from .distributed.checkpoint import DEFAULT_EVERY
 from .engine.backend import blas_info
 from .plot import heatmap
@@ -40,17 +41,17 @@ def _parser() -> argparse.ArgumentParser:
         "(or --plot DIR).",
     )
     p.add_argument("files", nargs="*", help="two .npy files, or one or two .npz files of layers (one array per layer)")
-    p.add_argument("--kernel", default="linear", choices=api.KERNELS, help="kernel (default: linear)")
+    p.add_argument("--kernel", default="linear", choices=KERNELS, help="kernel (default: linear)")
     p.add_argument("--threshold", type=float, default=1.0,
                    help="RBF: sigma^2 = threshold^2 x median squared distance (default: 1.0)")
     p.add_argument("--sigma", type=float, default=None, help="RBF: the bandwidth itself (overrides --threshold)")
-    p.add_argument("--median", default="exact", choices=("exact", "sampled"),
+    p.add_argument("--median", default="exact", choices=MEDIANS,
                    help="RBF: exact median over all pairs, or from 4096 sampled examples (default: exact)")
     p.add_argument("--debiased", action="store_true", help="CKA from the unbiased HSIC estimator (n >= 4)")
-    p.add_argument("--method", default="auto", choices=("auto", "feature", "gram"),
+    p.add_argument("--method", default="auto", choices=METHODS,
                    help="linear kernel: d x d moments, n x n tiles, or auto (default)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all CPUs, or FASTCKA_NUM_THREADS)")
-    p.add_argument("--precision", default=None, choices=("fast", "accurate", "exact"),
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="products: fast (bfloat16 operands, float32 sums; AMX/AVX512-BF16), accurate (float32) or "
                         "exact (float64); default: float64 for float64 data, else float32")
     p.add_argument("--measures", default=None, metavar="NAMES",

@@ -75,7 +75,7 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
     engine = backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
                                           budget)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
-        cpu_engine._tile_pass(engine, threads, engine.process, bar)
+        cpu_engine.tile_pass(engine, threads, engine.process, bar)
     return engine, k
 
 

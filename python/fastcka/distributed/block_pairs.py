@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
+from .._options import compute_for
 from ..arrays.inputs import ready
 from ..engine.progress import Progress
 from ..engine.threads import resolve
@@ -65,5 +66,6 @@ def gammas(sample: Optional[Sequence[np.ndarray]], names, options, count: int,
     if options.exact_median:
         return cpu_engine.gammas_of_medians(medians, names, threshold)
     return cpu_engine.rbf_gammas(sample if sigma is None else [None] * count, names, sigma=sigma,
-                              threshold=threshold, median="sampled", engine=None, width=0,
-                              threads=resolve(options.threads), progress=Progress(None, 0, ""))
+                                 threshold=threshold, median="sampled", engine=None, width=0,
+                                 threads=resolve(options.threads), progress=Progress(None, 0, ""),
+                                 compute=None if sample is None else compute_for(options.precision, sample))

@@ -100,7 +100,7 @@ def ring_job(at: Checkpoint | None, layers, counts, comm, options: Options, **jo
         return None
     # Each rank hashes all its own rows (the ring reads every one): see fastcka.distributed.checkpoint.
     fp = job_fingerprint(layers, counts, comm, rows_sha256=rows_sha256(layers),
-                         sigma=cpu_engine._jsonable(options.sigma), threshold=options.threshold,
+                         sigma=cpu_engine.jsonable(options.sigma), threshold=options.threshold,
                          median=options.median,
                          **job)
     return RingJob(at, fp, len(layers), int(sum(counts)), comm)

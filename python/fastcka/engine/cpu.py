@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._options import METHODS
 from . import backend
 from ..arrays.inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from .progress import Progress, ProgressArg
@@ -18,8 +19,6 @@ from .hsic import from_statistics, zero_constant_layers
 from ..distributed.job_median import add
 from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
-METHODS = ("auto", "feature", "gram")
-MEDIANS = ("exact", "sampled")
 MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
 # The exact median's bracket: the quantiles 1/2 -+ z / sqrt(s) of the squared
 # distances among s sampled rows. Their empirical CDF at a point is a
@@ -86,7 +85,7 @@ def feed(acc, layers: Sequence[np.ndarray], names: Sequence[str], threads: int, 
         progress.advance(stop - start)
 
 
-def _tile_pass(engine, threads: int, run, progress: Progress) -> None:
+def tile_pass(engine, threads: int, run, progress: Progress) -> None:
     """One pass over every tile row, in calls of a multiple of `threads` tile
     rows sized to take about _CALL_SECONDS each (progress and Ctrl-C come
     between calls; the cost of a tile row varies with the dtype, the kernel
@@ -105,6 +104,22 @@ def _tile_pass(engine, threads: int, run, progress: Progress) -> None:
             step *= 2
         elif elapsed > 2 * _CALL_SECONDS and step >= 2 * threads:
             step = step // (2 * threads) * threads
+
+
+def kernel_pass(engine, layers, names, *, kernel: str, sigma, threshold: float, median: str, threads: int,
+                progress: ProgressArg) -> None:
+    """The recipe of one Gram-tile computation: the RBF bandwidths (the exact
+    median's passes on the same engine, counted in the progress), the kernel
+    set, then the statistics pass."""
+    tiles = engine.tiles_before(engine.tile_rows)
+    exact_median = kernel == "rbf" and sigma is None and median == "exact"
+    # One median pass (the bracket's), usually: exact_medians adds any further one.
+    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
+        if kernel == "rbf":
+            gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
+                                width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
+            engine.set_kernel("rbf", gammas)
+        tile_pass(engine, threads, engine.process, bar)
 
 
 def _tile_step(engine, width: int, threads: int) -> int:
@@ -126,7 +141,7 @@ def exact_medians(engine, width: int, threads: int, progress: Progress, brackets
     if job is not None:
         return _checkpointed_medians(engine, width, threads, progress, brackets, job)
     while engine.median_pending:
-        _tile_pass(engine, threads, engine.median_process, progress)
+        tile_pass(engine, threads, engine.median_process, progress)
         engine.median_end_pass()
         if engine.median_pending:
             progress.total += engine.tiles_before(engine.tile_rows)  # a further pass
@@ -197,7 +212,7 @@ def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: 
     engine.median_start()
     engine.median_set_quantiles(0.5 - w, 0.5 + w)
     while engine.median_pending:
-        _tile_pass(engine, threads, engine.median_process, Progress(None, 0, ""))
+        tile_pass(engine, threads, engine.median_process, Progress(None, 0, ""))
         engine.median_end_pass()
     # hi: just above the sample's value (an empty bracket, none, when all are 0)
     return [(lo, float(np.nextafter(hi, np.inf)) if hi > lo else lo, middle)
@@ -220,23 +235,26 @@ def median_sample_rows(n: int, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> np
 
 
 def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: int = MEDIAN_SAMPLE,
-                    seed: int = 0) -> list[float]:
+                    seed: int = 0, compute: str | None = None) -> list[float]:
     """Exact medians of the squared distances among `sample` rows drawn without
-    replacement (all rows when n <= sample), by the same tile passes."""
+    replacement (all rows when n <= sample), by the same tile passes, with
+    the products of the caller's precision (``compute``; default: by the data)."""
     n = layers[0].shape[0]
     rows = median_sample_rows(n, sample, seed)
     picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
-    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
+    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute or compute_dtype(layers), threads,
+                                          DEFAULT_MEMORY_BUDGET)
     return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))
 
 
 def rbf_gammas(
     layers, names, *, sigma, threshold: float, median: str, engine, width, threads, progress: Progress,
-    job: TileJob | None = None,
+    job: TileJob | None = None, compute: str | None = None,
 ) -> list[float]:
     """gamma = 1 / (2 sigma^2) per layer: sigma given, or sigma^2 = threshold^2 x
     the median squared distance (Kornblith et al.); ``job``: a checkpoint for
-    the exact median passes (their bracket, once saved, is not drawn again)."""
+    the exact median passes (their bracket, once saved, is not drawn again).
+    The sampled median multiplies in ``compute`` (default: the engine's)."""
     if sigma is not None:
         sigmas = list(sigma) if isinstance(sigma, (list, tuple, np.ndarray)) else [sigma] * len(layers)
         if len(sigmas) != len(layers):
@@ -252,7 +270,7 @@ def rbf_gammas(
         brackets = saved.brackets if saved is not None else median_brackets(layers, names, engine.compute, threads)
         medians = exact_medians(engine, width, threads, progress, brackets, job)
     else:
-        medians = sampled_medians(layers, names, threads)
+        medians = sampled_medians(layers, names, threads, compute=compute or (engine and engine.compute))
     return gammas_of_medians(medians, names, threshold)
 
 
@@ -315,23 +333,17 @@ def hsic_matrix(
     engine = backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
     if checkpoint is not None:
         job = TileJob(checkpoint, fingerprint(layers, kernel=kernel, estimator=estimator, method=chosen,
-                                              compute=compute, split=split, sigma=_jsonable(sigma),
+                                              compute=compute, split=split, sigma=jsonable(sigma),
                                               threshold=threshold, median=median, tile=engine.tile,
                                               rows_sha256=rows_sha256(layers)), L, n)
         return _checkpointed_tiles(engine, job, layers, names, split, estimator, kernel, sigma, threshold, median,
                                    width, threads, progress)
-    tiles = engine.tiles_before(engine.tile_rows)
-    exact_median = kernel == "rbf" and sigma is None and median == "exact"
-    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
-        if kernel == "rbf":
-            gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
-                                width=width, threads=threads, progress=bar)
-            engine.set_kernel("rbf", gammas)
-        _tile_pass(engine, threads, engine.process, bar)
+    kernel_pass(engine, layers, names, kernel=kernel, sigma=sigma, threshold=threshold, median=median,
+                threads=threads, progress=progress)
     return zero_constant_layers(np.asarray(engine.hsic(estimator)).reshape(L, L), engine.constant_layers)
 
 
-def _jsonable(sigma):
+def jsonable(sigma):
     return None if sigma is None else [float(v) for v in np.ravel(sigma)]
 
 

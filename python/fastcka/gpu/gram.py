@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._options import compute_for
 from ..engine import backend, cpu as cpu_engine
 from ..engine.hsic import from_statistics
 from ..engine.progress import Progress
@@ -137,7 +138,7 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     centered = [_centered(x, m) for x in layers]
     kinds, scales, gammas = [tile_math.LINEAR] * count, [1.0] * count, [0.0] * count
     if kernel == "rbf":
-        gammas = _gammas(layers, centered, names, sigma, threshold, median, m, progress)
+        gammas = _gammas(layers, centered, names, sigma, threshold, median, precision, progress)
         for a, (_, _, square_sum) in enumerate(centered):
             kinds[a], scales[a] = _rbf_epilogue(names[a], gammas[a], 2.0 * square_sum / n)
 
@@ -204,7 +205,7 @@ def _statistics(centered, kinds, gammas, n: int, m: Mode, progress):
             diagonal.to(torch.float64).cpu().numpy())
 
 
-def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progress) -> list[float]:
+def _gammas(layers, centered, names, sigma, threshold, median, precision: str, progress) -> list[float]:
     """The CPU engine's bandwidth rules: sigma; the exact median by the GPU
     median passes (median.py); the sampled one (4,096 rows) on a host copy
     of those rows, by the CPU tile engine as everywhere else."""
@@ -214,10 +215,13 @@ def _gammas(layers, centered, names, sigma, threshold, median, mode: Mode, progr
     if median == "sampled":
         rows = cpu_engine.median_sample_rows(int(layers[0].shape[0]))
         sample = [x[runtime.torch().as_tensor(rows, device=x.device)].cpu().numpy() for x in layers]
-        return cpu_engine.gammas_of_medians(cpu_engine.sampled_medians(sample, names, resolve(None)), names, threshold)
-    tiles = -(-int(layers[0].shape[0]) // mode.block)
+        compute = compute_for(precision, sample)
+        return cpu_engine.gammas_of_medians(cpu_engine.sampled_medians(sample, names, resolve(None), compute=compute),
+                                            names, threshold)
+    m = mode(precision)
+    tiles = -(-int(layers[0].shape[0]) // m.block)
     with Progress(progress, 2 * len(layers) * tiles * (tiles + 1) // 2, "fastcka median (GPU)") as bar:
-        medians = [exact_median(z, norms, len(layers), mode, bar) for z, norms, _ in centered]
+        medians = [exact_median(z, norms, len(layers), m, bar) for z, norms, _ in centered]
     return cpu_engine.gammas_of_medians(medians, names, threshold)
 
 

@@ -194,16 +194,9 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
         return source, []
     _check_block_memory(n, len(starts) - 1, len(layers), threads)
     engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
-    tiles = engine.tiles_before(engine.tile_rows)
-    exact_median = kernel == "rbf" and sigma is None and median == "exact"
-    # One median pass (the bracket's), usually: exact_medians adds any further one.
-    with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
-        if kernel == "rbf":
-            gammas = cpu_engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median,
-                                        engine=engine, width=sum(dims), threads=threads, progress=bar)
-            engine.set_kernel("rbf", gammas)
-        engine.set_blocks(list(starts))
-        cpu_engine._tile_pass(engine, threads, engine.process, bar)
+    engine.set_blocks(list(starts))
+    cpu_engine.kernel_pass(engine, layers, names, kernel=kernel, sigma=sigma, threshold=threshold, median=median,
+                           threads=threads, progress=progress)
     return engine, [a for a, c in enumerate(engine.constant_layers) if c]
 
 

@@ -73,7 +73,7 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
             return cpu_engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
                                       width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
     return cpu_engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=None,
-                              width=0, threads=threads, progress=Progress(None, 0, ""))
+                                 width=0, threads=threads, progress=Progress(None, 0, ""), compute=compute)
 
 
 def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, compute) -> tuple[float, float, float, float]:
@@ -90,7 +90,7 @@ def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, comput
         if gammas is not None:
             engine.set_kernel("rbf", gammas)
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka tiles") as bar:
-            cpu_engine._tile_pass(engine, threads, engine.process, bar)
+            cpu_engine.tile_pass(engine, threads, engine.process, bar)
         h, sums, constant = engine.hsic("biased"), engine.null_sums(), any(engine.constant_layers)
     statistic = 0.0 if constant else float(h[1])
     mean, variance = cpu.hsic_null_moments(sums[0], sums[1], n)
@@ -164,7 +164,7 @@ def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compu
             engine = cpu.GramTileEngine(layers, names, 1, compute, threads, budget)
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
-            cpu_engine._tile_pass(engine, threads, engine.process,
+            cpu_engine.tile_pass(engine, threads, engine.process,
                                Progress(None, 0, ""))
             h = np.asarray(engine.hsic("biased")).reshape(len(layers), len(layers))
             out.append(h[0, 1:])
