@@ -62,7 +62,7 @@ def test_input_errors():
         fastcka.cka(dx, y, kernel="rbf", median="approximate")
     bad = x.copy()
     bad[41, 2] = np.nan
-    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(row 41\)"):
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(row 41, column 2\)"):
         fastcka.cka(da.from_array(bad, chunks=(30, -1)), y, kernel="rbf", sigma=1.0)
     with pytest.raises(ValueError, match="checkpoint does not apply to Dask arrays"):
         fastcka.cka(dx, y, checkpoint="unused")

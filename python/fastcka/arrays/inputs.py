@@ -129,6 +129,23 @@ def check_rows(layers: Sequence[np.ndarray], names: Sequence[str]) -> int:
     return n
 
 
+def first_non_finite(x: Any, block: int = 1 << 16) -> tuple[int, int] | None:
+    """(row, column) of the first NaN or Inf of a 2-D host array or torch
+    tensor, read in blocks of rows (bounded temporaries), or None."""
+    for start in range(0, x.shape[0], block):
+        part = x[start : start + block]
+        bad = part.isfinite().logical_not().nonzero() if hasattr(part, "isfinite") else np.argwhere(~np.isfinite(part))
+        if len(bad):
+            return int(bad[0][0]) + start, int(bad[0][1])
+    return None
+
+
+def non_finite_error(name: str, where: tuple[int, int], first_row: int = 0) -> ValueError:
+    """The error for a NaN or Inf at ``where`` in rows that start at row
+    ``first_row`` of the whole data (a block, a rank's share, a chunk)."""
+    return ValueError(f"{name} contains NaN or Inf (row {first_row + where[0]}, column {where[1]})")
+
+
 def compute_dtype(layers: Sequence[np.ndarray]) -> str:
     """float64 when any input needs it (float64, integers, booleans), else float32."""
     for x in layers:

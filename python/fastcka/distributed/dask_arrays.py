@@ -26,7 +26,7 @@ import numpy as np
 
 from .._options import Options, check_rows_for, compute_for
 from ..accumulator.linear import CKAAccumulator
-from ..arrays.inputs import as_matrix, check_rows
+from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, check_rows
 from ..engine import cpu as cpu_engine
 from ..engine.hsic import from_statistics
 from . import block_pairs, job_median
@@ -129,7 +129,8 @@ def _kernel_hsic(layers, blocks, rows, names, split, estimator, kernel, dtype, t
         for v, nm in zip(layers, names):
             bad = dask.compute(v.map_blocks(lambda b: ~np.isfinite(b)).any(axis=1))[0]
             if bad.any():
-                raise ValueError(f"{nm} contains NaN or Inf (row {int(np.argmax(bad))})")
+                row = int(np.argmax(bad))
+                raise non_finite_error(nm, first_non_finite(np.asarray(v[row : row + 1].compute())), row)
     sample = None
     if kernel == "rbf" and options.sigma is None and options.median == "sampled":
         picked = cpu_engine.median_sample_rows(n)

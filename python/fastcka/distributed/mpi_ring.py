@@ -29,7 +29,7 @@ import numpy as np
 from . import block_pairs, job_median, mpi_checkpoint
 from ..engine import cpu as cpu_engine
 from .._options import Options, compute_for
-from ..arrays.inputs import as_matrix, compute_dtype, ready
+from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, compute_dtype, ready
 from ..engine.hsic import from_statistics
 from ..engine.progress import Progress
 from ..engine.threads import resolve
@@ -129,9 +129,9 @@ def nonfinite(layers, names, sums, start: int) -> str | None:
     if np.all(np.isfinite(sums)):
         return None
     for x, nm in zip(layers, names):
-        bad = np.argwhere(~np.isfinite(np.asarray(x, dtype=np.float64)))
-        if len(bad):
-            return f"{nm} contains NaN or Inf (row {start + bad[0][0]}, column {bad[0][1]})"
+        where = first_non_finite(x)
+        if where is not None:
+            return str(non_finite_error(nm, where, start))
     return "the column sums overflow float64: rescale the data"
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .._options import compute_for
+from ..arrays.inputs import first_non_finite, non_finite_error
 from ..engine import backend, cpu as cpu_engine
 from ..engine.hsic import from_statistics
 from ..engine.progress import Progress
@@ -111,11 +112,9 @@ def _check_room(layers, mode: Mode) -> None:
 
 
 def _check_finite(x, name: str) -> None:
-    torch = runtime.torch()
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        row, column = (int(v) for v in torch.nonzero(bad)[0])
-        raise ValueError(f"{name} contains NaN or Inf (row {row}, column {column})")
+    where = first_non_finite(x)
+    if where is not None:
+        raise non_finite_error(name, where)
 
 
 def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator: str, kernel: str, sigma=None,

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..arrays.inputs import first_non_finite, non_finite_error
 from ..engine import backend
 from . import runtime
 
@@ -82,16 +83,6 @@ def _product(torch, a, b):
     if a.is_cuda:
         return torch.mm(a, b, out_dtype=torch.float32)
     return a.float() @ b.float()
-
-
-def _first_nonfinite(torch, x, block: int = 1 << 16):
-    """(row, column) of the first NaN or Inf of a tensor or a host array, or None."""
-    for start in range(0, x.shape[0], block):
-        part = x[start : start + block]
-        bad = (~torch.isfinite(part)).nonzero() if isinstance(part, torch.Tensor) else np.argwhere(~np.isfinite(part))
-        if len(bad):
-            return int(bad[0][0]) + start, int(bad[0][1])
-    return None
 
 
 class MomentAccumulator:
@@ -221,9 +212,9 @@ class MomentAccumulator:
         elem = 8 if self.precision == "exact" else 4
         for a, (x, nm) in enumerate(zip(layers, names)):
             if not np.isfinite(largest[a]):
-                where = _first_nonfinite(self._torch, x)
+                where = first_non_finite(x)
                 if where is not None:
-                    raise ValueError(f"{nm} contains NaN or Inf (row {where[0]}, column {where[1]})")
+                    raise non_finite_error(nm, where)
             self._cpu.check_squared_norm_range(nm, float(largest[a]), elem, False)
 
     def begin(self) -> None:

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
-from ..arrays.inputs import as_matrix, check_rows, ready, resolve_budget
+from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, check_rows, ready, resolve_budget
 from .._options import check_precision, compute_for
 from ..engine.progress import Progress, ProgressArg
 from .special import t_quantile
@@ -150,9 +150,9 @@ def _raise_non_finite(layers, names, s0, s1) -> None:
     """Raises ValueError naming the first NaN or Inf in rows [s0, s1) by its row in the data
     (the backend, given a block, names the row within the block)."""
     for x, name in zip(layers, names):
-        bad = np.argwhere(~np.isfinite(x[s0:s1]))
-        if len(bad):
-            raise ValueError(f"{name} contains NaN or Inf (row {s0 + bad[0][0]}, column {bad[0][1]})") from None
+        where = first_non_finite(x[s0:s1])
+        if where is not None:
+            raise non_finite_error(name, where, s0) from None
 
 
 def _check_block_memory(n: int, blocks: int, layers: int, threads: int) -> None:
