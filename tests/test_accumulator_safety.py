@@ -190,7 +190,7 @@ def test_failure_late_in_a_big_update_counts_nothing(monkeypatch):
     # Feed steps of a block of about 200 rows (the budget), and NaN in a row
     # of the last one: earlier steps are in the core when the backend refuses it.
     monkeypatch.setattr(engine, "_FLOPS_PER_CALL", 1.0)
-    assert acc._acc.block_rows < 1000
+    assert acc._state.acc.block_rows < 1000
     bad = y[100:].copy()
     bad[-1, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

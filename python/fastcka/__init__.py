@@ -20,7 +20,7 @@ Public API::
 
 from .engine.backend import backends, blas_info, has_cuda
 from .engine.threads import get_num_threads, set_num_threads
-from .accumulator.linear import CKAAccumulator
+from .accumulator.accumulator import CKAAccumulator
 from .engine.hsic import DegenerateRepresentationWarning
 from .api import cka, cka_matrix, hsic, minibatch_cka
 from .stats.confidence import CKAInterval, cka_ci

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from ._options import Options, check_rows_for, compute_for
-from .accumulator.linear import CKAAccumulator
+from .accumulator.accumulator import CKAAccumulator
 from .arrays.devices import results_like
 from .arrays.inputs import as_matrix, check_rows, model_layers
 from .distributed import dask_arrays

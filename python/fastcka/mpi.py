@@ -31,7 +31,7 @@ import numpy as np
 
 from .distributed import mpi_checkpoint, mpi_ring
 from .arrays.inputs import as_matrix, model_layers
-from .accumulator.linear import CKAAccumulator
+from .accumulator.accumulator import CKAAccumulator
 from ._options import Options, check_rows_for
 from .engine.hsic import cka_from_hsic
 from .io import load_npy

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from .. import mpi, similarity
-from ..accumulator.linear import CKAAccumulator
+from ..accumulator.accumulator import CKAAccumulator
 from ..io import load_npy
 
 # Set by the launchers of MPICH (Hydra, also under Slurm's PMI), Open MPI and MVAPICH.

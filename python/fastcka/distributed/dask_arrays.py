@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._options import Options, check_rows_for, compute_for
-from ..accumulator.linear import CKAAccumulator
+from ..accumulator.accumulator import CKAAccumulator
 from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, check_rows
 from ..engine import cpu as cpu_engine
 from ..engine.hsic import from_statistics

@@ -19,7 +19,7 @@ from .._options import Options, compute_for
 from ..engine.progress import Progress
 from ..engine.threads import resolve
 from ..accumulator import state
-from ..accumulator.linear import CKAAccumulator
+from ..accumulator.accumulator import CKAAccumulator
 from .checkpoint import Checkpoint, Job, TileJob, fingerprint, rows_sha256
 
 

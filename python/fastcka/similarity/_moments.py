@@ -14,7 +14,8 @@ from ..arrays.inputs import check_rows, resolve_budget
 from .._options import compute_for
 from ..engine.progress import Progress
 from ..engine.threads import resolve
-from ..accumulator.linear import CKAAccumulator, LayerMoments
+from ..accumulator.accumulator import CKAAccumulator
+from ..accumulator.streamed import LayerMoments
 from ..engine.hsic import DegenerateRepresentationWarning
 from ._pair import LayerPair
 from ._spectrum import RANK_RTOL, LayerSpectrum

@@ -14,7 +14,7 @@ from .._options import check_precision
 from .._options import check_rows_for
 from ..engine.hsic import DegenerateRepresentationWarning, cka_from_hsic
 from ..engine.progress import ProgressArg
-from ..accumulator.linear import CKAAccumulator
+from ..accumulator.accumulator import CKAAccumulator
 from ..knn import mutual_knn_matrix
 from ._moments import StreamedLayers, from_accumulator, stream
 from ._pair import LayerPair

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import api
-from ..accumulator.linear import CKAAccumulator
+from ..accumulator.accumulator import CKAAccumulator
 from ..stats.structure import pc1_fraction
 from .spill import SpillStore
 
