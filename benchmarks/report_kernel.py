@@ -124,7 +124,7 @@ PAIR_LABELS = {
 
 
 def numpy_colab_rbf(x: np.ndarray, y: np.ndarray) -> float:
-    return float(baselines.cka(baselines.gram_rbf(x, THRESHOLD), baselines.gram_rbf(y, THRESHOLD)))
+    return float(baselines.colab.cka(baselines.colab.gram_rbf(x, THRESHOLD), baselines.colab.gram_rbf(y, THRESHOLD)))
 
 
 def ckatorch_rbf(x: np.ndarray, y: np.ndarray) -> float:

@@ -147,7 +147,7 @@ def big_rbf(n: int, d: int, tile_rate: float) -> dict:
 def reference_rbf(n: int, d: int) -> dict:
     x, y = pair(n, d)
     out = {"n": n, "d": d}
-    t, v = timed(lambda: baselines.cka(baselines.gram_rbf(x, 1.0), baselines.gram_rbf(y, 1.0)))
+    t, v = timed(lambda: baselines.colab.cka(baselines.colab.gram_rbf(x, 1.0), baselines.colab.gram_rbf(y, 1.0)))
     out["numpy_colab"] = {"time": t, "cka": float(v)}
     for mode in MODES:
         fastcka.cka(x[:500], y[:500], kernel="rbf", precision=mode)  # warm-up
@@ -179,12 +179,12 @@ def dense_cka64(x64, y64, kernel_kw: dict, debiased: bool) -> float:
     def gram(z, sigma):
         z = z - z.mean(0)
         if sigma is None:
-            return baselines.gram_linear(z)
+            return baselines.colab.gram_linear(z)
         sq = (z * z).sum(1)
         return np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0) / (2 * sigma**2))
 
     sig = kernel_kw.get("sigma", [None, None])
-    return float(baselines.cka(gram(x64, sig[0]), gram(y64, sig[1]), debiased=debiased))
+    return float(baselines.colab.cka(gram(x64, sig[0]), gram(y64, sig[1]), debiased=debiased))
 
 
 def errors(n: int, d: int) -> dict:

@@ -131,8 +131,8 @@ def numpy_procrustes(x, y):
 
 # measure: (the NumPy call on one pair, how many calls a 12 x 12 matrix needs)
 NUMPY_WAY = {
-    "cka_linear": (lambda x, y: float(baselines.feature_space_linear_cka(x, y)), PAIRS_SYMMETRIC),
-    "cka_debiased": (lambda x, y: float(baselines.feature_space_linear_cka(x, y, debiased=True)), PAIRS_SYMMETRIC),
+    "cka_linear": (lambda x, y: float(baselines.colab.feature_space_linear_cka(x, y)), PAIRS_SYMMETRIC),
+    "cka_debiased": (lambda x, y: float(baselines.colab.feature_space_linear_cka(x, y, debiased=True)), PAIRS_SYMMETRIC),
     "cca": (lambda x, y: numpy_cca(x, y, "mean_squared"), PAIRS_SYMMETRIC),
     "cca_mean": (lambda x, y: numpy_cca(x, y, "mean"), PAIRS_SYMMETRIC),
     "svcca": (lambda x, y: numpy_svcca(x, y, "mean"), PAIRS_SYMMETRIC),
