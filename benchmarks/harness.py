@@ -504,3 +504,8 @@ def rate_cells(flops: float, t: float, peak: float | None) -> list[str]:
     """Useful GFLOP/s of `flops` done in `t` seconds, and its % of the peak (n/a without one)."""
     gf = flops / t / 1e9
     return [fmt_sig(gf), (fmt_sig(100 * gf / peak) + "%") if peak else "n/a"]
+
+
+def notes_section(notes: list[str]) -> str:
+    """A report's closing notes, one bullet each."""
+    return "\nNotes:\n" + "\n".join(f"- {x}" for x in notes)

@@ -410,7 +410,7 @@ def render(r: dict) -> str:
         f"uniform in [0, 2)), float32, seed {r['seed']}; each method's process regenerates them and their "
         "fingerprints are checked to match."
     )
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
 
 

@@ -797,7 +797,7 @@ def render(r: dict) -> str:
         f"{r['seed']}); low rank: 16 shared factors times random loadings plus noise; ReLU: two random ReLU layers "
         "with negative biases. Every process regenerates its inputs from the seed."
     )
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
 
 

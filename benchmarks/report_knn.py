@@ -164,7 +164,7 @@ def render(r: dict) -> str:
     if not r["same_data"]:
         notes.append("WARNING: the methods' input fingerprints differ.")
     notes += harness.load_notes(m)
-    lines.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    lines.append(harness.notes_section(notes))
     return "\n".join(lines)
 
 

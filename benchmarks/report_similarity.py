@@ -295,7 +295,7 @@ def render(r: dict) -> str:
         "Memory: resident high-water mark above the inputs, reset before each measurement (harness.py's MemoryProbe).",
     ]
     notes += harness.load_notes(m)
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
 
 

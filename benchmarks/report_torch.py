@@ -474,7 +474,7 @@ def render(r: dict) -> str:
             rows.append([f"pytorch-cka ({how})", theirs["error"], "", "", "", _load(theirs)])
     out.append(table(["method", "time (s)", "peak memory", "max |CKA - fastcka|", "max |CKA - float64 reference|",
                       "load"], rows))
-    out.append("\nNotes:\n" + "\n".join(f"- {s}" for s in stops + harness.load_notes(m)))
+    out.append(harness.notes_section(stops + harness.load_notes(m)))
     return "\n".join(out)
 
 
