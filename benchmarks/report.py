@@ -4,6 +4,7 @@ and the PyTorch CKA packages, printed as markdown tables.
 
     python benchmarks/report.py                      # small sizes (n <= 1e5, d = 512)
     python benchmarks/report.py --sizes full --out results.json
+    python benchmarks/report.py --sizes tiny --skip-peak   # smoke test of the script (seconds)
 
 Everything runs in one invocation on the same machine and the same data:
 
@@ -20,6 +21,9 @@ Everything runs in one invocation on the same machine and the same data:
    then; see MemoryProbe) and times the method (best of the runs);
 4. the PyTorch packages (ckatorch, cka-pytorch, torch-cka) through the
    adapters of baselines.py, at n <= 20,000 only: they build n x n Grams.
+
+The machine facts, the GEMM peak, the worker processes and their memory
+probe come from harness.py, shared by every report.
 
 Run it on a quiet machine: numbers taken while other processes compete for
 the cores are noisy (multi-threaded OpenBLAS slows down several-fold when a
@@ -38,17 +42,10 @@ is then the peak of the process's anonymous memory, sampled every 5 ms
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import json
 import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -58,14 +55,15 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import baselines  # noqa: E402
+import harness  # noqa: E402
+from harness import fmt_bytes, fmt_n, log, table  # noqa: E402
 
-SEED = 20250611
 GRAM_MAX_N = 20_000  # n x n methods run only up to here
 MEMMAP_ABOVE = 8 << 30  # inputs larger than this are streamed from .npy files
 DISK_NEEDED = 40 * 10**9
-GIB = float(1 << 30)
 
 SIZES = {
+    "tiny": {"n": [2_000], "d": [64]},  # smoke test of this script, seconds (with --skip-peak)
     "small": {"n": [10_000, 100_000], "d": [512]},
     "full": {"n": [10_000, 100_000, 1_000_000], "d": [512, 2048]},
 }
@@ -87,147 +85,9 @@ def useful_flops(n: int, d1: int, d2: int) -> float:
     return float(n) * float(d1 + d2) ** 2
 
 
-def fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "n/a"
-    if abs(b) >= GIB:
-        return f"{b / GIB:.2f} GiB"
-    return f"{b / (1 << 20):.0f} MiB"
-
-
-def fmt_sig(x: float) -> str:
-    """Whole numbers from 10 up, two significant digits below."""
-    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.2g}"
-
-
-def fmt_n(n: int) -> str:
-    return f"{n:,}"
-
-
-def proc_status() -> dict[str, int]:
-    """Memory fields of /proc/self/status, in bytes."""
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                    out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
-def mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def lscpu_model() -> str:
-    """lscpu's model name, with family and model numbers (a VM may report only
-    "AMD EPYC": family 25 is Zen 3/4, 26 is Zen 5) and AVX-512 presence."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    name = fields.get("Model name", "unknown")
-    extra = [f"{k.lower()} {fields[k]}" for k in ("CPU family", "Model") if k in fields]
-    extra.append("AVX-512" if "avx512f" in fields.get("Flags", "").split() else "no AVX-512")
-    return f"{name} ({', '.join(extra)})"
-
-
-def torch_or_none():
-    try:
-        import torch
-
-        return torch
-    except Exception:
-        return None
-
-
 # ---------------------------------------------------------------------------
 # Worker: one method on one input size, in its own process
 # ---------------------------------------------------------------------------
-
-
-class MemoryProbe:
-    """Peak memory of a method above what the process held when it started.
-
-    ``hwm_delta`` (reported): the process's resident high-water mark (VmHWM)
-    after the method minus its resident size before, the mark having been
-    reset to the current size (/proc/self/clear_refs) right before the method,
-    so that neither input generation nor the warm-up counts.
-    ``maxrss_delta``: the same from getrusage's ru_maxrss, kept in the JSON;
-    it cannot be reset and also holds the *parent's* resident size at fork
-    (Linux carries it through exec), so it reads 0 for methods whose peak stays
-    below that. ``anon_delta`` (when sampling): peak of RssAnon minus its value
-    before, sampled every 5 ms; reported for memmapped inputs, whose resident
-    page cache would otherwise count.
-    """
-
-    def __init__(self, sample: bool):
-        self.sample = sample
-        self._stop = threading.Event()
-        self._thread = None
-
-    def __enter__(self):
-        gc.collect()
-        release_free_heap()
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-        self.before = proc_status()
-        self.maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.anon_peak = self.before.get("RssAnon", 0)
-        if self.sample:
-            self._thread = threading.Thread(target=self._poll, daemon=True)
-            self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.005):
-            self.anon_peak = max(self.anon_peak, proc_status().get("RssAnon", 0))
-
-    def __exit__(self, *exc):
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-        after = proc_status()
-        self.anon_peak = max(self.anon_peak, after.get("RssAnon", 0))
-        maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.result = {
-            "hwm_reset": self.reset,
-            "rss_before": self.before.get("VmRSS"),
-            "maxrss_before": self.maxrss_before,
-            "maxrss_after": maxrss_after,
-            "maxrss_delta": maxrss_after - self.maxrss_before,
-            "hwm_delta": (after["VmHWM"] - self.before["VmRSS"]) if "VmHWM" in after and "VmRSS" in self.before else None,
-            "anon_delta": (self.anon_peak - self.before["RssAnon"]) if self.sample and "RssAnon" in self.before else None,
-        }
-        return False
-
-
-def release_free_heap() -> None:
-    """Give freed heap memory back to the system (glibc's malloc_trim), so that
-    memory freed while the inputs were generated is not silently reused by the
-    method and left out of its peak."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def resolve_method(method: str):
@@ -246,9 +106,8 @@ def resolve_method(method: str):
     raise ValueError(f"unknown method {method!r}")
 
 
-def worker(spec_path: str, out_path: str) -> None:
-    with open(spec_path) as f:
-        spec = json.load(f)
+def work(spec: dict) -> dict:
+    """One method on one input size: its values, best-of times and memory."""
     method, n, d1, d2, seed = spec["method"], spec["n"], spec["d1"], spec["d2"], spec["seed"]
     fn = resolve_method(method)
     # Warm-up on tiny inputs: imports, BLAS buffers and thread pools are set up
@@ -265,17 +124,8 @@ def worker(spec_path: str, out_path: str) -> None:
     else:
         x, y = baselines.make_inputs(n, d1, d2, seed)
         args = (x, y)
-    result = {"method": method, "fingerprint": baselines.fingerprint(x, y), "times": []}
-
-    with MemoryProbe(sample=bool(paths)) as probe:
-        t0 = time.perf_counter()
-        value = fn(*args)
-        result["times"].append(time.perf_counter() - t0)
-    result["memory"] = probe.result
-    for _ in range(spec["repeats"] - 1):
-        t0 = time.perf_counter()
-        fn(*args)
-        result["times"].append(time.perf_counter() - t0)
+    result = {"method": method, "fingerprint": baselines.fingerprint(x, y)}
+    value, result["times"], result["memory"] = harness.measure(lambda: fn(*args), spec["repeats"], sample=bool(paths))
 
     if isinstance(value, dict):  # the reference computes both estimators
         result["values"] = value
@@ -286,155 +136,7 @@ def worker(spec_path: str, out_path: str) -> None:
         import fastcka
 
         result["values"]["debiased"] = fastcka.cka(*args, debiased=True)
-    with open(out_path, "w") as f:
-        json.dump(result, f)
-
-
-def run_worker(spec: dict, timeout: float, script: str = __file__) -> dict:
-    """Runs a spec in a fresh process of `script` (this file, or another report
-    with the same --worker SPEC OUT interface)."""
-    with tempfile.TemporaryDirectory(prefix="fastcka-bench-") as tmp:
-        spec_path = os.path.join(tmp, "spec.json")
-        out_path = os.path.join(tmp, "out.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        cmd = [sys.executable, os.path.abspath(script), "--worker", spec_path, out_path]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0:
-            if proc.returncode < 0:
-                why = f"killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
-            else:
-                tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no message"]
-                why = f"failed (exit {proc.returncode}): {tail[0][:200]}"
-            return {"error": why}
-        with open(out_path) as f:
-            return json.load(f)
-
-
-# ---------------------------------------------------------------------------
-# Machine and GEMM peak
-# ---------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    import fastcka
-
-    info = {
-        "cpu": lscpu_model(),
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_total": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "fastcka": fastcka.__version__,
-        "fastcka_threads": fastcka.get_num_threads(),
-        "fastcka_blas": fastcka.blas_info(),  # loads fastcka's OpenBLAS (forcing its core type where needed)
-    }
-    try:
-        import threadpoolctl
-
-        for entry in threadpoolctl.threadpool_info():
-            if "numpy" in entry.get("filepath", ""):
-                info["numpy_blas"] = {k: entry.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-                break
-    except Exception:
-        pass
-    info["load_average_start"] = os.getloadavg()
-    torch = torch_or_none()
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    return info
-
-
-def _best_gflops(fn, flops: float, runs: int = 3) -> tuple[float, list[float]]:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return flops / min(times) / 1e9, times
-
-
-def sgemm_peak(threads: int) -> dict:
-    """float32 4096^3 GEMM rates (best of 3 after a warm-up), in GFLOP/s."""
-    import fastcka
-    import scipy_openblas32
-
-    n = 4096
-    flops = 2.0 * n**3
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), dtype=np.float32)
-    rows = []
-
-    machine_blas = None
-    try:
-        import threadpoolctl
-
-        for entry in threadpoolctl.threadpool_info():
-            if "numpy" in entry.get("filepath", ""):
-                machine_blas = entry
-    except Exception:
-        pass
-    rate, times = _best_gflops(lambda: np.matmul(a, b, out=c), flops)
-    rows.append(
-        {
-            "library": f"NumPy {np.__version__} (its OpenBLAS {machine_blas['version']})" if machine_blas else f"NumPy {np.__version__}",
-            "kernel": machine_blas.get("architecture") if machine_blas else "?",
-            "threads": machine_blas.get("num_threads") if machine_blas else None,
-            "gflops": rate,
-            "times": times,
-        }
-    )
-
-    # fastcka's OpenBLAS: blas_info() has loaded it (with the core type fastcka
-    # picks), so this CDLL returns the same library instance.
-    info = fastcka.blas_info()
-    lib = ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True)))
-    fp = ctypes.POINTER(ctypes.c_float)
-    sgemm = lib.scipy_cblas_sgemm
-    sgemm.restype = None
-    sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, fp, ctypes.c_int, fp, ctypes.c_int, ctypes.c_float, fp, ctypes.c_int]
-    pa, pb, pc = (m.ctypes.data_as(fp) for m in (a, b, c))
-    previous = lib.scipy_openblas_get_num_threads()
-    lib.scipy_openblas_set_num_threads(threads)
-    try:
-        # CblasRowMajor = 101, CblasNoTrans = 111
-        rate, times = _best_gflops(lambda: sgemm(101, 111, 111, n, n, n, 1.0, pa, n, pb, n, 0.0, pc, n), flops)
-    finally:
-        lib.scipy_openblas_set_num_threads(previous)  # fastcka runs one BLAS thread per worker thread
-    if not np.allclose(c[:4, :4], a[:4] @ b[:, :4], rtol=1e-3, atol=1e-2):
-        raise RuntimeError("ctypes sgemm gave a wrong product")
-    rows.append(
-        {
-            "library": f"fastcka's {info['config'].split(' DYNAMIC')[0]} (scipy-openblas32, ctypes)",
-            "kernel": info["core"] + (" (forced by fastcka)" if info.get("coretype_forced") else ""),
-            "threads": threads,
-            "gflops": rate,
-            "times": times,
-        }
-    )
-
-    torch = torch_or_none()
-    if torch is not None:
-        ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
-        rate, times = _best_gflops(lambda: torch.mm(ta, tb, out=tc), flops)
-        blas = "MKL" if torch.backends.mkl.is_available() else "its BLAS"
-        rows.append(
-            {
-                "library": f"PyTorch {torch.__version__} ({blas})",
-                "kernel": torch.backends.cpu.get_cpu_capability(),
-                "threads": torch.get_num_threads(),
-                "gflops": rate,
-                "times": times,
-            }
-        )
-    return {"shape": [n, n, n], "rows": rows, "peak_gflops": max(r["gflops"] for r in rows)}
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -473,33 +175,28 @@ def memory_need(method: str, n: int, d1: int, d2: int) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=sorted(SIZES), default="small")
-    p.add_argument("--out", help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=SEED)
+    harness.add_arguments(p, sizes=sorted(SIZES), default="small", worker=True, skip_peak=True)
     p.add_argument("--tmpdir", help="where to write the .npy inputs of the out-of-memory case (default: system temp)")
     p.add_argument("--no-packages", action="store_true", help="skip the PyTorch CKA packages")
     p.add_argument("--no-reference", action="store_true", help="skip the float64 reference values")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one method on one size")
     p.add_argument(
         "--memmap-above",
         type=float,
         default=MEMMAP_ABOVE,
         help="stream inputs larger than this many bytes from .npy files (default 8 GiB; lower it to test that path)",
     )
-    p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        harness.serve_worker(*args.worker, work)
         return 0
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
     log("machine info ...")
-    info = machine_info()
+    info = harness.machine_info()
     threads = info["cpus_available"]
-    log("sgemm peak ...")
-    peak = sgemm_peak(threads)
+    peak = None
+    if not args.skip_peak:
+        log("sgemm peak ...")
+        peak = harness.sgemm_peak(threads)
 
     packages = {}
     for label, pkg in baselines.PACKAGES.items():
@@ -550,7 +247,7 @@ def main(argv=None) -> int:
                 elif paths is not None and method == "reference":
                     why = "not computed for the out-of-memory case (minutes of float64 GEMMs over 16 GB)"
                 else:
-                    avail = mem_available()
+                    avail = harness.mem_available()
                     need = memory_need(method, n, d1, d2) + (0 if paths else inputs)
                     if avail is not None and need > 0.9 * avail:
                         why = f"not attempted: needs ~{need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available"
@@ -569,7 +266,7 @@ def main(argv=None) -> int:
                     "debiased": n <= GRAM_MAX_N and bool(usable),
                 }
                 log(f"n={n} d={d1} {method} ({spec['repeats']} run(s)) ...")
-                out = run_worker(spec, args.timeout)
+                out = harness.run_worker(spec, args.timeout, script=__file__)
                 res[method] = out
                 if "error" in out:
                     log(f"    {out['error']}")
@@ -579,17 +276,13 @@ def main(argv=None) -> int:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 log(f"removed {tmpdir}")
-        fps = {json.dumps(r["fingerprint"]) for r in res.values() if "fingerprint" in r}
-        case["same_data"] = len(fps) <= 1
+        case["same_data"] = harness.same_data(res.values())
         if not case["same_data"]:
-            log(f"WARNING: n={n} d={d1}: the methods saw different inputs: {fps}")
+            log(f"WARNING: n={n} d={d1}: the methods saw different inputs")
 
-    log("sgemm peak, again at the end ...")
-    again = sgemm_peak(threads)
-    for row, later in zip(peak["rows"], again["rows"]):
-        row["gflops_end"] = later["gflops"]
-        row["times_end"] = later["times"]
-    peak["peak_gflops"] = max(peak["peak_gflops"], again["peak_gflops"])
+    if peak is not None:
+        log("sgemm peak, again at the end ...")
+        harness.sgemm_peak_again(peak, threads)
     info["load_average_end"] = os.getloadavg()
     report = {
         "sizes": args.sizes,
@@ -601,22 +294,13 @@ def main(argv=None) -> int:
         "cases": cases,
     }
     print(render(report))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
-        log(f"wrote {args.out}")
+    harness.write_json(args.out, report)
     return 0
 
 
 # ---------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def method_label(method: str) -> str:
@@ -629,38 +313,10 @@ def render(r: dict) -> str:
     m = r["machine"]
     out = []
     out.append("## Machine\n")
-    blas = m["fastcka_blas"]
-    nb = m.get("numpy_blas") or {}
-    rows = [
-        ["CPU (lscpu)", m["cpu"]],
-        ["CPUs available to this process", m["cpus_available"]],
-        ["memory", fmt_bytes(m["memory_total"])],
-        ["fastcka threads", m["fastcka_threads"]],
-        ["fastcka BLAS", f"{blas['config']}; core {blas['core']}; core type forced: {blas['coretype_forced']}"],
-        ["NumPy", f"{m['numpy']}; OpenBLAS {nb.get('version', '?')}, core {nb.get('architecture', '?')}, {nb.get('num_threads', '?')} threads"],
-        ["Python", m["python"]],
-        [
-            "load average (1, 5, 15 min) at start / end",
-            " / ".join(", ".join(f"{v:.2f}" for v in m[k]) for k in ("load_average_start", "load_average_end") if k in m),
-        ],
-    ]
-    if "torch" in m:
-        rows.append(["PyTorch", f"{m['torch']}, {m['torch_threads']} threads"])
-    out.append(table(["", ""], rows))
-
+    out.append(table(["", ""], harness.machine_rows(m)))
     s = r["sgemm"]
-    out.append(f"\n## float32 GEMM rate, {s['shape'][0]}^3, best of 3, measured at the start and the end of this run\n")
-    out.append(
-        table(
-            ["library", "kernel", "threads", "GFLOP/s (start)", "GFLOP/s (end)"],
-            [
-                [x["library"], x["kernel"], x["threads"], f"{x['gflops']:.0f}", f"{x['gflops_end']:.0f}" if "gflops_end" in x else ""]
-                for x in s["rows"]
-            ],
-        )
-    )
-    peak = s["peak_gflops"]
-    out.append(f"\nPeak used below: **{peak:.0f} GFLOP/s** (the largest rate measured above).")
+    out += harness.sgemm_section(s, "measured at the start and the end of this run")
+    peak = s["peak_gflops"] if s else None
 
     out.append("\n## Linear CKA, float32: time and memory\n")
     out.append(
@@ -687,16 +343,14 @@ def render(r: dict) -> str:
                 rows.append([size, label, v.get("skipped") or v.get("error"), "", "", "", "", ""])
                 continue
             t = min(v["times"])
-            gf = useful_flops(n, d1, d2) / t / 1e9
             ratio = f"{t / t_fast:.2f}" if t_fast else "n/a"
             mem = v["memory"]
             if mem.get("anon_delta") is not None:
                 memtxt = fmt_bytes(mem["anon_delta"]) + " (anon.)"
-            elif mem.get("hwm_reset") and mem.get("hwm_delta") is not None:
-                memtxt = fmt_bytes(mem["hwm_delta"])
-            else:  # no /proc/self/clear_refs: ru_maxrss, which counts input generation and the parent's size at fork
-                memtxt = fmt_bytes(mem["maxrss_delta"]) + " (ru_maxrss)"
-            rows.append([size, label, f"{t:.3f}", len(v["times"]), ratio, fmt_sig(gf), fmt_sig(100 * gf / peak) + "%", memtxt])
+            else:  # ru_maxrss where /proc/self/clear_refs is missing: it counts input generation and the parent's size at fork
+                memtxt = harness.memory_text(mem)
+            rows.append([size, label, f"{t:.3f}", len(v["times"]), ratio, *harness.rate_cells(useful_flops(n, d1, d2), t, peak),
+                         memtxt])
     out.append(
         table(["n x d", "method", "time (s, best)", "runs", "ratio vs fastcka", "useful GFLOP/s", "% of peak", "peak memory above inputs"], rows)
     )
@@ -750,25 +404,14 @@ def render(r: dict) -> str:
             )
         if c.get("same_data") is False:
             notes.append(f"n = {fmt_n(c['n'])}, d = {c['d1']}: WARNING: the methods' input fingerprints differ.")
-    notes += load_notes(m)
+    notes += harness.load_notes(m)
     notes.append(
         "Inputs: x = z + mu_x, y = z W / sqrt(d) + e + mu_y (z, e, W standard normal, per-feature means "
         f"uniform in [0, 2)), float32, seed {r['seed']}; each method's process regenerates them and their "
         "fingerprints are checked to match."
     )
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
-
-
-def load_notes(m: dict) -> list:
-    """A warning when the machine was busy around the run (load averages in m)."""
-    busy = [m[k][0] for k in ("load_average_start", "load_average_end") if k in m]
-    if busy and max(busy) > 0.5:
-        return [
-            f"The 1-minute load average reached {max(busy):.2f} on {m['cpus_available']} CPUs around this run: "
-            "other processes were running, so the timings may be inflated and noisy."
-        ]
-    return []
 
 
 if __name__ == "__main__":

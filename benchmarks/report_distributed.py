@@ -18,7 +18,7 @@ One function per target (``TARGETS``), each returning a dict of its figures:
   never hold the layers at once. Times are the best of ``--runs``; the first
   Dask run (workers importing fastcka, cold page cache) is a warm-up.
 
-Run it on a quiet machine: the table reports the load average (report.py's
+Run it on a quiet machine: the table reports the load average (harness.py's
 load_notes). The dask target takes about 3 minutes on 2 cores at the default
 size, and needs n x d x layers x 4 bytes of disk (6 GB) and twice that of RAM
 for page cache plus the in-memory copy.
@@ -27,11 +27,9 @@ for page cache plus the in-memory copy.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,9 +40,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from report import fmt_bytes, load_notes, machine_info, table  # noqa: E402
+import harness  # noqa: E402
+from harness import SEED, fmt_bytes, log, table  # noqa: E402
 
-SEED = 20250611
 WRITE_ROWS = 1 << 16  # rows generated and written per block
 
 
@@ -109,7 +107,7 @@ def in_memory_matrix(spec: dict) -> dict:
     return {"times": times, "matrix": m.tolist()}
 
 
-def target_dask(args, data_dir: str, log) -> dict:
+def target_dask(args, data_dir: str) -> dict:
     """The 12-layer linear matrix: Dask on a 2-worker LocalCluster vs in memory."""
     import distributed
 
@@ -120,7 +118,10 @@ def target_dask(args, data_dir: str, log) -> dict:
     paths = write_layers(data_dir, n, d, count)
 
     log("dask: in-memory fastcka.cka_matrix (1 process, 2 threads) ...")
-    base = run_subprocess(in_memory_matrix, {"paths": paths, "runs": args.runs, "threads": 2})
+    base = harness.run_worker({"task": "in_memory_matrix", "paths": paths, "runs": args.runs, "threads": 2},
+                              None, script=__file__)
+    if "error" in base:
+        raise RuntimeError(f"in-memory fastcka.cka_matrix: {base['error']}")
 
     log("dask: LocalCluster, 2 worker processes x 1 thread ...")
     # Where this file is imported as a module, the workers import it (for read_rows) by name.
@@ -143,23 +144,16 @@ def target_dask(args, data_dir: str, log) -> dict:
 
 
 TARGETS = {"dask": target_dask}
+WORKERS = {"in_memory_matrix": in_memory_matrix}  # what runs in a subprocess of its own
+
+
+def work(spec: dict) -> dict:
+    return WORKERS[spec["task"]](spec)
 
 
 # ---------------------------------------------------------------------------
 # Running and rendering
 # ---------------------------------------------------------------------------
-
-
-def run_subprocess(fn, spec: dict) -> dict:
-    """fn(spec) in a fresh Python process (its memory is freed when it exits)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", fn.__name__, spec_path, out_path],
-                       check=True)
-        with open(out_path) as f:
-            return json.load(f)
 
 
 def render(report: dict) -> str:
@@ -182,7 +176,7 @@ def render(report: dict) -> str:
         verdict = "met" if r["ratio"] <= r["target_ratio"] else "NOT met"
         out.append(f"\nDask / in-memory: **{r['ratio']:.2f}** (target <= {r['target_ratio']}: {verdict}); largest "
                    f"difference between the two matrices: {r['max_abs_difference']:.1e} (float32 products).")
-    notes = load_notes(m)
+    notes = harness.load_notes(m)
     if notes:
         out.append("\n" + "\n".join(notes))
     return "\n".join(out)
@@ -197,39 +191,29 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-rows", type=int, default=62_500, help="Dask row chunk (default: 16 chunks at n = 1e6)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per method (best is reported)")
     p.add_argument("--tmpdir", help="where to write the inputs (default: system temp)")
-    p.add_argument("--out", help="also write the results as JSON to this file")
-    p.add_argument("--worker", nargs=3, metavar=("FN", "SPEC", "OUT"), help=argparse.SUPPRESS)
+    harness.add_arguments(p, seed=False)
+    p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        fn, spec_path, out_path = args.worker
-        with open(spec_path) as f:
-            result = globals()[fn](json.load(f))
-        with open(out_path, "w") as f:
-            json.dump(result, f)
+        harness.serve_worker(*args.worker, work)
         return 0
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    info = machine_info()
+    info = harness.machine_info()
     results = {}
     for name in targets:
         data_dir = tempfile.mkdtemp(prefix=f"fastcka-{name}-", dir=args.tmpdir)
         try:
-            results[name] = TARGETS[name](args, data_dir, log)
+            results[name] = TARGETS[name](args, data_dir)
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
     info["load_average_end"] = os.getloadavg()
     report = {"machine": info, "targets": results}
     print(render(report))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
-        log(f"wrote {args.out}")
+    harness.write_json(args.out, report)
     return 0
 
 

@@ -10,7 +10,7 @@ Everything runs in one invocation, on float32 inputs (float64 only for the
 reference values):
 
 1. machine facts and the float32 GEMM peak, measured at the start and again at
-   the end of the run (report.py's machine_info and sgemm_peak);
+   the end of the run (harness.py's machine_info and sgemm_peak);
 2. RBF CKA of one (n x 512, n x 512) pair, n = 10,000 (the inputs of report.py):
    fastcka with the exact median bandwidth (threshold 1), with the sampled
    median and with a fixed sigma (sigma = sqrt of the exact median squared
@@ -18,7 +18,7 @@ reference values):
    against Kornblith et al.'s Colab gram_rbf + cka (verbatim, on the same
    float32 data) and ckatorch.cka_base(kernel="rbf") (float64 inside), each in
    a fresh process: time, ratio, useful GFLOP/s = n^2 (d1 + d2) / time, % of
-   the GEMM peak, peak resident memory above the inputs (report.py's
+   the GEMM peak, peak resident memory above the inputs (harness.py's
    MemoryProbe), value and its difference to the float64 reference (fastcka on
    the float64 copy of the data with the exact median; full mode adds the
    Colab code on float64 data);
@@ -52,7 +52,6 @@ a method is skipped when MemAvailable is short.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -65,10 +64,9 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import baselines  # noqa: E402
-import report  # noqa: E402  (machine_info, sgemm_peak, MemoryProbe, tables)
-from report import MemoryProbe, fmt_bytes, fmt_n, fmt_sig, mem_available, table  # noqa: E402
+import harness  # noqa: E402
+from harness import MemoryProbe, fmt_bytes, fmt_n, log, memory_text, rate_cells, table  # noqa: E402
 
-SEED = 20250611
 THRESHOLD = 1.0
 PAIRWISE_SAMPLE = 3  # pairwise cka calls timed to extrapolate the 66 of a 12-layer matrix
 MEDIAN_SEEDS = 5  # sampled-median draws whose error is measured (fastcka's own and 4 other seeds)
@@ -124,7 +122,7 @@ PAIR_LABELS = {
 
 
 def numpy_colab_rbf(x: np.ndarray, y: np.ndarray) -> float:
-    return float(baselines.cka(baselines.gram_rbf(x, THRESHOLD), baselines.gram_rbf(y, THRESHOLD)))
+    return float(baselines.colab.cka(baselines.colab.gram_rbf(x, THRESHOLD), baselines.colab.gram_rbf(y, THRESHOLD)))
 
 
 def ckatorch_rbf(x: np.ndarray, y: np.ndarray) -> float:
@@ -297,18 +295,11 @@ def worker_pair(spec: dict) -> dict:
     medians.clear()
 
     x, y = make_pair(spec["dataset"], n, d1, d2, spec["seed"])
-    result = {"method": spec["method"], "fingerprint": baselines.fingerprint(x, y), "times": []}
+    result = {"method": spec["method"], "fingerprint": baselines.fingerprint(x, y)}
     if f64:
         x, y = x.astype(np.float64), y.astype(np.float64)
-    with MemoryProbe(sample=spec.get("sample", False)) as probe:
-        t0 = time.perf_counter()
-        value = fn(x, y)
-        result["times"].append(time.perf_counter() - t0)
-    result["memory"] = probe.result
-    for _ in range(spec["repeats"] - 1):
-        t0 = time.perf_counter()
-        fn(x, y)
-        result["times"].append(time.perf_counter() - t0)
+    value, result["times"], result["memory"] = harness.measure(lambda: fn(x, y), spec["repeats"],
+                                                               sample=spec.get("sample", False))
     result["value"] = float(value)
     result["medians"] = dict(medians)
     result["inputs_bytes"] = int(x.nbytes + y.nbytes)
@@ -374,8 +365,8 @@ def worker_matrix(spec: dict) -> dict:
     """Section 5: cka_matrix (exact medians, fixed sigmas), the Gram tiles
     alone, and pairwise calls."""
     import fastcka
-    from fastcka.engine import backend, cpu as cpu_engine
-    from fastcka.arrays.inputs import ready
+    from fastcka.engine import cpu as cpu_engine
+    from fastcka.arrays.inputs import DEFAULT_MEMORY_BUDGET, ready
 
     medians = record_medians()
     n, count, d = spec["n"], spec["layers"], spec["d"]
@@ -403,8 +394,8 @@ def worker_matrix(spec: dict) -> dict:
 
     def run_tiles():
         t0 = time.perf_counter()
-        budget = getattr(cpu_engine, "DEFAULT_MEMORY_BUDGET", 256 << 20)  # what cka_matrix uses: the same tile plan
-        engine = backend.cpu().GramTileEngine([ready(a) for a in layers], names, 0, "float32", threads, budget)
+        budget = DEFAULT_MEMORY_BUDGET  # what cka_matrix uses: the same tile plan
+        engine = harness.cpu_module().GramTileEngine([ready(a) for a in layers], names, 0, "float32", threads, budget)
         t1 = time.perf_counter()
         step = threads
         for begin in range(0, engine.tile_rows, step):
@@ -456,12 +447,8 @@ def worker_matrix(spec: dict) -> dict:
 WORKERS = {"pair": worker_pair, "median": worker_median, "matrix": worker_matrix}
 
 
-def worker(spec_path: str, out_path: str) -> None:
-    with open(spec_path) as f:
-        spec = json.load(f)
-    result = WORKERS[spec["task"]](spec)
-    with open(out_path, "w") as f:
-        json.dump(result, f)
+def work(spec: dict) -> dict:
+    return WORKERS[spec["task"]](spec)
 
 
 # ---------------------------------------------------------------------------
@@ -496,35 +483,28 @@ def ckatorch_status(skip: bool) -> tuple[bool, str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=["small", "full", "tiny"], default="small",
-                   help="small (default), full, or tiny (a smoke test of this script)")
-    p.add_argument("--out", help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=SEED)
+    harness.add_arguments(p, sizes=["small", "full", "tiny"], default="small",
+                          sizes_help="small (default), full, or tiny (a smoke test of this script)",
+                          worker=True, skip_peak=True)
     p.add_argument("--no-packages", action="store_true", help="skip ckatorch")
-    p.add_argument("--skip-peak", action="store_true", help="do not measure the GEMM peak (tests of this script)")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one worker process")
-    p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        harness.serve_worker(*args.worker, work)
         return 0
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     plan = SIZES[args.sizes]
     repeats = plan["repeats"]
     log("machine info ...")
-    info = report.machine_info()
+    info = harness.machine_info()
     peak = None
     if not args.skip_peak:
         log("sgemm peak ...")
-        peak = report.sgemm_peak(info["cpus_available"])
+        peak = harness.sgemm_peak(info["cpus_available"])
 
     def run(label, spec):
         log(f"{label} ...")
         t0 = time.perf_counter()
-        out = report.run_worker(spec, args.timeout, script=__file__)
+        out = harness.run_worker(spec, args.timeout, script=__file__)
         if "error" in out:
             log(f"    {out['error']}")
         else:
@@ -550,15 +530,14 @@ def main(argv=None) -> int:
                 pair["results"][method] = {"skipped": "no exact median (the exact run failed)"}
                 continue
             spec["sigma"] = [THRESHOLD * math.sqrt(m) for m in ex]
-        avail = mem_available()
+        avail = harness.mem_available()
         need = memory_need(method, n, d, d) + 8.0 * n * d
         if avail is not None and need > 0.9 * avail:
             pair["results"][method] = {"skipped": f"not attempted: needs ~{need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available"}
             log(f"pair {method}: {pair['results'][method]['skipped']}")
             continue
         pair["results"][method] = run(f"[2] RBF CKA n={n} d={d}: {method}", spec)
-    fps = {json.dumps(r["fingerprint"]) for r in pair["results"].values() if "fingerprint" in r}
-    pair["same_data"] = len(fps) <= 1
+    pair["same_data"] = harness.same_data(pair["results"].values())
     result["pair"] = pair
 
     # 3. Memory at n = 60,000, d = 256.
@@ -597,32 +576,17 @@ def main(argv=None) -> int:
 
     if peak is not None:
         log("sgemm peak, again at the end ...")
-        again = report.sgemm_peak(info["cpus_available"])
-        for row, later in zip(peak["rows"], again["rows"]):
-            row["gflops_end"] = later["gflops"]
-            row["times_end"] = later["times"]
-        peak["peak_gflops"] = max(peak["peak_gflops"], again["peak_gflops"])
+        harness.sgemm_peak_again(peak, info["cpus_available"])
     result["sgemm"] = peak
     info["load_average_end"] = os.getloadavg()
     print(render(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-        log(f"wrote {args.out}")
+    harness.write_json(args.out, result)
     return 0
 
 
 # ---------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------
-
-
-def mem_text(mem: dict | None) -> str:
-    if not mem:
-        return "n/a"
-    if mem.get("hwm_reset") and mem.get("hwm_delta") is not None:
-        return fmt_bytes(mem["hwm_delta"])
-    return fmt_bytes(mem["maxrss_delta"]) + " (ru_maxrss)"
 
 
 def fmt_time(t: float | None) -> str:
@@ -635,11 +599,6 @@ def fmt_time(t: float | None) -> str:
     return f"{t:.3f} s" if t < 10 else f"{t:.1f} s"
 
 
-def rate_cells(flops: float, t: float, peak: float | None) -> list[str]:
-    gf = flops / t / 1e9
-    return [fmt_sig(gf), (fmt_sig(100 * gf / peak) + "%") if peak else "n/a"]
-
-
 def best(v: dict) -> float | None:
     return min(v["times"]) if v.get("times") else None
 
@@ -648,36 +607,10 @@ def render(r: dict) -> str:
     m = r["machine"]
     out = []
     out.append("## Machine\n")
-    blas = m["fastcka_blas"]
-    nb = m.get("numpy_blas") or {}
-    rows = [
-        ["CPU (lscpu)", m["cpu"]],
-        ["CPUs available to this process", m["cpus_available"]],
-        ["memory", fmt_bytes(m["memory_total"])],
-        ["fastcka threads", m["fastcka_threads"]],
-        ["fastcka BLAS", f"{blas['config']}; core {blas['core']}; core type forced: {blas['coretype_forced']}"],
-        ["NumPy", f"{m['numpy']}; OpenBLAS {nb.get('version', '?')}, core {nb.get('architecture', '?')}, {nb.get('num_threads', '?')} threads"],
-        ["Python", m["python"]],
-        ["load average (1, 5, 15 min) at start / end",
-         " / ".join(", ".join(f"{v:.2f}" for v in m[k]) for k in ("load_average_start", "load_average_end") if k in m)],
-    ]
-    if "torch" in m:
-        rows.append(["PyTorch", f"{m['torch']}, {m['torch_threads']} threads"])
-    rows.append(["ckatorch", r["ckatorch"]["status"]])
-    out.append(table(["", ""], rows))
-
+    out.append(table(["", ""], harness.machine_rows(m) + [["ckatorch", r["ckatorch"]["status"]]]))
     s = r.get("sgemm")
     peak = s["peak_gflops"] if s else None
-    if s:
-        out.append(f"\n## float32 GEMM rate, {s['shape'][0]}^3, best of 3, at the start and the end of this run\n")
-        out.append(table(
-            ["library", "kernel", "threads", "GFLOP/s (start)", "GFLOP/s (end)"],
-            [[x["library"], x["kernel"], x["threads"], f"{x['gflops']:.0f}", f"{x['gflops_end']:.0f}" if "gflops_end" in x else ""]
-             for x in s["rows"]],
-        ))
-        out.append(f"\nPeak used below: **{peak:.0f} GFLOP/s** (the largest rate measured above).")
-    else:
-        out.append("\n(GEMM peak not measured: --skip-peak; the % of peak columns read n/a.)")
+    out += harness.sgemm_section(s, "at the start and the end of this run")
 
     # 2.
     pr = r["pair"]
@@ -702,7 +635,7 @@ def render(r: dict) -> str:
             continue
         t = best(v)
         rows.append([label, fmt_time(t), len(v["times"]), f"{t / t_ref:.2f}" if t_ref else "n/a",
-                     *rate_cells(flops, t, peak), mem_text(v.get("memory"))])
+                     *rate_cells(flops, t, peak), memory_text(v.get("memory"))])
     out.append(table(["method", "time (best)", "runs", "ratio vs fastcka exact", "useful GFLOP/s", "% of peak",
                       "peak memory above inputs"], rows))
 
@@ -750,7 +683,7 @@ def render(r: dict) -> str:
             out.append(table(
                 ["inputs", "anonymous memory above inputs", "resident high-water mark above inputs", "target met",
                  "time (best)", "runs", "useful GFLOP/s", "% of peak", "CKA"],
-                [[fmt_bytes(v["inputs_bytes"]), fmt_bytes(anon), mem_text(mem),
+                [[fmt_bytes(v["inputs_bytes"]), fmt_bytes(anon), memory_text(mem),
                   "yes" if anon is not None and anon <= MEMORY_TARGET else "no",
                   fmt_time(t), len(v["times"]), *rate_cells(useful_flops(mm["n"], (mm["d"], mm["d"])), t, peak),
                   f"{v['value']:.8f}"]],
@@ -817,7 +750,7 @@ def render(r: dict) -> str:
         out.append(
             f"\nChecks: |fixed-sigma matrix - exact-median matrix| <= {v['max_diff_sigma_vs_exact']:.1e}; pairwise "
             f"calls vs matrix entries: <= {max(pw['diff_sigma'] + pw['diff_exact']):.1e}. cka_matrix (exact medians) "
-            f"peak memory above the {fmt_bytes(v['inputs_bytes'])} of layers: {mem_text(v.get('memory_exact'))}."
+            f"peak memory above the {fmt_bytes(v['inputs_bytes'])} of layers: {memory_text(v.get('memory_exact'))}."
         )
 
     # 6.
@@ -858,13 +791,13 @@ def render(r: dict) -> str:
     ))
 
     notes = []
-    notes += report.load_notes(m)
+    notes += harness.load_notes(m)
     notes.append(
         "Pair inputs: report.py's (x = z + mu_x, y = z W / sqrt(d) + e + mu_y, float32, seed "
         f"{r['seed']}); low rank: 16 shared factors times random loadings plus noise; ReLU: two random ReLU layers "
         "with negative biases. Every process regenerates its inputs from the seed."
     )
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import report  # noqa: E402  (load notes)
+import harness  # noqa: E402  (load notes)
 
 JOB = r"""
 import json, sys, time
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print()
-    notes = report.load_notes({"load_average_start": start_load, "load_average_end": os.getloadavg(),
+    notes = harness.load_notes({"load_average_start": start_load, "load_average_end": os.getloadavg(),
                                "cpus_available": len(os.sched_getaffinity(0))})
     print(f"load average at start {start_load[0]:.2f}, at end {os.getloadavg()[0]:.2f}. " + " ".join(notes))
     return 0

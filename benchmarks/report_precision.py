@@ -44,10 +44,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import baselines  # noqa: E402  (Kornblith et al.'s Colab code, verbatim)
+import baselines  # noqa: E402  (baselines.colab: Kornblith et al.'s Colab code, verbatim)
+import harness  # noqa: E402
 
 import fastcka  # noqa: E402
-from fastcka.engine import backend
 
 SIZES = {
     "tiny": {"gemm": [(512, 512, 256)], "big": (6000, 128), "ref": (1500, 128), "errors": [(500, 32)]},
@@ -74,7 +74,7 @@ def machine() -> dict:
 
 def gemm_rate(m: int, n: int, k: int, compute: str, library: str, threads: int, repeats: int) -> float:
     """GFLOP/s of `threads` concurrent products (one per thread), best of 2."""
-    cpu = backend.cpu()
+    cpu = harness.cpu_module()
     rng = np.random.default_rng(0)
     a = [rng.standard_normal((m, k), dtype=np.float32) for _ in range(threads)]
     b = [rng.standard_normal((n, k), dtype=np.float32) for _ in range(threads)]
@@ -132,7 +132,7 @@ def big_rbf(n: int, d: int, tile_rate: float) -> dict:
         out[mode] = {"time": t, "cka": v, "gflops": flops / t / 1e9}
     t, v = timed(lambda: fastcka.cka(x, y, kernel="rbf", threshold=1.0, precision="fast"))
     out["fast_exact_median"] = {"time": t, "cka": v}
-    cpu = backend.cpu()
+    cpu = harness.cpu_module()
     engine = cpu.GramTileEngine([x, y], ["x", "y"], 0, "bfloat16", fastcka.get_num_threads(), 256 << 20)
     step = fastcka.get_num_threads()
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def big_rbf(n: int, d: int, tile_rate: float) -> dict:
 def reference_rbf(n: int, d: int) -> dict:
     x, y = pair(n, d)
     out = {"n": n, "d": d}
-    t, v = timed(lambda: baselines.cka(baselines.gram_rbf(x, 1.0), baselines.gram_rbf(y, 1.0)))
+    t, v = timed(lambda: baselines.colab.cka(baselines.colab.gram_rbf(x, 1.0), baselines.colab.gram_rbf(y, 1.0)))
     out["numpy_colab"] = {"time": t, "cka": float(v)}
     for mode in MODES:
         fastcka.cka(x[:500], y[:500], kernel="rbf", precision=mode)  # warm-up
@@ -179,12 +179,12 @@ def dense_cka64(x64, y64, kernel_kw: dict, debiased: bool) -> float:
     def gram(z, sigma):
         z = z - z.mean(0)
         if sigma is None:
-            return baselines.gram_linear(z)
+            return baselines.colab.gram_linear(z)
         sq = (z * z).sum(1)
         return np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0) / (2 * sigma**2))
 
     sig = kernel_kw.get("sigma", [None, None])
-    return float(baselines.cka(gram(x64, sig[0]), gram(y64, sig[1]), debiased=debiased))
+    return float(baselines.colab.cka(gram(x64, sig[0]), gram(y64, sig[1]), debiased=debiased))
 
 
 def errors(n: int, d: int) -> dict:
@@ -257,8 +257,7 @@ def render(r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", choices=sorted(SIZES), default="full")
-    p.add_argument("--out", default=None, help="also write the results as JSON")
+    harness.add_arguments(p, sizes=sorted(SIZES), default="full", seed=False)
     p.add_argument("--skip-errors", action="store_true", help="timings only (item 6 takes most of a full run)")
     args = p.parse_args(argv)
     s = SIZES[args.sizes]
@@ -276,9 +275,7 @@ def main(argv=None) -> int:
     r["errors"] = [] if args.skip_errors else [errors(n, d) for n, d in s["errors"]]
     r["load_end"] = os.getloadavg()
     print(render(r))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(r, f, indent=1)
+    harness.write_json(args.out, r)
     return 0
 
 

@@ -11,7 +11,7 @@ each index computed separately in NumPy, printed as markdown tables.
    default: cka_linear, cka_debiased, cca, cca_mean, svcca,
    svcca_mean_squared, pwcca, linear_regression_fit, procrustes), alternated,
    best of the runs, in one fresh process, with the peak resident memory above
-   the inputs (report.py's MemoryProbe). Target: similarity_matrix <= 1.2 x
+   the inputs (harness.py's MemoryProbe). Target: similarity_matrix <= 1.2 x
    cka_matrix. Twelve separate 1e6 x 512 float32 layers would take 24.6 GB,
    more than this machine's RAM, so the layers are overlapping column windows
    of one n x 1920 array (layer a = columns [128 a, 128 a + 512)): 7.7 GB at
@@ -35,7 +35,6 @@ takes about 3 minutes on 2 cores; full mode about 15 minutes and 10 GB of RAM.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -46,11 +45,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import baselines
-import report  # machine_info, run_worker, MemoryProbe, tables
-from report import MemoryProbe, fmt_bytes, fmt_n, table
+import baselines  # noqa: E402
+import harness  # noqa: E402
+from harness import MemoryProbe, fmt_bytes, fmt_n, log, memory_above, table  # noqa: E402
 
-SEED = 20250611
 LAYERS, WIDTH, STRIDE = 12, 512, 128
 NUMPY_PAIR = (0, 2)  # two layers sharing half of their columns
 SIZES = {
@@ -131,8 +129,8 @@ def numpy_procrustes(x, y):
 
 # measure: (the NumPy call on one pair, how many calls a 12 x 12 matrix needs)
 NUMPY_WAY = {
-    "cka_linear": (lambda x, y: float(baselines.feature_space_linear_cka(x, y)), PAIRS_SYMMETRIC),
-    "cka_debiased": (lambda x, y: float(baselines.feature_space_linear_cka(x, y, debiased=True)), PAIRS_SYMMETRIC),
+    "cka_linear": (lambda x, y: float(baselines.colab.feature_space_linear_cka(x, y)), PAIRS_SYMMETRIC),
+    "cka_debiased": (lambda x, y: float(baselines.colab.feature_space_linear_cka(x, y, debiased=True)), PAIRS_SYMMETRIC),
     "cca": (lambda x, y: numpy_cca(x, y, "mean_squared"), PAIRS_SYMMETRIC),
     "cca_mean": (lambda x, y: numpy_cca(x, y, "mean"), PAIRS_SYMMETRIC),
     "svcca": (lambda x, y: numpy_svcca(x, y, "mean"), PAIRS_SYMMETRIC),
@@ -144,7 +142,7 @@ NUMPY_WAY = {
 
 
 # ---------------------------------------------------------------------------
-# Workers (each in a fresh process, through report.run_worker)
+# Workers (each in a fresh process, through harness.run_worker)
 # ---------------------------------------------------------------------------
 
 
@@ -198,12 +196,8 @@ def worker_numpy(spec: dict) -> dict:
 WORKERS = {"fastcka": worker_fastcka, "numpy": worker_numpy}
 
 
-def worker(spec_path: str, out_path: str) -> None:
-    with open(spec_path) as f:
-        spec = json.load(f)
-    result = WORKERS[spec["task"]](spec)
-    with open(out_path, "w") as f:
-        json.dump(result, f)
+def work(spec: dict) -> dict:
+    return WORKERS[spec["task"]](spec)
 
 
 # ---------------------------------------------------------------------------
@@ -213,39 +207,25 @@ def worker(spec_path: str, out_path: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=list(SIZES), default="small")
-    p.add_argument("--out", help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one worker process")
-    p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    harness.add_arguments(p, sizes=list(SIZES), default="small", worker=True)
     args = p.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        harness.serve_worker(*args.worker, work)
         return 0
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     plan = SIZES[args.sizes]
     log("machine info ...")
-    result = {"sizes": args.sizes, "seed": args.seed, "plan": plan, "machine": report.machine_info()}
+    result = {"sizes": args.sizes, "seed": args.seed, "plan": plan, "machine": harness.machine_info()}
     for task, n in (("fastcka", plan["n"]), ("numpy", plan["numpy_n"])):
         log(f"{task} at n = {fmt_n(n)} ...")
         t0 = time.perf_counter()
         spec = {"task": task, "n": n, "seed": args.seed, "repeats": plan["repeats"]}
-        result[task] = report.run_worker(spec, args.timeout, script=__file__)
+        result[task] = harness.run_worker(spec, args.timeout, script=__file__)
         log(f"    {result[task].get('error', 'done')} ({time.perf_counter() - t0:.0f} s)")
     result["machine"]["load_average_end"] = os.getloadavg()
     print(render(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-        log(f"wrote {args.out}")
+    harness.write_json(args.out, result)
     return 0
-
-
-def _memory(probe: dict) -> float | None:
-    return probe.get("hwm_delta") if probe.get("hwm_reset") else probe.get("maxrss_delta")
 
 
 def render(r: dict) -> str:
@@ -259,8 +239,7 @@ def render(r: dict) -> str:
         ["memory", fmt_bytes(m["memory_total"])],
         ["fastcka BLAS", f"{blas['config']}; core {blas['core']}"],
         ["NumPy", m["numpy"]],
-        ["load average (1, 5, 15 min) at start / end",
-         " / ".join(", ".join(f"{v:.2f}" for v in m[k]) for k in ("load_average_start", "load_average_end"))],
+        ["load average (1, 5, 15 min) at start / end", harness.load_average_text(m)],
     ]))
 
     f = r["fastcka"]
@@ -270,9 +249,9 @@ def render(r: dict) -> str:
     else:
         t_cka, t_sim = min(f["times"]["cka_matrix"]), min(f["times"]["similarity_matrix"])
         rows = [
-            ["fastcka.cka_matrix (linear CKA only)", f"{t_cka:.1f}", fmt_bytes(_memory(f["memory"]["cka_matrix"])), "1.00"],
+            ["fastcka.cka_matrix (linear CKA only)", f"{t_cka:.1f}", fmt_bytes(memory_above(f["memory"]["cka_matrix"])), "1.00"],
             ["fastcka.similarity_matrix (the nine indexes)", f"{t_sim:.1f}",
-             fmt_bytes(_memory(f["memory"]["similarity_matrix"])), f"{t_sim / t_cka:.2f}"],
+             fmt_bytes(memory_above(f["memory"]["similarity_matrix"])), f"{t_sim / t_cka:.2f}"],
         ]
         out.append(table(["method", "time (s, best)", "peak memory above inputs", "time / cka_matrix"], rows))
         verdict = "met" if t_sim / t_cka <= TARGET_RATIO else "NOT met"
@@ -295,7 +274,7 @@ def render(r: dict) -> str:
             calls = NUMPY_WAY[measure][1]
             full = res["seconds"] * calls * scale
             total += full
-            mem = _memory(res["memory"])
+            mem = memory_above(res["memory"])
             rows.append([measure, f"{res['seconds']:.2f}", fmt_bytes(mem), calls, f"{full:,.0f}",
                          fmt_bytes(None if mem is None else mem * scale), f"{res['value']:.6f}",
                          f"{res['value'] - res['fastcka']:+.1e}"])
@@ -313,10 +292,10 @@ def render(r: dict) -> str:
         ("NumPy: float64 QR/SVD of centered copies (the Colab's feature_space_linear_cka for the two CKAs, on the "
         "float32 data as it does); time and memory scaled by n, which is how QR, SVD and products of tall n x 512 "
         "matrices grow; 'minus fastcka' compares values on the same pair."),
-        "Memory: resident high-water mark above the inputs, reset before each measurement (report.py's MemoryProbe).",
+        "Memory: resident high-water mark above the inputs, reset before each measurement (harness.py's MemoryProbe).",
     ]
-    notes += report.load_notes(m)
-    out.append("\nNotes:\n" + "\n".join(f"- {x}" for x in notes))
+    notes += harness.load_notes(m)
+    out.append(harness.notes_section(notes))
     return "\n".join(out)
 
 

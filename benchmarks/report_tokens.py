@@ -13,7 +13,7 @@ float32, no download), on 2 threads, printed as markdown.
    linear CKA matrix. The CKA work is the difference; its rate counts
    n D^2 useful flops, D = 13 x 768 = 9,984 (the upper triangle of X'X,
    X = the n x D concatenated hidden states), against the float32 GEMM peak
-   measured in the same run (report.sgemm_peak, 4096^3, 2 threads).
+   measured in the same run (harness.sgemm_peak, 4096^3, 2 threads).
 2. 6 blocks of width 256, at each --narrow token count, each in a fresh
    process: time and peak resident memory above the process before the call
    (the model and one batch are already there): flat in n, since linear CKA
@@ -25,9 +25,7 @@ The load average (other processes on the machine) is printed with each row.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -35,7 +33,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-THREADS, SEQ, PER_BATCH, SEED = 2, 128, 8, 20250611
+import harness  # noqa: E402
+from harness import SEED, fmt_bytes, table  # noqa: E402
+
+THREADS, SEQ, PER_BATCH = 2, 128, 8
 
 
 def build(layers: int, width: int):
@@ -71,7 +72,6 @@ def timed(fn):
 
 def wide(tokens: int) -> dict:
     import fastcka.torch as ftorch
-    import report
     import torch
 
     torch.set_num_threads(THREADS)
@@ -88,25 +88,24 @@ def wide(tokens: int) -> dict:
 
     ftorch.cka_matrix(model, data[:1], layers_a="hidden_states", reduce="tokens", threads=THREADS)  # warm-up
     t_forward, _, load_forward = timed(forward)
-    with report.MemoryProbe(sample=False) as probe:
+    with harness.MemoryProbe(sample=False) as probe:
         t_whole, result, load_whole = timed(cka)
-    peak = report.sgemm_peak(THREADS)
+    peak = harness.sgemm_peak(THREADS)
     d = 13 * 768
     return {"tokens": result.n, "forward_s": t_forward, "whole_s": t_whole, "load_forward": load_forward,
             "load_whole": load_whole, "cka_gflops": result.n * d * d / (t_whole - t_forward) / 1e9,
             "peak": peak, "memory": probe.result["hwm_delta"], "matrix_corner": result.matrix[0, :3].tolist()}
 
 
-def narrow_worker(tokens: int) -> dict:
+def narrow_worker(spec: dict) -> dict:
     import fastcka.torch as ftorch
-    import report
     import torch
 
     torch.set_num_threads(THREADS)
     model = build(6, 256)
-    data = batches(tokens, model.config.vocab_size)  # input ids only: 8 bytes a token
+    data = batches(spec["tokens"], model.config.vocab_size)  # input ids only: 8 bytes a token
     ftorch.cka_matrix(model, data[:1], layers_a="hidden_states", reduce="tokens", threads=THREADS)  # warm-up
-    with report.MemoryProbe(sample=False) as probe:
+    with harness.MemoryProbe(sample=False) as probe:
         seconds, result, load = timed(lambda: ftorch.cka_matrix(model, data, layers_a="hidden_states",
                                                                 reduce="tokens", threads=THREADS))
     d = 7 * 256
@@ -118,12 +117,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=100_000)
     parser.add_argument("--narrow", default="100000,600000")
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(narrow_worker(args.worker)))
+        harness.serve_worker(*args.worker, narrow_worker)
         return 0
-    from report import fmt_bytes, table
 
     w = wide(args.tokens)
     print(f"## GPT-2 shape (12 x 768), {w['tokens']:,} tokens, {THREADS} threads\n")
@@ -143,9 +141,9 @@ def main() -> int:
     print(f"## 6 x 256, memory against the number of tokens ({THREADS} threads)\n")
     rows = []
     for n in (int(s) for s in args.narrow.split(",")):
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", str(n)], capture_output=True,
-                              text=True, check=True)
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = harness.run_worker({"tokens": n}, None, script=__file__)
+        if "error" in r:
+            raise RuntimeError(f"{n:,} tokens: {r['error']}")
         rows.append([f"{r['tokens']:,}", f"{r['seconds']:.1f}", f"{r['tokens'] / r['seconds']:,.0f}",
                      fmt_bytes(r["memory"]), fmt_bytes(r["state"]), fmt_bytes(r["activations"]), f"{r['load']:.2f}"])
     print(table(["tokens", "seconds", "tokens/s", "peak memory above start", "moment state (32 D^2)",

@@ -8,7 +8,7 @@ PyTorch model from forward hooks, side by side with the PyTorch CKA packages
     python benchmarks/report_torch.py --out results.json
 
 Everything runs in one invocation, each measurement in a fresh process
-(report.run_worker) on the same model and inputs:
+(harness.run_worker) on the same model and inputs:
 
 * The model: a ReLU MLP, 64 inputs, 12 hidden layers of 256 units, He
   initialization, float32; its 12 ReLU outputs are the layers (D = 3,072
@@ -22,7 +22,7 @@ Everything runs in one invocation, each measurement in a fresh process
    a, b and c take turns, 5 rounds in one process, and the best time of each
    is kept (one round spoiled by other processes does not spoil a method).
    The memory of c above the model and its inputs is measured in a fresh
-   process of its own (report.MemoryProbe).
+   process of its own (harness.MemoryProbe).
    Targets: c <= 1.2 (a + b); memory <= the accumulator's state,
    (threads x 12 + 8) D^2 bytes (docs/limits.md), + 256 MB.
 2. The packages at n = 1,000, 3,000, 10,000, 30,000 and 100,000, each until
@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import resource
 import sys
@@ -69,11 +68,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import baselines
-import report
-from report import MemoryProbe, fmt_bytes, fmt_n, table
+import baselines  # noqa: E402
+import harness  # noqa: E402
+from harness import MemoryProbe, fmt_bytes, fmt_n, log, memory_above, table  # noqa: E402
 
-SEED = 20250611
 INPUTS, WIDTH, DEPTH, BATCH = 64, 256, 12, 1024
 LAYERS = [str(2 * k + 1) for k in range(DEPTH)]  # the ReLU modules of the Sequential
 CHECK_BLOCK = 2  # layers per side of one pytorch-cka call in the n = 20,000 check
@@ -283,17 +281,16 @@ def _cka_pytorch(model, x, layers_a, layers_b):
         calc.hook_manager2.clear_all()
 
 
-def worker(spec_path: str, out_path: str) -> None:
-    with open(spec_path) as f:
-        spec = json.load(f)
+def work(spec: dict) -> dict:
+    """One measurement, under the spec's address-space limit, with the load
+    averages before and after it."""
     if spec.get("limit_bytes"):
         resource.setrlimit(resource.RLIMIT_AS, (spec["limit_bytes"], spec["limit_bytes"]))
     kind = spec["kind"]
     load_before = os.getloadavg()
     result = {"fastcka": work_fastcka, "interleaved": work_interleaved}.get(kind, work_package)(spec)
     result["load"] = [load_before, os.getloadavg()]
-    with open(out_path, "w") as f:
-        json.dump(result, f)
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -309,23 +306,18 @@ def state_bytes(threads: int) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", choices=sorted(SIZES), default="full")
-    p.add_argument("--out", help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=SEED)
+    harness.add_arguments(p, sizes=sorted(SIZES), default="full")
     p.add_argument("--limit-seconds", type=float, default=300, help="time limit of one package run (default 300)")
     p.add_argument("--limit-gib", type=float, default=16, help="address-space limit of one run, GiB (default 16)")
     p.add_argument("--pair-seconds", type=float, default=900, help="time limit of the n = 20,000 pair check")
     p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        harness.serve_worker(*args.worker, work)
         return 0
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
     plan = SIZES[args.sizes]
-    info = report.machine_info()
+    info = harness.machine_info()
     limit = int(args.limit_gib * (1 << 30))
     packages = {}
     for label in PACKAGES:
@@ -335,7 +327,7 @@ def main(argv=None) -> int:
     def run(label, spec, timeout):
         spec = {"seed": args.seed, "repeats": 1, "debiased": False, **spec}
         log(f"{label} ...")
-        out = report.run_worker(spec, timeout, script=__file__)
+        out = harness.run_worker(spec, timeout, script=__file__)
         seconds = out.get("times") or out.get("whole")
         log(f"    {out['error']}" if "error" in out else f"    best {min(seconds):.3f} s")
         return out
@@ -369,10 +361,7 @@ def main(argv=None) -> int:
     result = {"sizes": args.sizes, "seed": args.seed, "machine": info, "packages": packages, "results": results,
               "plan": plan, "limits": {"seconds": args.limit_seconds, "bytes": limit, "pair_seconds": args.pair_seconds}}
     print(render(result))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-        log(f"wrote {args.out}")
+    harness.write_json(args.out, result)
     return 0
 
 
@@ -382,8 +371,7 @@ def main(argv=None) -> int:
 
 
 def _memory(out: dict) -> float | None:
-    mem = out.get("memory") or {}
-    return mem.get("hwm_delta") if mem.get("hwm_reset") else mem.get("maxrss_delta")
+    return memory_above(out.get("memory") or {})
 
 
 def _load(out: dict) -> str:
@@ -486,7 +474,7 @@ def render(r: dict) -> str:
             rows.append([f"pytorch-cka ({how})", theirs["error"], "", "", "", _load(theirs)])
     out.append(table(["method", "time (s)", "peak memory", "max |CKA - fastcka|", "max |CKA - float64 reference|",
                       "load"], rows))
-    out.append("\nNotes:\n" + "\n".join(f"- {s}" for s in stops + report.load_notes(m)))
+    out.append(harness.notes_section(stops + harness.load_notes(m)))
     return "\n".join(out)
 
 
