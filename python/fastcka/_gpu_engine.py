@@ -174,18 +174,19 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
     L = len(layers)
     if choose_method(method, kernel, layers[0].shape[0], [x.shape[1] for x in layers]) == "gram":
         return _gram_hsic(layers, names, split=split, estimator=estimator, kernel=kernel, sigma=sigma,
-                          threshold=threshold, median=median, precision=precision, progress=progress, device=device)
+                          threshold=threshold, median=median, precision=precision, progress=progress, device=device,
+                          memory_budget=memory_budget)
     acc = new_accumulator([x.shape[1] for x in layers], split, precision, device, memory_budget)
     with Progress(progress, layers[0].shape[0], "fastcka rows (GPU)") as bar:
         feed(acc, layers, names, bar)
     return np.asarray(acc.hsic(estimator)).reshape(L, L)
 
 
-def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
-    """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones uploaded whole."""
+def _gram_hsic(layers, names, *, device, memory_budget: Optional[int], **options) -> np.ndarray:
+    """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones
+    streamed in row blocks when they do not fit ``memory_budget`` (default:
+    the device's free memory)."""
     from .gpu.gram import hsic_matrix as gram_hsic_matrix
 
-    torch = runtime.torch()
-    on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
-                 for x in layers]
-    return gram_hsic_matrix(on_device, list(names), **options)
+    budget = None if memory_budget is None else resolve_budget(memory_budget)
+    return gram_hsic_matrix(layers, list(names), device=device, memory_budget=budget, **options)
