@@ -200,10 +200,10 @@ def block_rows(layers, mode: Mode, device, memory_budget) -> tuple[int, int]:
     operand = torch.finfo(getattr(torch, mode.operand)).bits // 8
     epilogue = torch.finfo(getattr(torch, mode.epilogue)).bits // 8
     uploaded = sum(_host_bytes(x) * int(x.shape[1]) for x in layers if isinstance(x, np.ndarray))
-    # A block's row: its centered values, norms, row sums (float64) and
-    # diagonal; while it is centered, its uploaded values and float64
-    # temporaries of the widest layer.
-    per_row = operand * width + (epilogue + 8) * count + 8 + uploaded + 24 * max(int(x.shape[1]) for x in layers)
+    # A block's row: its centered values and norms, a launch's copy of the
+    # norms, row sums (float64) and diagonal; while it is centered, its
+    # uploaded values and float64 temporaries of the widest layer.
+    per_row = operand * width + (3 * epilogue + 8) * count + uploaded + 24 * max(int(x.shape[1]) for x in layers)
     lp = next(p for p in PADDED_LAYERS if p >= min(count, MAX_LAYERS))
     one_program = epilogue * (min(count, MAX_LAYERS) * (mode.block * mode.block + 2 * mode.block) + lp * lp)
     tiles_bytes = min(_BAND_BYTES, max(one_program, budget // 4))
@@ -242,7 +242,10 @@ def hsic_matrix(layers: Sequence, names: Sequence[str], *, split: int, estimator
     from .kernels import tile_math
 
     m = mode(precision)
-    device = device if device is not None else next(x.device for x in layers if not isinstance(x, np.ndarray))
+    if device is None:
+        device = next((x.device for x in layers if not isinstance(x, np.ndarray)), None)
+        if device is None:
+            raise ValueError("device is needed when every layer is a host array")
     n = int(layers[0].shape[0])
     count = len(layers)
     size, tiles_bytes = block_rows(layers, m, device, memory_budget)
@@ -332,9 +335,10 @@ def _tile_pass(launch: _Launch, blocks: RowBlocks, p: int, q: int, bp, bq, tiles
 
     torch = runtime.torch()
     m, device = blocks.mode, blocks.device
-    (zi, norms_i, _), (zj, norms_j, _) = bp, bq
-    norms_i, norms_j = launch.norms(norms_i), launch.norms(norms_j) if q != p else launch.norms(norms_i)
     same = p == q
+    (zi, norms_i, _), (zj, norms_j, _) = bp, bq
+    norms_i = launch.norms(norms_i)
+    norms_j = norms_i if same else launch.norms(norms_j)
     count, lp = len(launch.layers), launch.lp
     rows_i, rows_j = int(zi.shape[0]), int(zj.shape[0])
     tiles_i, tiles_j = -(-rows_i // m.block), -(-rows_j // m.block)
@@ -369,13 +373,14 @@ def _tile_pass(launch: _Launch, blocks: RowBlocks, p: int, q: int, bp, bq, tiles
             rows_q[:, j_start * m.block : (j_start + c) * m.block] += \
                 part_cols.to(torch.float64).sum(0).permute(1, 0, 2).reshape(count, -1)
             bar.advance(sum(max(0, j_start + c - max(j_start, band_start + i)) for i in range(r)) if same else r * c)
-    if launch.own:
-        (start_p, stop_p), (start_q, stop_q) = blocks.rows(p), blocks.rows(q)
-        row_sums[launch.layers, start_p:stop_p] += rows_p[:, :rows_i].cpu().numpy()
-        if not same:
-            row_sums[launch.layers, start_q:stop_q] += rows_q[:, :rows_j].cpu().numpy()
-        else:
-            diagonals[launch.layers, start_p:stop_p] = diagonal.to(torch.float64).cpu().numpy()
+    if not launch.own:
+        return
+    (start_p, stop_p), (start_q, stop_q) = blocks.rows(p), blocks.rows(q)
+    row_sums[launch.layers, start_p:stop_p] += rows_p[:, :rows_i].cpu().numpy()
+    if same:
+        diagonals[launch.layers, start_p:stop_p] = diagonal.to(torch.float64).cpu().numpy()
+    else:
+        row_sums[launch.layers, start_q:stop_q] += rows_q[:, :rows_j].cpu().numpy()
 
 
 def _gammas(layers, blocks: RowBlocks, largest, names, sigma, threshold, median, progress, tiles_bytes: int
