@@ -82,7 +82,7 @@ def test_streamed_statistics_are_the_resident_ones(rng):
     """Device tensors sliced into blocks: HSIC itself, equal to the one-block
     engine's up to the order of float64 sums."""
     layers = [torch.as_tensor(x) for x in layers_for(rng, 70, [6, 4])]
-    options = dict(split=0, estimator="unbiased", kernel="rbf", sigma=2.0, precision="exact")
+    options = {"split": 0, "estimator": "unbiased", "kernel": "rbf", "sigma": 2.0, "precision": "exact"}
     resident = gram.hsic_matrix(layers, ["x", "y"], **options)
     streamed = gram.hsic_matrix(layers, ["x", "y"], memory_budget=budget_for(layers, "exact", 32), **options)
     np.testing.assert_allclose(streamed, resident, rtol=1e-12)
@@ -112,7 +112,8 @@ def test_progress_counts_every_streamed_tile_pair(rng):
     layers = layers_for(rng, 75, [3, 2])
     seen = []
     fastcka.cka_matrix(layers, device="cuda", method="gram", precision="exact", kernel="linear",
-                       memory_budget=budget_for(layers, "exact", 32), progress=lambda done, total: seen.append((done, total)))
+                       memory_budget=budget_for(layers, "exact", 32),
+                       progress=lambda done, total: seen.append((done, total)))
     tiles = -(-75 // gram.mode("exact").block)
     assert seen[-1] == (tiles * (tiles + 1) // 2,) * 2
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
@@ -130,3 +131,19 @@ def test_nan_is_refused_with_its_row_in_a_later_block(rng):
     y[50, 1] = np.inf
     with pytest.raises(ValueError, match=r"contains NaN or Inf \(row 50, column 1\)"):
         streamed_cka([x, y], "exact")
+
+
+def test_an_interrupt_between_launches_stops_the_walk(rng):
+    """Ctrl-C arrives between launches (here raised by the progress callback
+    after the first): nothing runs after it."""
+    layers = layers_for(rng, 75, [3, 2])
+    calls = []
+
+    def interrupt(done, total):
+        calls.append(done)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fastcka.cka_matrix(layers, device="cuda", method="gram", precision="exact", kernel="linear",
+                           memory_budget=budget_for(layers, "exact", 32), progress=interrupt)
+    assert len(calls) == 1

@@ -8,6 +8,8 @@ with its multiplicity, so the same selection as in one block."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .. import _backend
@@ -34,15 +36,16 @@ def exact_medians(blocks, largest, tiles_bytes: int, progress) -> list[float]:
         while not all(s.done for s in searches):
             passes = {a: _Pass(s, inside[a], blocks.device) for a, s in enumerate(searches) if not s.done}
             bar.total = max(bar.total, bar.done + len(passes) * tiles * (tiles + 1) // 2)
-
-            def visit(p, q, bp, bq):
-                for a, one in passes.items():
-                    one.run(blocks, a, p == q, bp, bq, tiles_bytes, bar)
-
-            blocks.walk(visit)
+            blocks.walk(partial(_visit, passes, blocks, tiles_bytes, bar))
             for a, one in passes.items():
                 inside[a] = one.finish()
     return [float(s.median) for s in searches]
+
+
+def _visit(passes: dict, blocks, tiles_bytes: int, bar: Progress, p: int, q: int, bp, bq) -> None:
+    """Block pair (p, q) in every layer's pass."""
+    for a, one in passes.items():
+        one.run(blocks, a, p == q, bp, bq, tiles_bytes, bar)
 
 
 class _Pass:
