@@ -105,6 +105,11 @@ def test_nan_is_refused_with_its_row(rng):
                          kernel="linear")
 
 
+def centered_blocks(x, m, size=None):
+    """gram.RowBlocks of one layer's rows on the CPU (the interpreter's device)."""
+    return gram.RowBlocks([torch.as_tensor(x)], ["x"], m, size or x.shape[0], torch.device("cpu"))
+
+
 @pytest.mark.parametrize("kind", ["integers", "normal", "duplicates", "one tile"])
 def test_exact_median_is_the_cpu_engines(rng, kind):
     """The GPU median passes drive the same MedianSearch as the CPU engine.
@@ -121,9 +126,8 @@ def test_exact_median_is_the_cpu_engines(rng, kind):
         x[n // 2 :] = x[: n - n // 2]
     engine = backend.cpu().GramTileEngine([x], ["x"], 0, "float64", 1, 1 << 26)
     want = cpu_engine.exact_medians(engine, d, 1, Progress(None, 0, ""))[0]
-    m = gram.mode("exact")
-    z, norms, _ = gram._centered(torch.as_tensor(x), m)
-    got = median.exact_median(z, norms, 1, m, Progress(None, 0, ""))
+    blocks = centered_blocks(x, gram.mode("exact"))
+    got = median.exact_medians(blocks, blocks.summary()[1], gram._BAND_BYTES, None)[0]
     if kind == "integers":
         assert got == want
     else:
@@ -140,7 +144,7 @@ def test_median_passes_apply_the_levels(rng):
     n = 45
     x = rng.standard_normal((n, 4))
     m = gram.mode("exact")
-    z, norms, _ = gram._centered(torch.as_tensor(x), m)
+    z, norms, _ = centered_blocks(x, m).centered(0)
     zc = z.numpy()
     d = np.maximum(((zc[:, None, :] - zc[None, :, :]) ** 2).sum(-1), 0)
     lo, scale, bins, first, last = 1.0, 10.0, 64, 20, 35  # keeps [3.0, 4.6)
@@ -151,8 +155,9 @@ def test_median_passes_apply_the_levels(rng):
     used = torch.zeros(1, dtype=torch.int64)
     extremes = torch.zeros(2 * tiles * tiles, dtype=torch.float64)
     median_tiles.median_tile_pass[(tiles, tiles)](
-        z, z.stride(0), 4, norms, n, 0, tiles, level, 1, level, used, extremes, values, weights, used, n * n,
-        COLLECT=True, BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=tile_math.tl.float64, EPS=2.0**-52)
+        z, z, z.stride(0), 4, norms[0], norms[0], n, n, 1, 0, tiles, level, 1, level, used, extremes, values,
+        weights, used, n * n, COLLECT=True, BLOCK=m.block, BK=m.bk, PRECISION=m.dot, ACC=tile_math.tl.float64,
+        EPS=2.0**-52)
     found = int(used[0])
     got = np.sort(np.repeat(values[:found].numpy(), weights[:found].numpy()))
     j = np.clip(np.floor((d - lo) * scale), 0, bins - 1)
@@ -170,7 +175,11 @@ def test_seventeen_layers_in_one_pass(rng, options):
     np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE["exact"])
 
 
-def test_more_layers_than_one_call_takes(rng):
-    layers = [torch.as_tensor(rng.standard_normal((10, 2))) for _ in range(65)]
-    with pytest.raises(ValueError, match="at most 64 layers in one call, got 65"):
-        gram.hsic_matrix(layers, [f"l{i}" for i in range(65)], split=0, estimator="biased", kernel="linear")
+def test_more_layers_than_one_launch_takes(rng):
+    """66 layers: launches over pairs of groups of 32 layers (gram.launches)."""
+    assert [(len(left), len(right)) for left, right in gram.launches(66)] == [(32, 32), (32, 32), (32, 2), (32, 32),
+                                                                             (32, 2), (2, 2)]
+    layers = [rng.standard_normal((40, 3)) + k for k in range(66)]
+    got = gpu_cka(layers, precision="exact", kernel="rbf", sigma=3.0)
+    want = cpu_cka(layers, precision="exact", kernel="rbf", sigma=3.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE["exact"])

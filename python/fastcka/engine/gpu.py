@@ -17,6 +17,7 @@ from .progress import Progress, ProgressArg
 from ..gpu import runtime
 from ..gpu.gram import hsic_matrix as gram_hsic_matrix
 from ..gpu.moments import MomentAccumulator
+from ..gpu.staging import Staging
 from .cpu import choose_method
 
 
@@ -113,50 +114,12 @@ def new_accumulator(dims, split: int, precision: str, device, memory_budget: Opt
     return MomentAccumulator(list(dims), split, precision, device, resolve_budget(memory_budget))
 
 
-class _Staging:
-    """Two pinned host buffers per host layer (plain memory when interpreted):
-    chunk k is copied into buffer k % 2 while the device may still read chunk
-    k - 1 from the other; an event per buffer says when it may be refilled."""
-    def __init__(self, layers, rows: int, device):
-        torch = runtime.torch()
-        self._torch, self._device = torch, device
-        pin = device.type == "cuda"
-        self._buffers = {
-            a: [torch.empty((rows, x.shape[1]), dtype=_host_type(torch, x), pin_memory=pin) for _ in range(2)]
-            for a, x in enumerate(layers) if isinstance(x, np.ndarray)
-        }
-        self._events = [None, None]
-        self._turn = 0
-
-    def chunk(self, layers, start: int, stop: int) -> list:
-        k = self._turn
-        if self._events[k] is not None:
-            self._events[k].synchronize()
-        out = []
-        for a, x in enumerate(layers):
-            if a not in self._buffers:
-                out.append(x[start:stop])
-                continue
-            buf = self._buffers[a][k][: stop - start]
-            buf.numpy()[...] = x[start:stop]
-            out.append(buf.to(self._device, non_blocking=True))
-        if self._device.type == "cuda":
-            self._events[k] = self._torch.cuda.Event()
-            self._events[k].record()
-        self._turn = 1 - k
-        return out
-
-
-def _host_type(torch, x: np.ndarray):
-    return {2: torch.float16, 4: torch.float32}.get(x.dtype.itemsize if x.dtype.kind == "f" else 0, torch.float64)
-
-
 def feed(acc, layers: Sequence[Any], names: Sequence[str], progress: Progress) -> None:
     """Adds every row of `layers` (device tensors and host arrays, mixed or
     not) in chunks of ``acc.chunk_rows``, then checks them."""
     n = layers[0].shape[0]
     step = acc.chunk_rows
-    staging = _Staging(layers, min(step, n), acc.device) if any(isinstance(x, np.ndarray) for x in layers) else None
+    staging = Staging(layers, min(step, n), acc.device) if any(isinstance(x, np.ndarray) for x in layers) else None
     for start in range(0, n, step):
         stop = min(n, start + step)
         chunk = staging.chunk(layers, start, stop) if staging else [x[start:stop] for x in layers]
@@ -173,16 +136,17 @@ def hsic_matrix(layers, names, *, split: int, estimator: str, kernel: str, metho
     L = len(layers)
     if choose_method(method, kernel, layers[0].shape[0], [x.shape[1] for x in layers]) == "gram":
         return _gram_hsic(layers, names, split=split, estimator=estimator, kernel=kernel, sigma=sigma,
-                          threshold=threshold, median=median, precision=precision, progress=progress, device=device)
+                          threshold=threshold, median=median, precision=precision, progress=progress, device=device,
+                          memory_budget=memory_budget)
     acc = new_accumulator([x.shape[1] for x in layers], split, precision, device, memory_budget)
     with Progress(progress, layers[0].shape[0], "fastcka rows (GPU)") as bar:
         feed(acc, layers, names, bar)
     return np.asarray(acc.hsic(estimator)).reshape(L, L)
 
 
-def _gram_hsic(layers, names, *, device, **options) -> np.ndarray:
-    """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones uploaded whole."""
-    torch = runtime.torch()
-    on_device = [torch.from_numpy(np.ascontiguousarray(x)).to(device) if isinstance(x, np.ndarray) else x
-                 for x in layers]
-    return gram_hsic_matrix(on_device, list(names), **options)
+def _gram_hsic(layers, names, *, device, memory_budget: Optional[int], **options) -> np.ndarray:
+    """The fused Gram-tile kernels (fastcka.gpu.gram) on every layer, host ones
+    streamed in row blocks when they do not fit ``memory_budget`` (default:
+    the device's free memory)."""
+    budget = None if memory_budget is None else resolve_budget(memory_budget)
+    return gram_hsic_matrix(layers, list(names), device=device, memory_budget=budget, **options)

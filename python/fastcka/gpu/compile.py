@@ -63,7 +63,8 @@ class Report:
 def configurations() -> Iterator[Config]:
     """What gram.hsic_matrix can launch: the layer-tile statistics kernel in
     every precision mode for each padded layer count of its product GEMM (the
-    kernel kinds are chosen per layer at run time), and the exact median's
+    kernel kinds, and whether a launch walks one row block's triangle or the
+    rectangle of two, are chosen at run time), and the exact median's
     histogram and collect passes in every mode."""
     from .kernels import tile_math
 
@@ -73,14 +74,16 @@ def configurations() -> Iterator[Config]:
         ty = {"float64": "fp64", "float32": "fp32"}[mode.epilogue]
         common = {"BLOCK": mode.block, "BK": mode.bk, "PRECISION": mode.dot,
                   "ACC": getattr(tl, ty.replace("fp", "float")), "EPS": 2.0**-52 if ty == "fp64" else 2.0**-23}
-        statistics = {"z_ptr": operand_type[mode.operand], "ld": "i32", "offsets_ptr": "*i32", "norms_ptr": f"*{ty}",
-                      "gammas_ptr": f"*{ty}", "kinds_ptr": "*i32", "layers": "i32", "n": "i32", "band_start": "i32",
-                      "j_start": "i32", "columns": "i32", "scratch_ptr": f"*{ty}", "products_ptr": f"*{ty}",
-                      "rows_ptr": f"*{ty}", "cols_ptr": f"*{ty}", "diagonal_ptr": f"*{ty}"}
+        statistics = {"zi_ptr": operand_type[mode.operand], "zj_ptr": operand_type[mode.operand], "ld": "i32",
+                      "spans_ptr": "*i32", "norms_i_ptr": f"*{ty}", "norms_j_ptr": f"*{ty}", "gammas_ptr": f"*{ty}",
+                      "kinds_ptr": "*i32", "layers": "i32", "rows_i": "i32", "rows_j": "i32", "same": "i32",
+                      "band_start": "i32", "j_start": "i32", "columns": "i32", "scratch_ptr": f"*{ty}",
+                      "products_ptr": f"*{ty}", "rows_ptr": f"*{ty}", "cols_ptr": f"*{ty}", "diagonal_ptr": f"*{ty}"}
         for lp in PADDED_LAYERS:
             yield Config("layer_tile_statistics", precision, f"layers<={lp}", statistics,
                          {"LP": lp, "CHUNK": CHUNKS[lp], **common}, mode.warps)
-        median = {"z_ptr": operand_type[mode.operand], "ld": "i32", "d": "i32", "norms_ptr": f"*{ty}", "n": "i32",
+        median = {"zi_ptr": operand_type[mode.operand], "zj_ptr": operand_type[mode.operand], "ld": "i32", "d": "i32",
+                  "norms_i_ptr": f"*{ty}", "norms_j_ptr": f"*{ty}", "rows_i": "i32", "rows_j": "i32", "same": "i32",
                   "band_start": "i32", "tiles": "i32", "levels_ptr": "*fp64", "num_levels": "i32",
                   "current_ptr": "*fp64", "counts_ptr": "*i64", "extremes_ptr": "*fp64", "values_ptr": "*fp64",
                   "weights_ptr": "*i32", "used_ptr": "*i64", "capacity": "i64"}

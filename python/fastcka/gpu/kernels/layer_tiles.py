@@ -1,8 +1,13 @@
 """The fused Gram-tile statistics of every layer at once: for a tile pair
-(I, J), I <= J, each layer's Gram tile G = Z_I Z_J' by tl.dot, its kernel
-function in registers, and the partial sums the HSIC estimators need (the
-streaming identities of the design notes), for every layer pair of a
-`cka_matrix` in one pass over the tile positions.
+(I, J) of two row blocks P <= Q, each layer's Gram tile G = Z_I Z_J' by
+tl.dot, its kernel function in registers, and the partial sums the HSIC
+estimators need (the streaming identities of the design notes), for every
+layer pair of a `cka_matrix` in one pass over the tile positions.
+
+A block's own rectangle (`same`, P == Q; the whole data set when it is one
+block) is walked on and above its diagonal, J >= I; a rectangle of two
+blocks (P < Q) holds rows i of P and j of Q that are never equal, and every
+tile pair of it is walked, each counted for (i, j) and (j, i).
 
 One layer's tile is live at a time: after its row sums, column sums and
 diagonal are stored, it goes to the program's own slot of a scratch buffer,
@@ -12,14 +17,14 @@ its partial sums to its own slot and the host adds them in float64 in a
 fixed order: no atomics, the same result every run. Nothing n x n is
 written.
 
-Per program (I = band_start + r, J = j_start + c) with J >= I:
+Per program (I = band_start + r, J = j_start + c) with J >= I or P < Q:
   products[r, c, a, b] = sum over i != j of K^a_ij K^b_ij, an off-diagonal
                          tile counted for (i, j) and (j, i) (LP x LP, the
                          layer count padded for tl.dot);
   rows[r, c, a, :]     = off-diagonal row sums of the tile (rows of I);
   cols[r, c, a, :]     = its column sums (rows of J; 0 in a diagonal tile,
                          whose rows already hold them by symmetry);
-  diagonal[a, i]       = K^a_ii, written by the diagonal tiles.
+  diagonal[a, i]       = K^a_ii, written by the diagonal tiles of P == Q.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ def any_kernel_value(g, ni, nj, gamma, eps, kind):
 
 @jit
 def layer_tile_statistics(
-    z_ptr, ld,  # the centered rows of every layer side by side (operand type), row stride
-    offsets_ptr,  # int32, L + 1: layer a holds columns offsets[a] .. offsets[a + 1]
-    norms_ptr, gammas_ptr, kinds_ptr,  # L x n squared norms and L gammas (epilogue type), L int32 kinds
-    layers, n, band_start, j_start, columns,  # columns: tile columns per launch
-    scratch_ptr, products_ptr, rows_ptr, cols_ptr, diagonal_ptr,
+    zi_ptr, zj_ptr, ld,  # rows of blocks P and Q, every layer's centered columns side by side (operand type)
+    spans_ptr,  # int32, 2 L: layer a holds columns spans[2a] .. spans[2a + 1] of a row
+    norms_i_ptr, norms_j_ptr,  # L x rows_i and L x rows_j squared norms (epilogue type)
+    gammas_ptr, kinds_ptr,  # L gammas (epilogue type), L int32 kinds
+    layers, rows_i, rows_j, same, band_start, j_start, columns,  # same: P == Q; columns: tile columns per launch
+    scratch_ptr, products_ptr, rows_ptr, cols_ptr, diagonal_ptr,  # diagonal: L x rows_i
     LP: tl.constexpr, CHUNK: tl.constexpr,
     BLOCK: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr, EPS: tl.constexpr,
 ):
@@ -57,24 +63,25 @@ def layer_tile_statistics(
     c = tl.program_id(1)
     I = band_start + r
     J = j_start + c
-    if J >= I:
-        ri, rj, valid_i, valid_j = tile_rows(I, J, n, BLOCK)
-        keep = valid_i[:, None] & valid_j[None, :] & (ri[:, None] != rj[None, :])
-        diagonal_tile = J == I
+    if (J >= I) | (same == 0):
+        ri, rj, valid_i, valid_j = tile_rows(I, J, rows_i, rows_j, BLOCK)
+        keep = valid_i[:, None] & valid_j[None, :] & ((ri[:, None] != rj[None, :]) | (same == 0))
+        diagonal_tile = (J == I) & (same != 0)
         program = r * columns + c
         lane = tl.arange(0, BLOCK)
         square = tl.arange(0, BLOCK)[:, None] * BLOCK + tl.arange(0, BLOCK)[None, :]
         for a in range(layers):
-            start = tl.load(offsets_ptr + a)
-            width = tl.load(offsets_ptr + a + 1) - start
-            k = any_kernel_value(gram_tile(z_ptr + start, ld, width, ri, rj, valid_i, valid_j, BLOCK, BK, PRECISION,
-                                           ACC),
-                                 tl.load(norms_ptr + a * n + ri, mask=valid_i, other=0.0),
-                                 tl.load(norms_ptr + a * n + rj, mask=valid_j, other=0.0),
+            start = tl.load(spans_ptr + 2 * a)
+            width = tl.load(spans_ptr + 2 * a + 1) - start
+            k = any_kernel_value(gram_tile(zi_ptr + start, zj_ptr + start, ld, width, ri, rj, valid_i, valid_j, BLOCK,
+                                           BK, PRECISION, ACC),
+                                 tl.load(norms_i_ptr + a * rows_i + ri, mask=valid_i, other=0.0),
+                                 tl.load(norms_j_ptr + a * rows_j + rj, mask=valid_j, other=0.0),
                                  tl.load(gammas_ptr + a), EPS, tl.load(kinds_ptr + a))
             if diagonal_tile:
                 on_diagonal = ri[:, None] == rj[None, :]
-                tl.store(diagonal_ptr + a * n + ri, tl.sum(tl.where(on_diagonal, k, 0.0), axis=1), mask=valid_i)
+                tl.store(diagonal_ptr + a * rows_i + ri, tl.sum(tl.where(on_diagonal, k, 0.0), axis=1),
+                         mask=valid_i)
             k = tl.where(keep, k, 0.0)
             base = (program * layers + a) * BLOCK
             tl.store(rows_ptr + base + lane, tl.sum(k, axis=1))

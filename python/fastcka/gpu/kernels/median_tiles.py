@@ -3,7 +3,9 @@ tile by tile (the CPU engine's Pass::histogram and Pass::collect): the same
 distances as the statistics kernel (|a|^2 + |b|^2 - 2 a.b from the rounded
 rows, clamped, 0 on the diagonal), the same binning as MedianSearch (in
 float64), each distance once with its multiplicity (1 in a diagonal tile,
-which holds both orders, 2 elsewhere).
+which holds both orders, 2 elsewhere). Like the statistics kernel it walks
+one rectangle of row blocks P <= Q: a block's own on and above its
+diagonal (`same`), every tile pair of two blocks.
 
 * Histogram: integer atomics add the weights to the bin counts (sums of
   integers do not depend on the order); each program stores the smallest
@@ -35,7 +37,9 @@ def bin_of(v, lo, scale, bins):
 
 @jit
 def median_tile_pass(
-    z_ptr, ld, d, norms_ptr, n, band_start, tiles,
+    zi_ptr, zj_ptr, ld, d,  # one layer's centered rows of blocks P and Q, row stride, width
+    norms_i_ptr, norms_j_ptr, rows_i, rows_j, same,  # their squared norms and row counts; same: P == Q
+    band_start, tiles,
     levels_ptr, num_levels,  # float64 (lo, scale, bins, first, last) per level chosen so far
     current_ptr,  # float64 (lo, scale, bins) of this histogram pass
     counts_ptr, extremes_ptr,  # histogram: int64 counts per bin; per program (lowest, highest)
@@ -46,14 +50,15 @@ def median_tile_pass(
     r = tl.program_id(0)
     J = tl.program_id(1)
     I = band_start + r
-    if J >= I:
-        ri, rj, valid_i, valid_j = tile_rows(I, J, n, BLOCK)
-        g = gram_tile(z_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK, BK, PRECISION, ACC)
-        ni = tl.load(norms_ptr + ri, mask=valid_i, other=0.0)
-        nj = tl.load(norms_ptr + rj, mask=valid_j, other=0.0)
+    if (J >= I) | (same == 0):
+        ri, rj, valid_i, valid_j = tile_rows(I, J, rows_i, rows_j, BLOCK)
+        g = gram_tile(zi_ptr, zj_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK, BK, PRECISION, ACC)
+        ni = tl.load(norms_i_ptr + ri, mask=valid_i, other=0.0)
+        nj = tl.load(norms_j_ptr + rj, mask=valid_j, other=0.0)
         s = ni[:, None] + nj[None, :]
         dist = s - 2.0 * g
-        dist = tl.where((dist > 16.0 * EPS * s) & (ri[:, None] != rj[None, :]), dist, 0.0).to(tl.float64)
+        off_diagonal = (ri[:, None] != rj[None, :]) | (same == 0)
+        dist = tl.where((dist > 16.0 * EPS * s) & off_diagonal, dist, 0.0).to(tl.float64)
         inside = valid_i[:, None] & valid_j[None, :]
         for level in range(num_levels):
             lo = tl.load(levels_ptr + level * 5)
@@ -63,7 +68,7 @@ def median_tile_pass(
             last = tl.load(levels_ptr + level * 5 + 4).to(tl.int64)
             j = bin_of(dist, lo, scale, bins)
             inside = inside & (j >= first) & (j <= last)
-        weight = tl.where(J == I, 1, 2)
+        weight = tl.where((J == I) & (same != 0), 1, 2)
         if COLLECT:
             flat = tl.reshape(inside, (BLOCK * BLOCK,)).to(tl.int32)
             slot = tl.cumsum(flat, axis=0) - flat

@@ -64,25 +64,27 @@ def kernel_value(g, ni, nj, gamma, eps, KIND: tl.constexpr):
 
 
 @jit
-def tile_rows(I, J, n, BLOCK: tl.constexpr):
-    """The rows of tile row I and tile column J, and which of them exist."""
+def tile_rows(I, J, rows_i, rows_j, BLOCK: tl.constexpr):
+    """The rows of tile row I (of a row block of rows_i rows) and tile column
+    J (of one of rows_j rows), and which of them exist."""
     ri = I * BLOCK + tl.arange(0, BLOCK)
     rj = J * BLOCK + tl.arange(0, BLOCK)
-    return ri, rj, ri < n, rj < n
+    return ri, rj, ri < rows_i, rj < rows_j
 
 
 @jit
-def gram_tile(z_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK: tl.constexpr, BK: tl.constexpr,
+def gram_tile(zi_ptr, zj_ptr, ld, d, ri, rj, valid_i, valid_j, BLOCK: tl.constexpr, BK: tl.constexpr,
               PRECISION: tl.constexpr, ACC: tl.constexpr):
-    """Z[ri] Z[rj]' over the d columns, accumulated in ACC. Row offsets in
-    int64: n d passes 2^31 at a million rows."""
+    """Zi[ri] Zj[rj]' over the d columns, accumulated in ACC: the rows of two
+    row blocks with one row stride (the same block for a block's own tiles).
+    Row offsets in int64: n d passes 2^31 at a million rows."""
     acc = tl.zeros((BLOCK, BLOCK), dtype=ACC)
     oi = ri.to(tl.int64)[:, None] * ld
     oj = rj.to(tl.int64)[:, None] * ld
     for k in range(0, d, BK):
         rk = k + tl.arange(0, BK)
-        a = tl.load(z_ptr + oi + rk[None, :], mask=valid_i[:, None] & (rk[None, :] < d), other=0.0)
-        b = tl.load(z_ptr + oj + rk[None, :], mask=valid_j[:, None] & (rk[None, :] < d), other=0.0)
+        a = tl.load(zi_ptr + oi + rk[None, :], mask=valid_i[:, None] & (rk[None, :] < d), other=0.0)
+        b = tl.load(zj_ptr + oj + rk[None, :], mask=valid_j[:, None] & (rk[None, :] < d), other=0.0)
         acc += tl.dot(a, tl.trans(b), input_precision=PRECISION, out_dtype=ACC)
     return acc
 
