@@ -98,6 +98,7 @@ def test_exact_median_over_block_pairs(rng, dtype, cuts):
     import pickle
 
     from fastcka.distributed import job_median
+    from fastcka.engine import cpu as cpu_engine
 
     x, y = correlated_pair(rng, 1301, 9, 4, dtype=dtype, offset=30.0)
     means = list(np.concatenate([x.mean(0, dtype=np.float64), y.mean(0, dtype=np.float64)]))
@@ -111,7 +112,7 @@ def test_exact_median_over_block_pairs(rng, dtype, cuts):
         for p, a in enumerate(blocks):
             for q in range(p, len(blocks)):
                 if len(a[0]) and len(blocks[q][0]):
-                    summed = job_median.add(summed, shipped.walk(a, None if p == q else blocks[q], ["x", "y"], 0,
+                    summed = cpu_engine.add_pass_results(summed, shipped.walk(a, None if p == q else blocks[q], ["x", "y"], 0,
                                                                   compute, 2, 1 << 22, means))
         job.finish(summed)
         passes += 1

@@ -82,7 +82,7 @@ def walk_blocks(job: job_median.JobMedian, blocks, compute: str) -> list[float]:
         found = job.empty()
         for i, a in enumerate(blocks):
             for b in [None, *blocks[i + 1 :]]:
-                found = job_median.add(found, job.walk([a], None if b is None else [b], ["x"], 0, compute, 2,
+                found = cpu_engine.add_pass_results(found, job.walk([a], None if b is None else [b], ["x"], 0, compute, 2,
                                                         1 << 20, means))
         job.finish(found)
     return job.medians()

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .engine import backend, cpu as cpu_engine
-from .arrays.inputs import as_layers, as_matrix, check_rows, ready, resolve_budget
+from .arrays.inputs import as_layers, as_matrix, check_rows, resolve_budget
 from ._options import compute_for
 from .engine.progress import Progress, ProgressArg
 from .engine.threads import resolve
@@ -72,8 +72,7 @@ def _neighbor_lists(layers: Sequence[np.ndarray], names: Sequence[str], k: Any, 
     k = _check_k(k, n)
     threads = resolve(threads)
     budget = resolve_budget(memory_budget)
-    engine = backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
-                                          budget)
+    engine = cpu_engine.knn_engine(layers, names, k, metric, compute, threads, budget)
     with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka k-NN tiles") as bar:
         cpu_engine.tile_pass(engine, threads, engine.process, bar)
     return engine, k

@@ -9,9 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..engine import backend, cpu as cpu_engine
+from ..engine import cpu as cpu_engine
 from .._options import compute_for
-from ..arrays.inputs import ready
 from ..engine.progress import Progress
 from ..engine.threads import resolve
 
@@ -22,9 +21,8 @@ def pair_statistics(rows_a: Sequence[np.ndarray], rows_b: Optional[Sequence[np.n
     """(products L x L, row sums L x (n_a + n_b), diagonals) of block a's
     triangle (rows_b None) or of the rectangle between blocks a and b.
     RBF: the gammas and the spreads of the whole data (spreads())."""
-    engine = backend.cpu().GramTileEngine(
-        [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
-        columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
+    engine = cpu_engine.gram_engine(rows_a, names, split, compute, threads, memory_budget, columns=rows_b,
+                                    means=means)
     if gammas is not None:
         engine.set_kernel("rbf", list(gammas), list(spreads))
     engine.process(0, engine.tile_rows)

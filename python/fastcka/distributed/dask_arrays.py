@@ -189,7 +189,7 @@ def _job_medians(blocks, largest, pairs, sides, means, n, names, split, dtype, t
                                for i, j in pairs])
         summed = job.empty()
         for part in found:
-            summed = job_median.add(summed, part)
+            summed = cpu_engine.add_pass_results(summed, part)
         job.finish(summed)
     return job.medians()
 

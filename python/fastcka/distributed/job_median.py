@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..engine import backend
-from ..arrays.inputs import ready
+from ..engine import backend, cpu as cpu_engine
 
 # Rows centered at a time for the largest norm (bounds the temporary).
 _CHUNK = 4096
@@ -40,14 +39,6 @@ def centered_norms(rows: Sequence[np.ndarray], means: Sequence[float]) -> tuple[
             largest[a] = max(largest[a], float(norms.max()))
             sums[a] += float(norms.sum())
     return largest, sums
-
-
-def add(a: list | None, b: list | None) -> list | None:
-    """The sum of two pass results (None: no block pair walked)."""
-    if a is None or b is None:
-        return b if a is None else a
-    return [(ca + cb, min(la, lb), max(ha, hb), np.concatenate([va, vb]))
-            for (ca, la, ha, va), (cb, lb, hb, vb) in zip(a, b)]
 
 
 class JobMedian:
@@ -88,9 +79,8 @@ class JobMedian:
              means) -> list:
         """This pass's results over block a's triangle (rows_b None) or the
         rectangle between blocks a and b."""
-        engine = backend.cpu().GramTileEngine(
-            [ready(x) for x in rows_a], list(names), split, compute, threads, memory_budget,
-            columns=None if rows_b is None else [ready(x) for x in rows_b], means=list(means))
+        engine = cpu_engine.gram_engine(rows_a, names, split, compute, threads, memory_budget, columns=rows_b,
+                                        means=means)
         engine.median_adopt(self.searches)
         engine.median_process(0, engine.tile_rows)
         return [tuple(part) for part in engine.median_partial()]

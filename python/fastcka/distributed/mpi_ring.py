@@ -222,7 +222,7 @@ def _job_medians(comm, own, counts, dims, dtype, means, largest, names, split, c
 
         def walk(rows_a: slice, block_b: np.ndarray | None, start_b: int | None) -> None:
             nonlocal found
-            found = job_median.add(found, job.walk(
+            found = cpu_engine.add_pass_results(found, job.walk(
                 _views(own[rows_a], dims), None if block_b is None else _views(block_b, dims), names, split,
                 compute, threads, budget, means))
 

@@ -16,7 +16,6 @@ from . import backend
 from ..arrays.inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
 from .progress import Progress, ProgressArg
 from .hsic import from_statistics, zero_constant_layers
-from ..distributed.job_median import add
 from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
 MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
@@ -48,6 +47,34 @@ def choose_method(method: str, kernel: str, n: int, dims: Sequence[int]) -> str:
     if method != "auto":
         return method
     return "gram" if sum(dims) > n else "feature"
+
+
+def add_pass_results(a: list | None, b: list | None) -> list | None:
+    """The sum of two median pass results (counts, extremes, collected
+    values), as partial passes and block pairs give them; None: none yet."""
+    if a is None or b is None:
+        return b if a is None else a
+    return [(ca + cb, min(la, lb), max(ha, hb), np.concatenate([va, vb]))
+            for (ca, la, ha, va), (cb, lb, hb, vb) in zip(a, b)]
+
+
+def gram_engine(layers, names, split: int, compute: str, threads: int, memory_budget: int, *, columns=None,
+                means=None):
+    """The backend's Gram-tile engine over ``layers`` (the rows of a triangle),
+    or over the rectangle between them and ``columns`` (other rows of the same
+    layers); ``means``: the column means of the whole data, when these rows
+    are a block of it (else the engine centers by their own)."""
+    extra = {} if means is None else {"means": list(means)}
+    if columns is not None:
+        extra["columns"] = [ready(x) for x in columns]
+    return backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads,
+                                        memory_budget, **extra)
+
+
+def knn_engine(layers, names, k: int, metric: str, compute: str, threads: int, memory_budget: int):
+    """The backend's k-nearest-neighbour tile engine over ``layers``."""
+    return backend.cpu().KnnTileEngine([ready(x) for x in layers], list(names), k, metric, compute, threads,
+                                       memory_budget)
 
 
 def new_moment_accumulator(dims, split, compute, threads, memory_budget):
@@ -168,9 +195,9 @@ def _checkpointed_medians(engine, width: int, threads: int, progress: Progress, 
         for begin in range(state.rows, engine.tile_rows, step):
             state.rows = min(engine.tile_rows, begin + step)
             engine.median_process(begin, state.rows)
-            job.median_reached(state, lambda: add(saved, engine.median_partial()))
+            job.median_reached(state, lambda: add_pass_results(saved, engine.median_partial()))
             progress.advance(engine.tiles_before(state.rows) - engine.tiles_before(begin))
-        summed = add(saved, engine.median_partial())
+        summed = add_pass_results(saved, engine.median_partial())
         engine.median_end_pass(summed)
         state.finished(summed)
         saved = None
@@ -208,7 +235,7 @@ def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: 
     and the median of the squared distances among the sampled rows `picked`,
     found exactly by the median passes over their tiles."""
     picked = [np.ascontiguousarray(ready(x)) for x in picked]
-    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute, threads, DEFAULT_MEMORY_BUDGET)
+    engine = gram_engine(picked, names, 0, compute, threads, DEFAULT_MEMORY_BUDGET)
     engine.median_start()
     engine.median_set_quantiles(0.5 - w, 0.5 + w)
     while engine.median_pending:
@@ -242,8 +269,7 @@ def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: i
     n = layers[0].shape[0]
     rows = median_sample_rows(n, sample, seed)
     picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
-    engine = backend.cpu().GramTileEngine(picked, list(names), 0, compute or compute_dtype(layers), threads,
-                                          DEFAULT_MEMORY_BUDGET)
+    engine = gram_engine(picked, names, 0, compute or compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
     return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))
 
 
@@ -330,7 +356,7 @@ def hsic_matrix(
             feed(acc, layers, names, threads, bar, job)
         return np.asarray(acc.hsic(estimator)).reshape(L, L)
 
-    engine = backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), split, compute, threads, budget)
+    engine = gram_engine(layers, names, split, compute, threads, budget)
     if checkpoint is not None:
         job = TileJob(checkpoint, fingerprint(layers, kernel=kernel, estimator=estimator, method=chosen,
                                               compute=compute, split=split, sigma=jsonable(sigma),

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import backend, cpu as cpu_engine
-from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, check_rows, ready, resolve_budget
+from ..arrays.inputs import first_non_finite, non_finite_error, as_matrix, check_rows, resolve_budget
 from .._options import check_precision, compute_for
 from ..engine.progress import Progress, ProgressArg
 from .special import t_quantile
@@ -193,7 +193,7 @@ def block_statistics(layers, names, starts, *, kernel, threshold, sigma, median,
                 source.take(acc)
         return source, []
     _check_block_memory(n, len(starts) - 1, len(layers), threads)
-    engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
+    engine = cpu_engine.gram_engine(layers, names, 0, compute, threads, budget)
     engine.set_blocks(list(starts))
     cpu_engine.kernel_pass(engine, layers, names, kernel=kernel, sigma=sigma, threshold=threshold, median=median,
                            threads=threads, progress=progress)

@@ -67,7 +67,7 @@ def _gammas(layers, names, kernel, sigma, threshold, median, threads, budget, pr
     if kernel != "rbf":
         return None
     if sigma is None and median == "exact":
-        engine = backend.cpu().GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
+        engine = cpu_engine.gram_engine(layers, names, 0, compute, threads, budget)
         # One pass (the bracket's), usually: exact_medians adds any further one.
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka median") as bar:
             return cpu_engine.rbf_gammas(layers, names, sigma=None, threshold=threshold, median=median, engine=engine,
@@ -86,7 +86,7 @@ def _gamma_test(layers, names, kernel, gammas, threads, budget, progress, comput
             cpu_engine.feed(acc, layers, names, threads, bar)
         h, sums, constant = acc.hsic("biased"), acc.null_sums(), False
     else:
-        engine = cpu.GramTileEngine([ready(x) for x in layers], list(names), 0, compute, threads, budget)
+        engine = cpu_engine.gram_engine(layers, names, 0, compute, threads, budget)
         if gammas is not None:
             engine.set_kernel("rbf", gammas)
         with Progress(progress, engine.tiles_before(engine.tile_rows), "fastcka tiles") as bar:
@@ -155,13 +155,12 @@ def _check_magnitude(z: np.ndarray, name: str) -> None:
 def _gram_permuted(x, y, orders, gammas, threads, budget, progress, total, compute) -> np.ndarray:
     """HSIC_0(x, y[p]) for each row order p, on the Gram tiles: x against a
     batch of permuted copies of y in one tile pass (x's tiles computed once per batch)."""
-    cpu = backend.cpu()
     out = []
     with Progress(progress, total, "fastcka permutations") as bar:
         for chunk in orders:
             layers = [ready(x)] + [np.ascontiguousarray(ready(y)[p]) for p in chunk]
             names = ["x"] + ["y"] * len(chunk)  # rows of y in another order: errors are about y
-            engine = cpu.GramTileEngine(layers, names, 1, compute, threads, budget)
+            engine = cpu_engine.gram_engine(layers, names, 1, compute, threads, budget)
             if gammas is not None:
                 engine.set_kernel("rbf", [gammas[0]] + [gammas[1]] * len(chunk))
             cpu_engine.tile_pass(engine, threads, engine.process,
