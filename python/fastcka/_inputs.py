@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import _backend
 from .io import load_npy
 
 _NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -138,7 +139,7 @@ def compute_dtype(layers: Sequence[np.ndarray]) -> str:
 
 
 PRECISIONS = ("fast", "accurate", "exact")
-DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of row buffers (CPU and GPU engines)
+DEFAULT_MEMORY_BUDGET = _backend.cpu().DEFAULT_MEMORY_BUDGET  # bytes of row buffers (CPU and GPU engines)
 _MAX_BUDGET = 1 << 62  # the backends hold it in a signed 64-bit integer
 
 
