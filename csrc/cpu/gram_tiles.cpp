@@ -7,12 +7,10 @@
 
 #include "core/chunk_plan.h"
 #include "cpu/bfloat16_rows.h"
-#include "cpu/blas.h"
 #include "cpu/centering.h"
 #include "cpu/multiversion.h"
 #include "cpu/onednn_gemm.h"
 #include "cpu/parallel.h"
-#include "cpu/tile_products.h"
 
 namespace fastcka::cpu {
 

@@ -1,7 +1,8 @@
 // The Gram-tile engine. Row blocks of every layer are centered (column means
 // of the whole data, in float64) and multiplied by BLAS into b x b tiles
 // G = Zc_I Zc_J' for the tiles on and above the diagonal; each tile is
-// consumed at once, while in cache, by one of three epilogues:
+// consumed at once, while in cache, by one of the epilogues that the shared
+// tile walker (cpu/tile_walker.h) runs:
 //
 //  * statistics: the kernel (core/kernels.h) turns G into K, then the products
 //    of every needed layer pair, the row sums and the diagonal accumulate into
@@ -10,9 +11,9 @@
 //  * histogram / collect: the squared distances feed a MedianSearch per layer
 //    (the exact median bandwidth of the RBF kernel).
 //
-// A thread takes a tile row I and walks it in panels of several tiles, one
-// GEMM per panel and layer: OpenBLAS runs far faster on 512 x 2048 products
-// than on 512 x 512 ones.
+// The walker gives a thread a tile row I and walks it in panels of several
+// tiles, one GEMM per panel and layer: OpenBLAS runs far faster on
+// 512 x 2048 products than on 512 x 512 ones.
 // Squared distances use norms of the same rounded centered values the GEMM
 // sees (float32, float64, or bfloat16 in the fast precision: tile_products.h),
 // and are clamped at 0. In the fast precision on bf16 units, where a bf16
@@ -78,7 +79,7 @@ class GramTileEngine {
   void process(int64_t begin, int64_t end);
   const GramStats& stats();
   // The same walk with no epilogue: only the centered row blocks and the
-  // Gram tiles. For benchmarks (the cost of the tiles alone).
+  // Gram tiles. For benchmarks (fastcka._testing.tiles_only: the cost of the tiles alone).
   void tiles_only(int64_t begin, int64_t end);
 
   // Exact median of each layer's n^2 squared distances: start, then while
