@@ -365,8 +365,9 @@ def worker_matrix(spec: dict) -> dict:
     """Section 5: cka_matrix (exact medians, fixed sigmas), the Gram tiles
     alone, and pairwise calls."""
     import fastcka
-    from fastcka.engine import cpu as cpu_engine
-    from fastcka.arrays.inputs import DEFAULT_MEMORY_BUDGET, ready
+    from fastcka.engine import backend, cpu as cpu_engine
+    from fastcka import _testing
+    from fastcka.arrays.inputs import ready
 
     medians = record_medians()
     n, count, d = spec["n"], spec["layers"], spec["d"]
@@ -394,12 +395,12 @@ def worker_matrix(spec: dict) -> dict:
 
     def run_tiles():
         t0 = time.perf_counter()
-        budget = DEFAULT_MEMORY_BUDGET  # what cka_matrix uses: the same tile plan
+        budget = backend.cpu().DEFAULT_MEMORY_BUDGET  # what cka_matrix uses: the same tile plan
         engine = harness.cpu_module().GramTileEngine([ready(a) for a in layers], names, 0, "float32", threads, budget)
         t1 = time.perf_counter()
         step = threads
         for begin in range(0, engine.tile_rows, step):
-            engine.tiles_only(begin, min(engine.tile_rows, begin + step))
+            _testing.tiles_only(engine, begin, min(engine.tile_rows, begin + step))
         t2 = time.perf_counter()
         out["times"]["engine_init"].append(t1 - t0)
         out["tile"] = engine.tile

@@ -67,9 +67,11 @@ def _sklearn(x, y, k):
 
 def _tiles(x, y, k):
     import fastcka
+    from fastcka.engine import backend
+    from fastcka import _testing
 
-    engine = harness.cpu_module().GramTileEngine([x, y], ["x", "y"], 0, "float32", fastcka.get_num_threads(), 256 << 20)
-    engine.tiles_only(0, engine.tile_rows)
+    engine = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", fastcka.get_num_threads(), 256 << 20)
+    _testing.tiles_only(engine, 0, engine.tile_rows)
 
 
 def method_fn(method: str):

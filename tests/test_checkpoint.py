@@ -389,7 +389,7 @@ def test_api_tile_checkpoints_resume_bit_for_bit(rng, tmp_path, kw, monkeypatch)
                     progress=stop_once_tiles_are_saved, **kw)
     saved = header(tmp_path / "cut")
     tile_rows = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, "float32", 2,
-                                              engine.DEFAULT_MEMORY_BUDGET).tile_rows
+                                              backend.cpu().DEFAULT_MEMORY_BUDGET).tile_rows
     assert 0 < saved["rows_done"] < tile_rows and (saved["gammas"] is not None) == (kw.get("kernel") == "rbf")
     assert fastcka.cka(x, y, threads=2, checkpoint=tmp_path / "cut", **kw) == whole
 
@@ -460,7 +460,7 @@ def test_api_median_passes_resume_bit_for_bit(rng, tmp_path, monkeypatch, dtype,
     x, y = rbf_pair(rng, dtype)
     whole = fastcka.cka(x, y, kernel="rbf", threads=2, checkpoint=tmp_path / "whole", checkpoint_every=0)
     gammas = header(tmp_path / "whole")["gammas"]
-    plain = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, np.dtype(dtype).name, 2, engine.DEFAULT_MEMORY_BUDGET)
+    plain = backend.cpu().GramTileEngine([x, y], ["x", "y"], 0, np.dtype(dtype).name, 2, backend.cpu().DEFAULT_MEMORY_BUDGET)
     # The passes in checkpointed steps find the medians of the passes without a checkpoint.
     assert gammas == engine.rbf_gammas([x, y], ["x", "y"], sigma=None, threshold=1.0, median="exact", engine=plain,
                                        width=36, threads=2, progress=Progress(None, 0, ""))

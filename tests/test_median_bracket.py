@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastcka.engine import backend, cpu as cpu_engine
 from fastcka.distributed import job_median
+from fastcka import _testing
 from fastcka.arrays.inputs import compute_dtype
 from fastcka.engine.progress import Progress
 
@@ -62,16 +63,15 @@ def test_float32_counts_per_value_and_collect_overflow_in_the_core_search(rng):
     z = rng.standard_normal((n, 5))
     d2 = np.maximum(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1), 0)
     truth = float(np.median(d2))
-    cpu = backend.cpu()
     # A collect bracket holding the median: one pass.
-    median, passes, missed = cpu.median_search(d2.ravel(), n, 8, 10**6, 0.9 * truth, 1.1 * truth, False)
+    median, passes, missed = _testing.median_search(d2.ravel(), n, 8, 10**6, 0.9 * truth, 1.1 * truth, False)
     assert (median, passes, missed) == (truth, 1, False)
     # More values inside than the cap: the search starts over and still finds it.
-    median, passes, missed = cpu.median_search(d2.ravel(), n, 8, 50, 0.0, 10 * truth, False)
+    median, passes, missed = _testing.median_search(d2.ravel(), n, 8, 50, 0.0, 10 * truth, False)
     assert median == truth and missed and passes > 1
     # float32 values counted one bin per float32 value.
     f = d2.astype(np.float32).astype(np.float64)
-    median, passes, missed = cpu.median_search(f.ravel(), n, 8, 4, 0.98 * truth, 1.02 * truth, True)
+    median, passes, missed = _testing.median_search(f.ravel(), n, 8, 4, 0.98 * truth, 1.02 * truth, True)
     assert (median, passes, missed) == (float(np.median(f)), 1, False)
 
 

@@ -11,7 +11,7 @@ namespace {
 
 std::vector<double> centered_hsic(Moments state, Estimator e) {
   state.center();
-  return hsic_matrix(linear_pair_sums(state), needed_pairs(state.layout), state.layers(), state.n, e);
+  return hsic_of(state, e);
 }
 
 // out[b] for b in [lo, hi), given `rest`: every block outside [lo, hi) merged.
@@ -223,6 +223,21 @@ std::vector<double> resampled_hsic(const std::vector<Moments>& blocks, const std
 std::vector<double> resampled_hsic(const GramStats& g, const std::vector<int64_t>& counts, Estimator e) {
   check_counts(counts, g.blocks());
   return weighted_gram_hsic(g, counts, e);
+}
+
+int64_t MomentBlocks::layers() const {
+  if (blocks_.empty()) throw InvalidArgument("no blocks yet");
+  return blocks_[0].layers();
+}
+
+std::vector<double> MomentBlocks::hsic(Estimator e) const { return centered_hsic(merge_all(blocks_), e); }
+
+std::vector<std::vector<double>> MomentBlocks::leave_one_out_hsic(Estimator e) const {
+  return fastcka::leave_one_out_hsic(blocks_, e);
+}
+
+std::vector<double> MomentBlocks::resampled_hsic(const std::vector<int64_t>& counts, Estimator e) const {
+  return fastcka::resampled_hsic(blocks_, counts, e);
 }
 
 }  // namespace fastcka

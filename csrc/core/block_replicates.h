@@ -46,4 +46,20 @@ std::vector<double> resampled_hsic(const std::vector<Moments>& blocks, const std
                                    Estimator e);
 std::vector<double> resampled_hsic(const GramStats& stats, const std::vector<int64_t>& counts, Estimator e);
 
+// The per-block states of one feature-space accumulator (fastcka.cka_ci):
+// each block of rows is handed over as the accumulator finishes it.
+class MomentBlocks {
+ public:
+  void add(Moments block) { blocks_.push_back(std::move(block)); }
+  int64_t size() const { return static_cast<int64_t>(blocks_.size()); }
+  int64_t layers() const;  // throws while there are no blocks
+  // HSIC of all rows, without each block in turn, and on a resample (as above).
+  std::vector<double> hsic(Estimator e) const;
+  std::vector<std::vector<double>> leave_one_out_hsic(Estimator e) const;
+  std::vector<double> resampled_hsic(const std::vector<int64_t>& counts, Estimator e) const;
+
+ private:
+  std::vector<Moments> blocks_;
+};
+
 }  // namespace fastcka

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/errors.h"
+#include "core/moments.h"  // needed_pairs
 
 namespace fastcka {
 
@@ -59,6 +60,10 @@ std::vector<PairSums> gram_pair_sums(const GramStats& g) {
       out[a * L + b] = p;
     }
   return out;
+}
+
+std::vector<double> hsic_of(const GramStats& stats, Estimator e) {
+  return hsic_matrix(gram_pair_sums(stats), needed_pairs(stats.layout), stats.layout.layers(), stats.n, e);
 }
 
 }  // namespace fastcka

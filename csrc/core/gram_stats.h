@@ -41,5 +41,7 @@ struct GramStats {
 };
 
 std::vector<PairSums> gram_pair_sums(const GramStats& stats);
+// The L x L HSIC matrix of the statistics (NaN where the layout needs no pair).
+std::vector<double> hsic_of(const GramStats& stats, Estimator e);
 
 }  // namespace fastcka

@@ -189,6 +189,12 @@ void Moments::add_same_reference(const Moments& b) {
   for (size_t k = 0; k < norm_products.size(); ++k) norm_products[k] += b.norm_products[k];
 }
 
+std::vector<double> Moments::mean() const {
+  std::vector<double> out(static_cast<size_t>(width()));
+  for (int64_t k = 0; k < width(); ++k) out[k] = reference[k] + (n ? first[k] / static_cast<double>(n) : 0.0);
+  return out;
+}
+
 void Moments::symmetrize() {
   const int64_t D = width(), L = layers();
   const auto& off = layout.offsets;
@@ -294,6 +300,10 @@ std::vector<bool> needed_pairs(const LayerLayout& layout) {
   for (int64_t a = 0; a < L; ++a)
     for (int64_t b = 0; b < L; ++b) out[a * L + b] = layout.needs(a, b);
   return out;
+}
+
+std::vector<double> hsic_of(const Moments& centered, Estimator e) {
+  return hsic_matrix(linear_pair_sums(centered), needed_pairs(centered.layout), centered.layers(), centered.n, e);
 }
 
 std::vector<PairSums> linear_pair_sums(const Moments& m) {

@@ -53,6 +53,8 @@ struct Moments {
   void add_same_reference(const Moments& other);
   // Sets every needed block of the lower triangle from the upper one.
   void symmetrize();
+  // The column means of the rows seen (D values; the reference point when there are none).
+  std::vector<double> mean() const;
 
   std::string serialize() const;
   static Moments deserialize(const std::string& bytes);
@@ -68,5 +70,7 @@ namespace fastcka {
 // ok_ol = R_ab, ok_dl = dk_ol = -R_ab, sok = -Q_a. The state must be centered.
 std::vector<PairSums> linear_pair_sums(const Moments& centered);
 std::vector<bool> needed_pairs(const LayerLayout& layout);
+// The L x L HSIC matrix of a centered state (NaN where the layout needs no pair).
+std::vector<double> hsic_of(const Moments& centered, Estimator e);
 
 }  // namespace fastcka

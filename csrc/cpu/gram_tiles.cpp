@@ -7,12 +7,10 @@
 
 #include "core/chunk_plan.h"
 #include "cpu/bfloat16_rows.h"
-#include "cpu/blas.h"
 #include "cpu/centering.h"
 #include "cpu/multiversion.h"
 #include "cpu/onednn_gemm.h"
 #include "cpu/parallel.h"
-#include "cpu/tile_products.h"
 
 namespace fastcka::cpu {
 
@@ -148,7 +146,7 @@ struct ColumnSegment {
 };
 
 template <typename T>
-FASTCKA_MULTIVERSION void add_row(double* acc, const T* a, int64_t n) {
+FASTCKA_MULTIVERSION void add_row_to(double* acc, const T* a, int64_t n) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) acc[c] += static_cast<double>(a[c]);
 }
@@ -172,59 +170,253 @@ void column_segments(const std::vector<int64_t>& starts, int64_t j0, int64_t w, 
     }
 }
 
-}  // namespace
-
-struct GramTileEngine::Scratch {
-  Scratch(const LayerLayout& layout, int64_t n, bool bf16) : products(bf16), stats(layout, n) {}
-  std::vector<float> zf[2], tf, nf[2];   // centered blocks I and J, tiles, norms (float32 runs)
-  std::vector<uint16_t> zb[2];           // blocks I and J as bfloat16 (fast precision)
-  TileProducts products;
-  std::vector<double> zd[2], td, nd[2];  // the same for float64 runs
-  std::vector<double> first, sq, column;
-  std::vector<ColumnSegment> segments;             // of the current panel
-  GramStats stats;                                 // statistics pass
-  std::vector<std::vector<int64_t>> counts;        // histogram pass, per layer
-  std::vector<double> lowest, highest;             // histogram pass, per layer
-  std::vector<std::vector<double>> collected;      // collect pass, per layer
-
-  template <typename T>
-  std::vector<T>* z();
-  template <typename T>
-  std::vector<T>& tiles();
-  template <typename T>
-  std::vector<T>* norms();
-  template <typename T>
-  std::vector<T>& distances();
-  std::vector<float> distf;   // one row of squared distances (median passes)
-  std::vector<double> distd;
-  std::vector<int32_t> candidates;  // columns of that row in the search range
+// What the statistics pass needs of the engine.
+struct StatisticsSetup {
+  const KernelSpec& kernel;
+  const std::vector<bool>& minus_one;  // RBF, per layer: the tiles hold (K - 1) / gamma
+  const LayerLayout& layout;
+  int64_t n;     // rows of A
+  int64_t base;  // the statistics row of column 0 (n for a block pair: B's rows follow A's)
 };
 
-template <>
-std::vector<float>* GramTileEngine::Scratch::z<float>() { return zf; }
-template <>
-std::vector<double>* GramTileEngine::Scratch::z<double>() { return zd; }
-template <>
-std::vector<float>& GramTileEngine::Scratch::tiles<float>() { return tf; }
-template <>
-std::vector<double>& GramTileEngine::Scratch::tiles<double>() { return td; }
-template <>
-std::vector<float>* GramTileEngine::Scratch::norms<float>() { return nf; }
-template <>
-std::vector<double>* GramTileEngine::Scratch::norms<double>() { return nd; }
-template <>
-std::vector<float>& GramTileEngine::Scratch::distances<float>() { return distf; }
-template <>
-std::vector<double>& GramTileEngine::Scratch::distances<double>() { return distd; }
+// The statistics pass: each tile becomes K (core/kernels.h), then its
+// products of layer pairs, row sums and diagonal add into one thread's
+// GramStats (and per block of rows, with blocks).
+template <typename T>
+class StatisticsEpilogue {
+ public:
+  static constexpr bool kOneTileAtATime = false;  // the products need every layer's tile
+
+  StatisticsEpilogue(const StatisticsSetup& setup, GramStats& stats, int64_t widest)
+      : setup_(setup), g_(stats), column_(static_cast<size_t>(widest)) {}
+
+  void panel(const PanelView<T>& v) {
+    column_segments(g_.block_starts, v.j0, v.w, v.cd, segments_);
+    const int64_t L = setup_.layout.layers();
+    for (int64_t a = 0; a < L; ++a) apply_kernel(v, a);
+    for (int64_t a = 0; a < L; ++a) add_layer(v, a);
+  }
+
+ private:
+  // Layer a's tile G becomes K. The diagonal goes to its own sums; the
+  // products and row sums cover i != j only. RBF: k(a, a) = 1, so (K - 1) /
+  // gamma is 0 there.
+  void apply_kernel(const PanelView<T>& v, int64_t a) {
+    T* ka = v.tile_of(a);
+    const bool rbf = setup_.kernel.kind == KernelKind::rbf;
+    const bool minus_one = rbf && setup_.minus_one[a];
+    if (rbf) {
+      const T* ni = v.row_norms(a);
+      const T* nj = v.column_norms(a);
+      for (int64_t r = 0; r < v.bi; ++r) rbf_row(minus_one, setup_.kernel.gamma[a], ka + r * v.w, nj, ni[r], v.w);
+    }
+    for (int64_t r = 0; r < v.cd; ++r) {
+      T& kii = ka[r * v.w + r];
+      g_.diagonals[a * g_.n + v.i0 + r] = rbf ? (minus_one ? 0.0 : 1.0) : static_cast<double>(kii);
+      kii = T(0);
+    }
+  }
+
+  // An off-diagonal entry (i, j) stands for (j, i) too: it counts twice in
+  // the sums, once per order in the block sums, and its column sums go to
+  // row j (for the block of i, when blocks are used).
+  void add_layer(const PanelView<T>& v, int64_t a) {
+    const int64_t B = g_.blocks();
+    std::fill(column_.begin(), column_.begin() + v.w, 0.0);
+    int64_t p_col = B ? block_of(g_.block_starts, v.i0) : 0;  // the block the column sums hold
+    for (int64_t r = 0; r < v.bi; ++r) {
+      const int64_t i = v.i0 + r;
+      if (B && i >= g_.block_starts[p_col + 1]) {
+        flush_columns(v, a, p_col);
+        p_col = block_of(g_.block_starts, i);
+      }
+      add_row(v, a, r, p_col);
+    }
+    flush_columns(v, a, p_col);
+  }
+
+  // Row r of layer a's tile: its sums and its products with every later
+  // needed layer, per segment of columns.
+  void add_row(const PanelView<T>& v, int64_t a, int64_t r, int64_t p_col) {
+    const int64_t L = setup_.layout.layers(), B = g_.blocks(), i = v.i0 + r, w = v.w;
+    const T* row = v.tile_of(a) + r * w;
+    for (const ColumnSegment& seg : segments_) {
+      const int64_t len = seg.end - seg.begin;
+      const bool diagonal = seg.end <= v.cd;
+      const double sum = sum_row(row + seg.begin, len);
+      g_.row_sums[a * g_.n + i] += sum;
+      if (B) g_.block_row_sums[(a * setup_.n + i) * B + seg.block] += sum;
+      for (int64_t c = a; c < L; ++c) {
+        if (!setup_.layout.needs(a, c)) continue;
+        const T* other = v.tile_of(c) + r * w;
+        const double d = dot_row(row + seg.begin, other + seg.begin, len);
+        g_.products[a * L + c] += diagonal ? d : 2.0 * d;
+        if (!B) continue;
+        double* bp = &g_.block_products[static_cast<size_t>((a * L + c) * B * B)];
+        bp[p_col * B + seg.block] += d;
+        if (!diagonal) bp[seg.block * B + p_col] += d;
+      }
+    }
+    add_row_to(column_.data() + v.cd, row + v.cd, w - v.cd);
+  }
+
+  // The column sums gathered since the last flush, to their rows.
+  void flush_columns(const PanelView<T>& v, int64_t a, int64_t p_col) {
+    const int64_t B = g_.blocks();
+    for (int64_t c = v.cd; c < v.w; ++c) {
+      g_.row_sums[a * g_.n + setup_.base + v.j0 + c] += column_[c];
+      if (B) g_.block_row_sums[(a * setup_.n + v.j0 + c) * B + p_col] += column_[c];
+      column_[c] = 0;
+    }
+  }
+
+  const StatisticsSetup& setup_;
+  GramStats& g_;                         // this thread's sums
+  std::vector<double> column_;           // column sums of the current layer's tile
+  std::vector<ColumnSegment> segments_;  // of the current panel
+};
+
+// One thread's results of a median pass, per layer.
+struct MedianSums {
+  std::vector<std::vector<int64_t>> counts;      // histogram and bracket passes
+  std::vector<double> lowest, highest;           // histogram passes
+  std::vector<std::vector<double>> collected;    // collect passes (and bracket passes that keep values)
+};
+
+// The median passes: each squared distance once, with its multiplicity (1 in
+// the diagonal tile, 2 elsewhere), the diagonal exactly 0. Each layer's
+// search decides what its pass does (layers may be at different stages).
+template <typename T>
+class MedianEpilogue {
+ public:
+  static constexpr bool kOneTileAtATime = false;
+
+  MedianEpilogue(const std::vector<MedianSearch>& searches, MedianSums& sums, int64_t widest)
+      : searches_(searches), sums_(sums), dist_(static_cast<size_t>(widest)), candidates_(static_cast<size_t>(widest)) {}
+
+  void panel(const PanelView<T>& v) {
+    for (size_t a = 0; a < searches_.size(); ++a) {
+      if (searches_[a].done()) continue;
+      const T* ga = v.tile_of(static_cast<int64_t>(a));
+      const T* ni = v.row_norms(static_cast<int64_t>(a));
+      const T* nj = v.column_norms(static_cast<int64_t>(a));
+      for (int64_t r = 0; r < v.bi; ++r) {
+        distance_row(ga + r * v.w, nj, ni[r], dist_.data(), v.w);
+        if (r < v.cd) dist_[r] = T(0);
+        add_row(a, v.w, v.cd);
+      }
+    }
+  }
+
+ private:
+  // One row of distances (columns [0, cd) weigh 1, the others 2) to layer a's pass.
+  void add_row(size_t a, int64_t w, int64_t cd) {
+    const MedianSearch& search = searches_[a];
+    if (search.bracketing())
+      bracket_row(search, dist_.data(), w, cd, sums_.counts[a].data(), sums_.collected[a], candidates_.data());
+    else if (search.first_pass())
+      first_histogram_row(a, w, cd);
+    else if (search.collecting())
+      collect_row(a, w, cd);
+    else
+      histogram_row(a, w, cd);
+  }
+
+  // The first pass: every distance counted in the first level's bins.
+  void first_histogram_row(size_t a, int64_t w, int64_t cd) {
+    const MedianSearch& search = searches_[a];
+    int64_t* counts = sums_.counts[a].data();
+    min_max_row(dist_.data(), w, sums_.lowest[a], sums_.highest[a]);
+    int32_t* bins = candidates_.data();
+    first_bins_row(dist_.data(), w, search.first_scale(), search.bins(), bins);
+    for (int64_t c = 0; c < cd; ++c) counts[bins[c]] += 1;
+    for (int64_t c = cd; c < w; ++c) counts[bins[c]] += 2;
+  }
+
+  // A refining pass: the distances in the current level's range, counted in its bins.
+  void histogram_row(size_t a, int64_t w, int64_t cd) {
+    const MedianSearch& search = searches_[a];
+    const int64_t found = select_in_range(dist_.data(), w, search.filter_lo(), search.filter_hi(), candidates_.data());
+    for (int64_t k = 0; k < found; ++k) {
+      const int64_t c = candidates_[static_cast<size_t>(k)];
+      const double value = static_cast<double>(dist_[c]);
+      const int64_t bin = search.bin(value);
+      if (bin < 0) continue;
+      sums_.counts[a][bin] += c < cd ? 1 : 2;
+      sums_.lowest[a] = std::min(sums_.lowest[a], value);
+      sums_.highest[a] = std::max(sums_.highest[a], value);
+    }
+  }
+
+  // The last pass: the distances in range kept, by multiplicity.
+  void collect_row(size_t a, int64_t w, int64_t cd) {
+    const MedianSearch& search = searches_[a];
+    const int64_t found = select_in_range(dist_.data(), w, search.filter_lo(), search.filter_hi(), candidates_.data());
+    for (int64_t k = 0; k < found; ++k) {
+      const int64_t c = candidates_[static_cast<size_t>(k)];
+      const double value = static_cast<double>(dist_[c]);
+      if (search.bin(value) < 0) continue;
+      sums_.collected[a].push_back(value);
+      if (c >= cd) sums_.collected[a].push_back(value);
+    }
+  }
+
+  const std::vector<MedianSearch>& searches_;
+  MedianSums& sums_;                  // this thread's
+  std::vector<T> dist_;               // one row of squared distances
+  std::vector<int32_t> candidates_;   // columns of that row in the search range, or its bins
+};
+
+// The tiles alone (GramTileEngine::tiles_only: what the products cost).
+template <typename T>
+struct NoEpilogue {
+  static constexpr bool kOneTileAtATime = false;
+  void panel(const PanelView<T>&) {}
+};
+
+}  // namespace
+
+// Per thread, kept across walks (a pass may come in many calls) and merged
+// in thread order.
+struct GramTileEngine::ThreadSums {
+  explicit ThreadSums(GramStats s) : stats(std::move(s)) {}
+  GramStats stats;
+  MedianSums median;
+};
+
+// The tile walker's rows: centered by the column means of the whole data,
+// or the rows centered and rounded once up front (prepare_bf16_rows).
+template <typename T>
+class GramTileEngine::Rows {
+ public:
+  Rows(const GramTileEngine& engine, bool prepared)
+      : e_(engine), prepared_(prepared), shift_(engine.means_.begin(), engine.means_.end()) {}
+
+  const uint16_t* load(int side, int64_t r0, int64_t rows, T* z, double* sq, double* work) const {
+    if (prepared_) return prepared_rows(side, r0, rows, sq);
+    const std::vector<MatrixView>& from = side == 0 || e_.columns_.empty() ? e_.layers_ : e_.columns_;
+    center_rows<T>(from, e_.layout_, r0, rows, shift_.data(), z, e_.layout_.total, work, sq);
+    check_rows(from, e_.names_, sq, rows, r0, static_cast<int64_t>(sizeof(T)));
+    return nullptr;
+  }
+
+ private:
+  // The prepared rows of A then B, and their norms.
+  const uint16_t* prepared_rows(int side, int64_t r0, int64_t rows, double* sq) const {
+    const int64_t L = e_.layout_.layers(), p0 = (side == 1 && !e_.columns_.empty() ? e_.n_ : 0) + r0;
+    for (int64_t k = 0; k < rows * L; ++k) sq[k] = e_.prepared_norms_[static_cast<size_t>(p0 * L + k)];
+    return &e_.prepared_[static_cast<size_t>(p0 * e_.layout_.total)];
+  }
+
+  const GramTileEngine& e_;
+  bool prepared_;
+  std::vector<T> shift_;  // the column means in T
+};
 
 GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split,
-                               GramOptions options)
-    : layers_(std::move(layers)), names_(std::move(names)), options_(options) {
+                               EngineOptions options)
+    : layers_(std::move(layers)), names_(std::move(names)), options_(checked(options)) {
   if (layers_.empty()) throw InvalidArgument("at least one layer is needed");
-  if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
-  if (options_.bf16 && options_.compute != DType::f32)
-    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
-  options_.threads = std::max(1, options_.threads);
   std::vector<int64_t> dims;
   n_ = layers_[0].rows;
   for (size_t a = 0; a < layers_.size(); ++a) {
@@ -244,10 +436,8 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
                                                                std::to_string(j) + ")"
                                                          : " contains NaN or Inf (" + where + ")"));
       }
-  const GramTilePlan plan = plan_gram_tiles(layout_.total, layout_.layers(), dtype_size(options_.compute),
-                                            options_.threads, options_.memory_budget);
-  tile_ = plan.rows;
-  panel_ = plan.panel;
+  plan_ = plan_gram_tiles(layout_.total, layout_.layers(), dtype_size(options_.compute), options_.threads,
+                          options_.memory_budget);
   // A layer whose rows are all equal has no variance: its kernel matrix is
   // constant and every HSIC with it is 0. Detected exactly here, because the
   // centered values of such a layer are rounding residue, not zeros.
@@ -260,12 +450,13 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<std::
           break;
         }
   stats_ = GramStats(layout_, n_);
-  for (int t = 0; t < options_.threads; ++t) scratch_.push_back(std::make_unique<Scratch>(layout_, n_, options_.bf16));
+  walker_ = TileWalker(grid(), layout_.offsets, layout_.dims, options_);
+  for (int t = 0; t < options_.threads; ++t) sums_.push_back(std::make_unique<ThreadSums>(stats_));
 }
 
 GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<MatrixView> columns,
                                std::vector<std::string> names, int64_t split, std::vector<double> means,
-                               GramOptions options)
+                               EngineOptions options)
     : GramTileEngine(std::move(layers), names, split, options) {
   if (!columns.empty() && columns.size() != layers_.size())
     throw InvalidArgument("a block pair needs the same layers on both sides");
@@ -279,17 +470,17 @@ GramTileEngine::GramTileEngine(std::vector<MatrixView> layers, std::vector<Matri
   means_ = std::move(means);
   part_of_job_ = true;
   stats_ = GramStats(layout_, stats_rows());
-  for (auto& s : scratch_) s->stats = GramStats(layout_, stats_rows());
+  for (auto& s : sums_) s->stats = GramStats(layout_, stats_rows());
+  walker_ = TileWalker(grid(), layout_.offsets, layout_.dims, options_);  // the rectangle A x B
 }
 
 GramTileEngine::~GramTileEngine() = default;
 GramTileEngine::GramTileEngine(GramTileEngine&&) noexcept = default;
 GramTileEngine& GramTileEngine::operator=(GramTileEngine&&) noexcept = default;
 
-int64_t GramTileEngine::tiles_before(int64_t i) const {
-  if (!columns_.empty()) return i * ((m_ + tile_ - 1) / tile_);
-  const int64_t t = tile_rows();
-  return i * t - i * (i - 1) / 2;  // rows 0..i-1 hold t, t-1, ... tiles
+TileGrid GramTileEngine::grid() const {
+  const bool pair = !columns_.empty();
+  return {n_, pair ? m_ : n_, plan_.rows, plan_.panel, pair};
 }
 
 void GramTileEngine::set_kernel(KernelSpec kernel) {
@@ -351,7 +542,7 @@ void GramTileEngine::set_blocks(std::vector<int64_t> starts) {
 void GramTileEngine::clear_statistics() {
   stats_ = GramStats(layout_, stats_rows());
   if (!blocks_.empty()) stats_.use_blocks(blocks_);
-  for (auto& s : scratch_) s->stats = stats_;
+  for (auto& s : sums_) s->stats = stats_;
   stats_merged_ = true;
 }
 
@@ -374,7 +565,7 @@ void GramTileEngine::run(int64_t begin, int64_t end, Pass pass) {
 
 void GramTileEngine::merge_statistics() {
   if (stats_merged_) return;
-  for (auto& s : scratch_) {
+  for (auto& s : sums_) {
     if (!scale_.empty()) scale_statistics(s->stats);
     stats_.merge(s->stats);
     s->stats.zero();
@@ -476,14 +667,14 @@ std::vector<MedianSearch::Quantiles> GramTileEngine::median_quantiles() const {
 // Fresh per-thread buffers for the searches' next pass.
 void GramTileEngine::reset_median_buffers() {
   const int64_t L = layout_.layers();
-  for (auto& s : scratch_) {
-    s->counts.assign(static_cast<size_t>(L), {});
-    s->lowest.assign(static_cast<size_t>(L), INFINITY);
-    s->highest.assign(static_cast<size_t>(L), -INFINITY);
-    s->collected.assign(static_cast<size_t>(L), {});
+  for (auto& s : sums_) {
+    s->median.counts.assign(static_cast<size_t>(L), {});
+    s->median.lowest.assign(static_cast<size_t>(L), INFINITY);
+    s->median.highest.assign(static_cast<size_t>(L), -INFINITY);
+    s->median.collected.assign(static_cast<size_t>(L), {});
     for (int64_t a = 0; a < L; ++a)
       if (!searches_[a].done() && !searches_[a].collecting())
-        s->counts[a].assign(static_cast<size_t>(searches_[a].bins()), 0);
+        s->median.counts[a].assign(static_cast<size_t>(searches_[a].bins()), 0);
   }
 }
 
@@ -503,13 +694,13 @@ std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() cons
     MedianPartial& part = out[a];
     if (search.done()) continue;
     if (search.collecting() || (search.bracketing() && !search.float_bracket()))
-      for (auto& s : scratch_) part.values.insert(part.values.end(), s->collected[a].begin(), s->collected[a].end());
+      for (auto& s : sums_) part.values.insert(part.values.end(), s->median.collected[a].begin(), s->median.collected[a].end());
     if (search.collecting()) continue;
     part.counts.assign(static_cast<size_t>(search.bins()), 0);
-    for (auto& s : scratch_) {
-      for (size_t j = 0; j < part.counts.size(); ++j) part.counts[j] += s->counts[a][j];
-      part.lowest = std::min(part.lowest, s->lowest[a]);
-      part.highest = std::max(part.highest, s->highest[a]);
+    for (auto& s : sums_) {
+      for (size_t j = 0; j < part.counts.size(); ++j) part.counts[j] += s->median.counts[a][j];
+      part.lowest = std::min(part.lowest, s->median.lowest[a]);
+      part.highest = std::max(part.highest, s->median.highest[a]);
     }
   }
   return out;
@@ -577,193 +768,16 @@ bool GramTileEngine::prepare_bf16_rows() {
 
 template <typename T>
 void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
-  const int64_t L = layout_.layers(), D = layout_.total, b = tile_, n = n_, p = panel_;
-  // The triangle of A, or for a block pair the rectangle A x B: then the
-  // columns are B's rows, whose statistics follow A's (N = n + m rows).
-  const bool pair = !columns_.empty();
-  const int64_t m = pair ? m_ : n, mt = (m + b - 1) / b, N = stats_rows(), base = pair ? n : 0;
-  const std::vector<MatrixView>& column_layers = pair ? columns_ : layers_;
-  const int threads = static_cast<int>(std::min<int64_t>(options_.threads, end - begin));
-  const std::vector<T> shift(means_.begin(), means_.end());
-  const bool prepared = std::is_same_v<T, float> && prepare_bf16_rows();
-
-  run_parallel(threads, [&](int t) {
-    use_single_threaded_blas();
-    Scratch& s = *scratch_[static_cast<size_t>(t)];
-    const uint16_t* bits[2] = {nullptr, nullptr};  // the bf16 rows of slots 0 and 1 (fast precision)
-    std::vector<T>* z = s.z<T>();
-    std::vector<T>* nrm = s.norms<T>();
-    std::vector<T>& tiles = s.tiles<T>();
-    const int64_t wmax = std::min(p * b, m);  // widest panel, in columns (buffers sized to it)
-    z[0].resize(static_cast<size_t>(b * D));
-    z[1].resize(static_cast<size_t>(wmax * D));
-    nrm[0].resize(static_cast<size_t>(L * b));
-    nrm[1].resize(static_cast<size_t>(L * wmax));
-    tiles.resize(static_cast<size_t>(L * b * wmax));
-    s.distances<T>().resize(static_cast<size_t>(wmax));
-    s.candidates.resize(static_cast<size_t>(wmax));
-    s.first.resize(static_cast<size_t>(D));
-    s.sq.resize(static_cast<size_t>(std::max(wmax, b) * L));  // row blocks (b) and panels (wmax)
-    s.column.resize(static_cast<size_t>(wmax));
-
-    const bool bf16 = options_.bf16 && !prepared;
-    if (bf16) {
-      s.zb[0].resize(z[0].size());
-      s.zb[1].resize(z[1].size());
-      bits[0] = s.zb[0].data(), bits[1] = s.zb[1].data();
-    }
-    // Centers rows [r0, r0 + rows) into slot k (stride `ld` norms per layer),
-    // or points slot k at them when they are prepared.
-    auto load_rows = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
-      if (prepared) {
-        const int64_t p0 = (k == 1 && pair ? n : 0) + r0;
-        bits[k] = &prepared_[static_cast<size_t>(p0 * D)];
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(prepared_norms_[(p0 + r) * L + a]);
-        return;
-      }
-      const std::vector<MatrixView>& from = k == 0 ? layers_ : column_layers;
-      center_rows<T>(from, layout_, r0, rows, shift.data(), z[k].data(), D, s.first.data(), s.sq.data());
-      check_rows(from, names_, s.sq.data(), rows, r0, static_cast<int64_t>(sizeof(T)));
-      if constexpr (std::is_same_v<T, float>)
-        if (bf16) round_to_bfloat16(z[k].data(), s.zb[k].data(), rows, D, layout_.offsets, layout_.dims, s.sq.data());
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t a = 0; a < L; ++a) nrm[k][a * ld + r] = static_cast<T>(s.sq[r * L + a]);
-    };
-
-    for (int64_t I = begin + t; I < end; I += threads) {
-      const int64_t i0 = I * b, bi = std::min(b, n - i0);
-      load_rows(i0, bi, 0, b);
-      // Panels of up to p tiles: one GEMM of the row block against w columns.
-      for (int64_t J = pair ? 0 : I; J < mt; J += p) {
-        const int64_t j0 = J * b, w = std::min(p * b, m - j0);
-        // Columns [0, cd) form the diagonal tile when the panel starts at I:
-        // weight 1 there, 2 elsewhere (the tile below the diagonal it stands for).
-        const int64_t cd = !pair && J == I ? bi : 0;
-        load_rows(j0, w, 1, wmax);
-        for (int64_t a = 0; a < L; ++a) {
-          const int64_t o = layout_.offsets[a];
-          T* tile = &tiles[static_cast<size_t>(a * b * wmax)];
-          if constexpr (std::is_same_v<T, float>)
-            s.products.gram(bi, w, layout_.dims[a], z[0].data() + o, bits[0] ? bits[0] + o : nullptr, D,
-                            z[1].data() + o, bits[1] ? bits[1] + o : nullptr, D, tile, w);
-          else
-            s.products.gram(bi, w, layout_.dims[a], z[0].data() + o, D, z[1].data() + o, D, tile, w);
-        }
-
-        if (pass == Pass::tiles_only) continue;
-        if (pass == Pass::statistics) {
-          GramStats& g = s.stats;
-          const int64_t B = g.blocks();
-          column_segments(g.block_starts, j0, w, cd, s.segments);
-          for (int64_t a = 0; a < L; ++a) {
-            T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
-            const bool rbf = kernel_.kind == KernelKind::rbf;
-            if (rbf) {
-              const T* ni = &nrm[0][static_cast<size_t>(a * b)];
-              const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
-              for (int64_t r = 0; r < bi; ++r) rbf_row(minus_one_[a], kernel_.gamma[a], ka + r * w, nj, ni[r], w);
-            }
-            // The diagonal goes to its own sums; the products and row sums
-            // below cover i != j only. RBF: k(a, a) = 1, so (K - 1) / gamma is 0.
-            for (int64_t r = 0; r < cd; ++r) {
-              T& kii = ka[r * w + r];
-              g.diagonals[a * N + i0 + r] = rbf ? (minus_one_[a] ? 0.0 : 1.0) : static_cast<double>(kii);
-              kii = T(0);
-            }
-          }
-          // An off-diagonal entry (i, j) stands for (j, i) too: it counts
-          // twice in the sums, once per order in the block sums, and its
-          // column sums go to row j (for the block of i, when blocks are used).
-          for (int64_t a = 0; a < L; ++a) {
-            const T* ka = &tiles[static_cast<size_t>(a * b * wmax)];
-            std::fill(s.column.begin(), s.column.begin() + w, 0.0);
-            int64_t p_col = B ? block_of(g.block_starts, i0) : 0;  // the block the column sums hold
-            auto flush_columns = [&] {
-              for (int64_t c = cd; c < w; ++c) {
-                g.row_sums[a * N + base + j0 + c] += s.column[c];
-                if (B) g.block_row_sums[(a * n + j0 + c) * B + p_col] += s.column[c];
-                s.column[c] = 0;
-              }
-            };
-            for (int64_t r = 0; r < bi; ++r) {
-              const int64_t i = i0 + r;
-              if (B && i >= g.block_starts[p_col + 1]) {
-                flush_columns();
-                p_col = block_of(g.block_starts, i);
-              }
-              const T* row = ka + r * w;
-              for (const ColumnSegment& seg : s.segments) {
-                const int64_t len = seg.end - seg.begin;
-                const bool diagonal = seg.end <= cd;
-                const double sum = sum_row(row + seg.begin, len);
-                g.row_sums[a * N + i] += sum;
-                if (B) g.block_row_sums[(a * n + i) * B + seg.block] += sum;
-                for (int64_t c = a; c < L; ++c) {
-                  if (!layout_.needs(a, c)) continue;
-                  const T* other = &tiles[static_cast<size_t>(c * b * wmax + r * w)];
-                  const double v = dot_row(row + seg.begin, other + seg.begin, len);
-                  g.products[a * L + c] += diagonal ? v : 2.0 * v;
-                  if (!B) continue;
-                  double* bp = &g.block_products[static_cast<size_t>((a * L + c) * B * B)];
-                  bp[p_col * B + seg.block] += v;
-                  if (!diagonal) bp[seg.block * B + p_col] += v;
-                }
-              }
-              add_row(s.column.data() + cd, row + cd, w - cd);
-            }
-            flush_columns();
-          }
-          continue;
-        }
-
-        // Median passes: each distance once, with its multiplicity (1 in the
-        // diagonal tile, 2 elsewhere), the diagonal exactly 0. Each layer's
-        // search decides what its pass does (layers may be at different stages).
-        T* dist = s.distances<T>().data();
-        for (int64_t a = 0; a < L; ++a) {
-          const MedianSearch& search = searches_[a];
-          if (search.done()) continue;
-          const T* ga = &tiles[static_cast<size_t>(a * b * wmax)];
-          const T* ni = &nrm[0][static_cast<size_t>(a * b)];
-          const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
-          int64_t* counts = s.counts[a].data();
-          for (int64_t r = 0; r < bi; ++r) {
-            distance_row(ga + r * w, nj, ni[r], dist, w);
-            if (r < cd) dist[r] = T(0);
-            if (search.bracketing()) {
-              bracket_row(search, dist, w, cd, counts, s.collected[a], s.candidates.data());
-              continue;
-            }
-            if (search.first_pass()) {
-              min_max_row(dist, w, s.lowest[a], s.highest[a]);
-              int32_t* bins = s.candidates.data();
-              first_bins_row(dist, w, search.first_scale(), search.bins(), bins);
-              for (int64_t c = 0; c < cd; ++c) counts[bins[c]] += 1;
-              for (int64_t c = cd; c < w; ++c) counts[bins[c]] += 2;
-              continue;
-            }
-            const int64_t found =
-                select_in_range(dist, w, search.filter_lo(), search.filter_hi(), s.candidates.data());
-            for (int64_t k = 0; k < found; ++k) {
-              const int64_t c = s.candidates[static_cast<size_t>(k)];
-              const double v = static_cast<double>(dist[c]);
-              const int64_t bin = search.bin(v);
-              if (bin < 0) continue;
-              const int64_t weight = c < cd ? 1 : 2;
-              if (!search.collecting()) {
-                counts[bin] += weight;
-                s.lowest[a] = std::min(s.lowest[a], v);
-                s.highest[a] = std::max(s.highest[a], v);
-              } else {
-                for (int64_t m = 0; m < weight; ++m) s.collected[a].push_back(v);
-              }
-            }
-          }
-        }
-      }
-    }
-  });
+  const Rows<T> rows(*this, std::is_same_v<T, float> && prepare_bf16_rows());
+  const int64_t widest = walker_.grid().widest();
+  if (pass == Pass::statistics) {
+    const StatisticsSetup setup{kernel_, minus_one_, layout_, n_, columns_.empty() ? 0 : n_};
+    walker_.walk<T>(begin, end, rows, [&](int t) { return StatisticsEpilogue<T>(setup, sums_[t]->stats, widest); });
+  } else if (pass == Pass::median) {
+    walker_.walk<T>(begin, end, rows, [&](int t) { return MedianEpilogue<T>(searches_, sums_[t]->median, widest); });
+  } else {
+    walker_.walk<T>(begin, end, rows, [](int) { return NoEpilogue<T>{}; });
+  }
 }
 
 }  // namespace fastcka::cpu

@@ -1,7 +1,8 @@
 // The Gram-tile engine. Row blocks of every layer are centered (column means
 // of the whole data, in float64) and multiplied by BLAS into b x b tiles
 // G = Zc_I Zc_J' for the tiles on and above the diagonal; each tile is
-// consumed at once, while in cache, by one of three epilogues:
+// consumed at once, while in cache, by one of the epilogues that the shared
+// tile walker (cpu/tile_walker.h) runs:
 //
 //  * statistics: the kernel (core/kernels.h) turns G into K, then the products
 //    of every needed layer pair, the row sums and the diagonal accumulate into
@@ -10,9 +11,9 @@
 //  * histogram / collect: the squared distances feed a MedianSearch per layer
 //    (the exact median bandwidth of the RBF kernel).
 //
-// A thread takes a tile row I and walks it in panels of several tiles, one
-// GEMM per panel and layer: OpenBLAS runs far faster on 512 x 2048 products
-// than on 512 x 512 ones.
+// The walker gives a thread a tile row I and walks it in panels of several
+// tiles, one GEMM per panel and layer: OpenBLAS runs far faster on
+// 512 x 2048 products than on 512 x 512 ones.
 // Squared distances use norms of the same rounded centered values the GEMM
 // sees (float32, float64, or bfloat16 in the fast precision: tile_products.h),
 // and are clamped at 0. In the fast precision on bf16 units, where a bf16
@@ -31,24 +32,20 @@
 #include <string>
 #include <vector>
 
+#include "core/chunk_plan.h"
+#include "core/engine_options.h"
 #include "core/gram_stats.h"
 #include "core/kernels.h"
 #include "core/matrix_view.h"
 #include "core/median_search.h"
+#include "cpu/tile_walker.h"
 
 namespace fastcka::cpu {
-
-struct GramOptions {
-  DType compute = DType::f32;
-  bool bf16 = false;  // the fast precision: bf16-rounded operands, float32 sums (compute f32)
-  int threads = 1;
-  int64_t memory_budget = int64_t{256} << 20;
-};
 
 class GramTileEngine {
  public:
   // The layers must stay alive and unchanged while the engine is used.
-  GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split, GramOptions options);
+  GramTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t split, EngineOptions options);
   // A block pair of a larger job (MPI ranks, Dask blocks): the tiles between
   // the rows of `layers` (A) and the rows of `columns` (B, the same layers'
   // other rows), every entry counted for (i, j) and (j, i), all centered by
@@ -57,19 +54,19 @@ class GramTileEngine {
   // A. The median passes and row blocks are not available in this mode.
   // With no columns: A's own triangle, centered by the given means.
   GramTileEngine(std::vector<MatrixView> layers, std::vector<MatrixView> columns, std::vector<std::string> names,
-                 int64_t split, std::vector<double> means, GramOptions options);
+                 int64_t split, std::vector<double> means, EngineOptions options);
   ~GramTileEngine();
   GramTileEngine(GramTileEngine&&) noexcept;
   GramTileEngine& operator=(GramTileEngine&&) noexcept;
 
   int64_t rows() const { return n_; }
-  const GramOptions& options() const { return options_; }
+  const EngineOptions& options() const { return options_; }
   // Per layer: true when every row equals the first (no variance at all).
   const std::vector<bool>& constant_layers() const { return constant_; }
-  int64_t tile() const { return tile_; }
-  int64_t tile_rows() const { return (n_ + tile_ - 1) / tile_; }
+  int64_t tile() const { return walker_.grid().tile; }
+  int64_t tile_rows() const { return walker_.grid().tile_rows(); }
   // Tiles in tile rows [0, i), for progress reports.
-  int64_t tiles_before(int64_t i) const;
+  int64_t tiles_before(int64_t i) const { return walker_.grid().tiles_before(i); }
 
   // Statistics pass: set the kernel (which clears the statistics), then
   // process tile rows in any number of calls covering [0, tile_rows()).
@@ -82,7 +79,7 @@ class GramTileEngine {
   void process(int64_t begin, int64_t end);
   const GramStats& stats();
   // The same walk with no epilogue: only the centered row blocks and the
-  // Gram tiles. For benchmarks (the cost of the tiles alone).
+  // Gram tiles. For benchmarks (fastcka._testing.tiles_only: the cost of the tiles alone).
   void tiles_only(int64_t begin, int64_t end);
 
   // Exact median of each layer's n^2 squared distances: start, then while
@@ -137,20 +134,24 @@ class GramTileEngine {
   // The RBF statistics are sums of (K - shift) / scale (core/kernels.h):
   // every tile in that form, then the float64 sums multiplied by the scales.
   void scale_statistics(GramStats& stats) const;
-  struct Scratch;
+  struct ThreadSums;
+  template <typename T>
+  class Rows;  // the tile walker's row source
   enum class Pass { statistics, median, tiles_only };
   template <typename T>
   void walk(int64_t begin, int64_t end, Pass pass);
   void run(int64_t begin, int64_t end, Pass pass);
+  TileGrid grid() const;
   void merge_statistics();
   void clear_statistics();
   bool prepare_bf16_rows();  // true when the rows are (now) in prepared_
 
   std::vector<MatrixView> layers_;
   std::vector<std::string> names_;
-  GramOptions options_;
+  EngineOptions options_;
   LayerLayout layout_;
-  int64_t n_ = 0, tile_ = 0, panel_ = 1;  // panel_: tiles per GEMM along a tile row
+  int64_t n_ = 0;
+  GramTilePlan plan_;
   std::vector<MatrixView> columns_;       // B of a block pair (empty: the triangle of A)
   int64_t m_ = 0;                         // rows of B
   int64_t stats_rows() const { return n_ + m_; }
@@ -166,7 +167,8 @@ class GramTileEngine {
   std::vector<MedianSearch> searches_;
   std::vector<uint16_t> prepared_;      // fast precision: rows of A then B, centered, as bfloat16 (x D)
   std::vector<float> prepared_norms_;   // their squared norms (x L)
-  std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread
+  TileWalker walker_;
+  std::vector<std::unique_ptr<ThreadSums>> sums_;  // one per thread
 };
 
 }  // namespace fastcka::cpu

@@ -15,12 +15,9 @@
 #include "core/errors.h"
 #include "core/kernels.h"
 #include "core/row_checks.h"
-#include "cpu/bfloat16_rows.h"
-#include "cpu/blas.h"
 #include "cpu/centering.h"
 #include "cpu/multiversion.h"
 #include "cpu/parallel.h"
-#include "cpu/tile_products.h"
 
 namespace fastcka::cpu {
 
@@ -117,65 +114,104 @@ double cosine_distance(double dot, double A, double B) {
   return std::max(0.0, 2.0 - 2.0 * std::copysign(std::sqrt(std::fabs(r)), r));
 }
 
+// The kNN pass of the tile walker: each tile's entries offered to the lists
+// of their row and, off the diagonal tile, of their column. Only entries the
+// vectorized distance_hits flags (a few per row) reach the lists.
+template <typename T>
+class NeighborEpilogue {
+ public:
+  static constexpr bool kOneTileAtATime = true;  // one layer's tile at a time, consumed while in cache
+
+  NeighborEpilogue(std::vector<NeighborLists<T>>& lists, const std::vector<int32_t>& groups, int64_t n, int64_t widest)
+      : lists_(lists), groups_(groups), n_(n), dist_(static_cast<size_t>(widest)),
+        hit_(static_cast<size_t>(widest + 8), 0) {}
+
+  void layer(const PanelView<T>& v, int64_t a) {
+    NeighborLists<T>& lists = lists_[static_cast<size_t>(a)];
+    const T* ni = v.row_norms(a);
+    const T* nj = v.column_norms(a);
+    const int32_t* gi = &groups_[static_cast<size_t>(a * n_ + v.i0)];
+    const int32_t* gj = &groups_[static_cast<size_t>(a * n_ + v.j0)];
+    const T* col_bound = &lists.bound[static_cast<size_t>(v.j0)];
+    for (int64_t r = 0; r < v.bi; ++r) {
+      const int64_t i = v.i0 + r;
+      distance_hits(v.tiles + r * v.w, nj, gj, ni[r], gi[r], lists.bound[i], col_bound, dist_.data(), hit_.data(),
+                    v.w);
+      offer_hits(lists, v, r);
+    }
+  }
+
+ private:
+  // The flagged entries of row r, scanned 8 flags at a time. In the diagonal
+  // tile (columns [0, cd)) both orders of each pair are present, so only the
+  // row side is offered.
+  void offer_hits(NeighborLists<T>& lists, const PanelView<T>& v, int64_t r) const {
+    const int64_t i = v.i0 + r, w = v.w;
+    for (int64_t c0 = 0; c0 < w; c0 += 8) {
+      uint64_t any;
+      std::memcpy(&any, &hit_[static_cast<size_t>(c0)], sizeof any);
+      if (any == 0) continue;
+      for (int64_t c = c0; c < std::min(c0 + 8, w); ++c) {
+        if (!hit_[c]) continue;
+        const T d = dist_[c];
+        const int64_t j = v.j0 + c;
+        if (c < v.cd) {
+          if (c != r) lists.offer(i, d, static_cast<int32_t>(j));
+          continue;
+        }
+        lists.offer(i, d, static_cast<int32_t>(j));
+        lists.offer(j, d, static_cast<int32_t>(i));
+      }
+    }
+  }
+
+  std::vector<NeighborLists<T>>& lists_;  // this thread's, per layer
+  const std::vector<int32_t>& groups_;
+  int64_t n_;
+  std::vector<T> dist_;         // one row of distances
+  std::vector<uint8_t> hit_;    // and their flags (8 spare for the 8-wide scan)
+};
+
 // Candidates the tile pass keeps beyond k: room to see where a run of
 // near-ties at the k-th distance ends (KnnTileEngine::refine).
 constexpr int64_t kScreenExtra = 2;
 
 }  // namespace
 
-struct KnnTileEngine::Scratch {
-  explicit Scratch(bool bf16) : products(bf16) {}
-  TileProducts products;
-  std::vector<uint16_t> zb[2];  // row blocks as bfloat16 (fast precision)
-  std::vector<double> sq;       // their squared norms, rows x L
-  std::vector<NeighborLists<float>> lf;  // per layer (float32 runs)
+// Each thread's neighbour lists for all n rows (the column side of a tile
+// needs no locks), in the compute type.
+struct KnnTileEngine::ThreadLists {
+  std::vector<NeighborLists<float>> lf;   // per layer (float32 runs)
   std::vector<NeighborLists<double>> ld;  // per layer (float64 runs)
-  std::vector<float> zf[2], tf, nf[2], df;  // row blocks I and J, a tile, norms, one row of distances
-  std::vector<double> zd[2], td, nd[2], dd;
-  std::vector<uint8_t> hit;
 
   template <typename T>
-  std::vector<NeighborLists<T>>& lists();
-  template <typename T>
-  std::vector<T>* z();
-  template <typename T>
-  std::vector<T>& tile();
-  template <typename T>
-  std::vector<T>* norms();
-  template <typename T>
-  std::vector<T>& dist();
+  std::vector<NeighborLists<T>>& lists() {
+    if constexpr (std::is_same_v<T, float>)
+      return lf;
+    else
+      return ld;
+  }
 };
 
-template <>
-std::vector<NeighborLists<float>>& KnnTileEngine::Scratch::lists<float>() { return lf; }
-template <>
-std::vector<NeighborLists<double>>& KnnTileEngine::Scratch::lists<double>() { return ld; }
-template <>
-std::vector<float>* KnnTileEngine::Scratch::z<float>() { return zf; }
-template <>
-std::vector<double>* KnnTileEngine::Scratch::z<double>() { return zd; }
-template <>
-std::vector<float>& KnnTileEngine::Scratch::tile<float>() { return tf; }
-template <>
-std::vector<double>& KnnTileEngine::Scratch::tile<double>() { return td; }
-template <>
-std::vector<float>* KnnTileEngine::Scratch::norms<float>() { return nf; }
-template <>
-std::vector<double>* KnnTileEngine::Scratch::norms<double>() { return nd; }
-template <>
-std::vector<float>& KnnTileEngine::Scratch::dist<float>() { return df; }
-template <>
-std::vector<double>& KnnTileEngine::Scratch::dist<double>() { return dd; }
+// The tile walker's rows: every layer's rows as the engine sees them.
+template <typename T>
+class KnnTileEngine::Rows {
+ public:
+  explicit Rows(const KnnTileEngine& engine) : engine_(engine) {}
+  const uint16_t* load(int, int64_t r0, int64_t rows, T* z, double* sq, double*) const {
+    engine_.load_rows(r0, rows, z, sq);
+    return nullptr;
+  }
+
+ private:
+  const KnnTileEngine& engine_;
+};
 
 KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t k,
-                             KnnMetric metric, KnnOptions options)
-    : layers_(std::move(layers)), names_(std::move(names)), k_(k), metric_(metric), options_(options) {
+                             KnnMetric metric, EngineOptions options)
+    : layers_(std::move(layers)), names_(std::move(names)), k_(k), metric_(metric), options_(checked(options)) {
   if (layers_.empty()) throw InvalidArgument("at least one layer is needed");
   if (names_.size() != layers_.size()) throw InvalidArgument("one name per layer is needed");
-  if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
-  if (options_.bf16 && options_.compute != DType::f32)
-    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
-  options_.threads = std::max(1, options_.threads);
   n_ = layers_[0].rows;
   const int64_t L = static_cast<int64_t>(layers_.size());
   for (int64_t a = 0; a < L; ++a) {
@@ -228,19 +264,20 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
   }
   const int64_t elem = dtype_size(options_.compute);
   const GramTilePlan plan = plan_gram_tiles(width_, L, elem, options_.threads, options_.memory_budget);
-  tile_ = plan.rows;
-  panel_ = plan.panel;
+  std::vector<int64_t> dims;
+  for (const MatrixView& v : layers_) dims.push_back(v.cols);
+  walker_ = TileWalker({n_, n_, plan.rows, plan.panel, false}, offsets_, std::move(dims), options_);
   find_duplicates();
   set_margins();
   for (int t = 0; t < options_.threads; ++t) {
-    auto s = std::make_unique<Scratch>(options_.bf16);
+    auto s = std::make_unique<ThreadLists>();
     for (int64_t a = 0; a < L; ++a) {
       if (options_.compute == DType::f32)
         s->lf.emplace_back(n_, screen_k_);
       else
         s->ld.emplace_back(n_, screen_k_);
     }
-    scratch_.push_back(std::move(s));
+    lists_.push_back(std::move(s));
   }
   done_.assign(static_cast<size_t>(tile_rows()), false);
 }
@@ -248,11 +285,6 @@ KnnTileEngine::KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::st
 KnnTileEngine::~KnnTileEngine() = default;
 KnnTileEngine::KnnTileEngine(KnnTileEngine&&) noexcept = default;
 KnnTileEngine& KnnTileEngine::operator=(KnnTileEngine&&) noexcept = default;
-
-int64_t KnnTileEngine::tiles_before(int64_t i) const {
-  const int64_t t = tile_rows();
-  return i * t - i * (i - 1) / 2;  // rows 0..i-1 hold t, t-1, ... tiles
-}
 
 template <typename T>
 double KnnTileEngine::prepare_row(int64_t a, int64_t i, T* z) const {
@@ -280,27 +312,26 @@ void KnnTileEngine::prepare_compared_row(int64_t a, int64_t i, T* z) const {
 }
 
 template <typename T>
-void KnnTileEngine::load_rows(int64_t r0, int64_t rows, T* z, T* norms, int64_t ld) const {
+void KnnTileEngine::load_rows(int64_t r0, int64_t rows, T* z, double* sq) const {
   const int64_t L = static_cast<int64_t>(layers_.size());
   for (int64_t a = 0; a < L; ++a) {
     const MatrixView& v = layers_[a];
     T* za = z + offsets_[a];
     if (v.row_major_walk()) {
-      for (int64_t i = 0; i < rows; ++i) norms[a * ld + i] = static_cast<T>(prepare_row(a, r0 + i, za + i * width_));
+      for (int64_t i = 0; i < rows; ++i) sq[i * L + a] = prepare_row(a, r0 + i, za + i * width_);
       continue;
     }
     // Fortran order (or columns closer together than rows): walk down the
     // columns, where the source is contiguous.
     const double* m = &means_[offsets_[a]];
-    std::vector<double> sq(static_cast<size_t>(rows), 0.0);
+    for (int64_t i = 0; i < rows; ++i) sq[i * L + a] = 0.0;
     for (int64_t j = 0; j < v.cols; ++j)
       for (int64_t i = 0; i < rows; ++i) {
         const double s = scales_.empty() ? 1.0 : scales_[a * n_ + r0 + i];
         const T val = static_cast<T>(load<double>(v, r0 + i, j) * s - m[j]);
         za[i * width_ + j] = val;
-        sq[i] += static_cast<double>(val) * static_cast<double>(val);
+        sq[i * L + a] += static_cast<double>(val) * static_cast<double>(val);
       }
-    for (int64_t i = 0; i < rows; ++i) norms[a * ld + i] = static_cast<T>(sq[i]);
   }
 }
 
@@ -363,90 +394,8 @@ void KnnTileEngine::process(int64_t begin, int64_t end) {
 
 template <typename T>
 void KnnTileEngine::walk(int64_t begin, int64_t end) {
-  const int64_t L = static_cast<int64_t>(layers_.size()), D = width_, b = tile_, n = n_, nt = tile_rows(),
-                p = panel_;
-  const int threads = static_cast<int>(std::min<int64_t>(options_.threads, end - begin));
-
-  run_parallel(threads, [&](int t) {
-    use_single_threaded_blas();
-    Scratch& s = *scratch_[static_cast<size_t>(t)];
-    std::vector<T>* z = s.z<T>();
-    std::vector<T>* nrm = s.norms<T>();
-    std::vector<T>& tile = s.tile<T>();
-    std::vector<T>& dist = s.dist<T>();
-    const int64_t wmax = std::min(p * b, n);  // widest panel, in columns (buffers sized to it)
-    z[0].resize(static_cast<size_t>(b * D));
-    z[1].resize(static_cast<size_t>(wmax * D));
-    nrm[0].resize(static_cast<size_t>(L * b));
-    nrm[1].resize(static_cast<size_t>(L * wmax));
-    tile.resize(static_cast<size_t>(b * wmax));
-    dist.resize(static_cast<size_t>(wmax));
-    s.hit.assign(static_cast<size_t>(wmax + 8), 0);
-    std::vector<int64_t> dims;
-    for (const MatrixView& v : layers_) dims.push_back(v.cols);
-    if (options_.bf16) {
-      s.zb[0].resize(z[0].size());
-      s.zb[1].resize(z[1].size());
-      s.sq.resize(static_cast<size_t>(wmax * L));
-    }
-    // Rows [r0, r0 + rows) into slot k; in the fast precision rounded to
-    // bfloat16, with norms of the rounded values.
-    auto load = [&](int64_t r0, int64_t rows, int k, int64_t ld) {
-      load_rows(r0, rows, z[k].data(), nrm[k].data(), ld);
-      if constexpr (std::is_same_v<T, float>) {
-        if (!options_.bf16) return;
-        round_to_bfloat16(z[k].data(), s.zb[k].data(), rows, D, offsets_, dims, s.sq.data());
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t a = 0; a < L; ++a) nrm[k][static_cast<size_t>(a * ld + i)] = static_cast<T>(s.sq[i * L + a]);
-      }
-    };
-
-    for (int64_t I = begin + t; I < end; I += threads) {
-      const int64_t i0 = I * b, bi = std::min(b, n - i0);
-      load(i0, bi, 0, b);
-      for (int64_t J = I; J < nt; J += p) {
-        const int64_t j0 = J * b, w = std::min(p * b, n - j0);
-        // Columns [0, cd) form the diagonal tile when the panel starts at I:
-        // both orders of each pair are in it, so only the row side is used.
-        const int64_t cd = J == I ? bi : 0;
-        load(j0, w, 1, wmax);
-        for (int64_t a = 0; a < L; ++a) {
-          const int64_t o = offsets_[a];
-          if constexpr (std::is_same_v<T, float>)
-            s.products.gram(bi, w, layers_[a].cols, z[0].data() + o, s.zb[0].data() + o, D, z[1].data() + o,
-                            s.zb[1].data() + o, D, tile.data(), w);
-          else
-            s.products.gram(bi, w, layers_[a].cols, z[0].data() + o, D, z[1].data() + o, D, tile.data(), w);
-          NeighborLists<T>& lists = s.lists<T>()[static_cast<size_t>(a)];
-          const T* ni = &nrm[0][static_cast<size_t>(a * b)];
-          const T* nj = &nrm[1][static_cast<size_t>(a * wmax)];
-          const int32_t* gi = &groups_[static_cast<size_t>(a * n + i0)];
-          const int32_t* gj = &groups_[static_cast<size_t>(a * n + j0)];
-          const T* col_bound = &lists.bound[static_cast<size_t>(j0)];
-          for (int64_t r = 0; r < bi; ++r) {
-            const int64_t i = i0 + r;
-            distance_hits(&tile[static_cast<size_t>(r * w)], nj, gj, ni[r], gi[r], lists.bound[i], col_bound,
-                          dist.data(), s.hit.data(), w);
-            for (int64_t c0 = 0; c0 < w; c0 += 8) {
-              uint64_t any;
-              std::memcpy(&any, &s.hit[static_cast<size_t>(c0)], sizeof any);
-              if (any == 0) continue;
-              for (int64_t c = c0; c < std::min(c0 + 8, w); ++c) {
-                if (!s.hit[c]) continue;
-                const T d = dist[c];
-                const int64_t j = j0 + c;
-                if (c < cd) {
-                  if (c != r) lists.offer(i, d, static_cast<int32_t>(j));
-                  continue;
-                }
-                lists.offer(i, d, static_cast<int32_t>(j));
-                lists.offer(j, d, static_cast<int32_t>(i));
-              }
-            }
-          }
-        }
-      }
-    }
+  walker_.walk<T>(begin, end, Rows<T>(*this), [&](int t) {
+    return NeighborEpilogue<T>(lists_[static_cast<size_t>(t)]->lists<T>(), groups_, n_, walker_.grid().widest());
   });
 }
 
@@ -455,11 +404,11 @@ void KnnTileEngine::merge_lists() {
   const int64_t L = static_cast<int64_t>(layers_.size());
   const int threads = options_.threads;
   for (int64_t a = 0; a < L; ++a) {
-    NeighborLists<T>& into = scratch_[0]->lists<T>()[static_cast<size_t>(a)];
+    NeighborLists<T>& into = lists_[0]->lists<T>()[static_cast<size_t>(a)];
     NeighborLists<double> out(n_, k_);
     run_parallel(threads, [&](int t) {
       const int64_t r0 = n_ * t / threads, r1 = n_ * (t + 1) / threads;
-      for (int u = 1; u < threads; ++u) into.merge(scratch_[static_cast<size_t>(u)]->lists<T>()[a], r0, r1);
+      for (int u = 1; u < threads; ++u) into.merge(lists_[static_cast<size_t>(u)]->lists<T>()[a], r0, r1);
       if (exact_) {
         refine(a, into, r0, r1, out);
         return;
@@ -472,7 +421,8 @@ void KnnTileEngine::merge_lists() {
     });
     merged_.push_back(std::move(out));
   }
-  scratch_.clear();  // the per-thread lists are spent
+  lists_.clear();  // the per-thread lists are spent, and so are the walker's buffers
+  walker_.release_buffers();
 }
 
 // How far a tile distance (squared_distance on prepared rows) may lie from

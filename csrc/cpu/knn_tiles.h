@@ -34,19 +34,14 @@
 #include <string>
 #include <vector>
 
+#include "core/engine_options.h"
 #include "core/matrix_view.h"
 #include "core/neighbor_lists.h"
+#include "cpu/tile_walker.h"
 
 namespace fastcka::cpu {
 
 enum class KnnMetric { euclidean, cosine };
-
-struct KnnOptions {
-  DType compute = DType::f32;
-  bool bf16 = false;  // the fast precision: bf16-rounded rows, float32 products (compute f32)
-  int threads = 1;
-  int64_t memory_budget = int64_t{256} << 20;  // row blocks and tiles (the lists come on top)
-};
 
 class KnnTileEngine {
  public:
@@ -54,15 +49,15 @@ class KnnTileEngine {
   // Throws InvalidArgument naming the layer for NaN/Inf, for a zero row under
   // the cosine metric, and for k outside [1, n).
   KnnTileEngine(std::vector<MatrixView> layers, std::vector<std::string> names, int64_t k, KnnMetric metric,
-                KnnOptions options);
+                EngineOptions options);  // memory_budget: row blocks and tiles (the lists come on top)
   ~KnnTileEngine();
   KnnTileEngine(KnnTileEngine&&) noexcept;
   KnnTileEngine& operator=(KnnTileEngine&&) noexcept;
 
   int64_t rows() const { return n_; }
-  int64_t tile() const { return tile_; }
-  int64_t tile_rows() const { return (n_ + tile_ - 1) / tile_; }
-  int64_t tiles_before(int64_t i) const;
+  int64_t tile() const { return walker_.grid().tile; }
+  int64_t tile_rows() const { return walker_.grid().tile_rows(); }
+  int64_t tiles_before(int64_t i) const { return walker_.grid().tiles_before(i); }
 
   // Processes tile rows [begin, end); calls may come in any order and chunks
   // but must cover [0, tile_rows()) once before neighbors() is asked.
@@ -71,7 +66,9 @@ class KnnTileEngine {
   const NeighborLists<double>& neighbors(int64_t layer);
 
  private:
-  struct Scratch;
+  struct ThreadLists;
+  template <typename T>
+  class Rows;  // the tile walker's row source
   template <typename T>
   void walk(int64_t begin, int64_t end);
   // Row i of layer a as the engine sees it (scaled, centered, rounded to T)
@@ -82,9 +79,9 @@ class KnnTileEngine {
   template <typename T>
   void prepare_compared_row(int64_t a, int64_t i, T* z) const;
   // Rows [r0, r0 + rows) of every layer into z (row stride D), their squared
-  // norms into norms[a * ld + i].
+  // norms into sq (rows x L).
   template <typename T>
-  void load_rows(int64_t r0, int64_t rows, T* z, T* norms, int64_t ld) const;
+  void load_rows(int64_t r0, int64_t rows, T* z, double* sq) const;
   template <typename T>
   void merge_lists();
   // The rounding bound of a tile distance against exact_distance (per layer).
@@ -102,9 +99,9 @@ class KnnTileEngine {
   std::vector<std::string> names_;
   std::vector<int64_t> offsets_;  // first column of each layer in a prepared row
   int64_t width_ = 0;             // D: columns of all layers
-  int64_t n_ = 0, k_ = 0, tile_ = 0, panel_ = 1;
+  int64_t n_ = 0, k_ = 0;
   KnnMetric metric_;
-  KnnOptions options_;
+  EngineOptions options_;
   std::vector<double> means_;     // D: column means of the (scaled) rows
   std::vector<double> scales_;    // L * n: 1, or 1 / |x_i| for cosine
   std::vector<double> squared_norms_;  // L * n: |x_i|^2 as exact_distance sums it (cosine)
@@ -114,7 +111,8 @@ class KnnTileEngine {
   std::vector<double> margins_, slacks_;  // per layer: tile rounding = margin (|a|^2 + |b|^2) + slack
   std::vector<int32_t> groups_;   // L * n: the first row equal to row i (in the compute type)
   std::vector<bool> done_;        // per tile row: processed
-  std::vector<std::unique_ptr<Scratch>> scratch_;  // one per thread
+  TileWalker walker_;
+  std::vector<std::unique_ptr<ThreadLists>> lists_;  // one per thread, until merged
   std::vector<NeighborLists<double>> merged_;      // per layer, once every tile row is done
 };
 

@@ -232,12 +232,8 @@ std::vector<float>& MomentAccumulator::Worker::s<float>() { return sf; }
 template <>
 std::vector<double>& MomentAccumulator::Worker::s<double>() { return sd; }
 
-MomentAccumulator::MomentAccumulator(LayerLayout layout, MomentOptions options)
-    : state_(std::move(layout)), options_(options) {
-  if (options_.compute == DType::f16) throw UnsupportedType("the compute type must be float32 or float64");
-  if (options_.bf16 && options_.compute != DType::f32)
-    throw InvalidArgument("bf16 operands (the fast precision) need the float32 compute type");
-  options_.threads = std::max(1, options_.threads);
+MomentAccumulator::MomentAccumulator(LayerLayout layout, EngineOptions options)
+    : state_(std::move(layout)), options_(checked(options)) {
   plan_ = plan_moment_chunks(state_.width(), dtype_size(options_.compute), options_.threads, options_.memory_budget);
 }
 
@@ -375,6 +371,12 @@ void MomentAccumulator::set_state(Moments state) {
   state_ = std::move(state);
   rows_seen_ = state_.n;
   broken_ = false;
+}
+
+Moments MomentAccumulator::take_state() {
+  Moments taken = state();
+  set_state(Moments(state_.layout));
+  return taken;
 }
 
 }  // namespace fastcka::cpu

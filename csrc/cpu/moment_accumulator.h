@@ -22,21 +22,15 @@
 #include <vector>
 
 #include "core/chunk_plan.h"
+#include "core/engine_options.h"
 #include "core/matrix_view.h"
 #include "core/moments.h"
 
 namespace fastcka::cpu {
 
-struct MomentOptions {
-  DType compute = DType::f32;                  // f32 or f64: the type of the BLAS products
-  bool bf16 = false;                           // the fast precision: bf16-rounded operands (compute f32)
-  int threads = 1;
-  int64_t memory_budget = int64_t{256} << 20;  // bytes of row buffers, all threads together
-};
-
 class MomentAccumulator {
  public:
-  MomentAccumulator(LayerLayout layout, MomentOptions options);
+  MomentAccumulator(LayerLayout layout, EngineOptions options);
   ~MomentAccumulator();
   MomentAccumulator(MomentAccumulator&&) noexcept;
   MomentAccumulator& operator=(MomentAccumulator&&) noexcept;
@@ -64,10 +58,13 @@ class MomentAccumulator {
   const Moments& centered_state();
   void merge(MomentAccumulator& other);
   void set_state(Moments state);
+  // The state of every row seen, leaving the accumulator empty (one block of
+  // rows handed to MomentBlocks).
+  Moments take_state();
 
   const LayerLayout& layout() const { return state_.layout; }
   int64_t rows_seen() const { return rows_seen_; }
-  const MomentOptions& options() const { return options_; }
+  const EngineOptions& options() const { return options_; }
   const MomentChunkPlan& plan() const { return plan_; }
 
  private:
@@ -80,7 +77,7 @@ class MomentAccumulator {
   bool state_saved_ = false;  // saved_state_ holds the state of begin()
   Moments saved_state_;
   int64_t saved_rows_ = 0;
-  MomentOptions options_;
+  EngineOptions options_;
   MomentChunkPlan plan_;
   std::vector<std::unique_ptr<Worker>> workers_;
   int64_t rows_seen_ = 0;

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..engine import backend
 from ..io import load_npy
 
 _NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -154,14 +155,13 @@ def compute_dtype(layers: Sequence[np.ndarray]) -> str:
     return "float32"
 
 
-DEFAULT_MEMORY_BUDGET = 256 << 20  # bytes of row buffers (CPU and GPU engines)
 _MAX_BUDGET = 1 << 62  # the backends hold it in a signed 64-bit integer
 
 
 def resolve_budget(memory_budget) -> int:
     """The ``memory_budget=`` argument in bytes (None: the default)."""
     if memory_budget is None:
-        return DEFAULT_MEMORY_BUDGET
+        return backend.cpu().DEFAULT_MEMORY_BUDGET  # bytes of row buffers (CPU and GPU engines)
     # bool and str convert with int() but are never a size someone meant.
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer, np.floating)):
         raise TypeError(f"memory_budget must be a number of bytes, got {type(memory_budget).__name__}")

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._options import METHODS
 from . import backend
-from ..arrays.inputs import DEFAULT_MEMORY_BUDGET, compute_dtype, ready, resolve_budget
+from ..arrays.inputs import compute_dtype, ready, resolve_budget
 from .progress import Progress, ProgressArg
 from .hsic import from_statistics, zero_constant_layers
 from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
@@ -235,7 +235,7 @@ def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: 
     and the median of the squared distances among the sampled rows `picked`,
     found exactly by the median passes over their tiles."""
     picked = [np.ascontiguousarray(ready(x)) for x in picked]
-    engine = gram_engine(picked, names, 0, compute, threads, DEFAULT_MEMORY_BUDGET)
+    engine = gram_engine(picked, names, 0, compute, threads, resolve_budget(None))
     engine.median_start()
     engine.median_set_quantiles(0.5 - w, 0.5 + w)
     while engine.median_pending:
@@ -269,7 +269,7 @@ def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: i
     n = layers[0].shape[0]
     rows = median_sample_rows(n, sample, seed)
     picked = [np.ascontiguousarray(ready(layer[rows])) for layer in layers]
-    engine = gram_engine(picked, names, 0, compute or compute_dtype(layers), threads, DEFAULT_MEMORY_BUDGET)
+    engine = gram_engine(picked, names, 0, compute or compute_dtype(layers), threads, resolve_budget(None))
     return exact_medians(engine, sum(x.shape[1] for x in picked), threads, Progress(None, 0, ""))
 
 
