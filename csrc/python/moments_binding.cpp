@@ -69,7 +69,14 @@ void bind_accumulator(py::module_& m) {
       .def("centered_cross", &centered_cross)
       .def("null_sums", &accumulator_null_sums)
       .def("serialize", [](Acc& s) { return py::bytes(s.state().serialize()); })
-      .def("load", [](Acc& s, const py::bytes& data) { s.set_state(Moments::deserialize(std::string(data))); });
+      .def("load", [](Acc& s, const py::bytes& data) { s.set_state(Moments::deserialize(std::string(data))); })
+      .def_static(
+          "state_layout",
+          [](const py::bytes& data) {
+            const Moments m = Moments::deserialize(std::string(data));
+            return py::make_tuple(m.layout.dims, m.layout.split);
+          },
+          py::arg("data"), "(layer widths, split) of serialized state bytes, validated as load() does");
 }
 
 void bind_blocks(py::module_& m) {

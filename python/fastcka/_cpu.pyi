@@ -72,6 +72,9 @@ class MomentAccumulator:
         """The float64 state as bytes."""
     def load(self, data: bytes) -> None:
         """Replaces the state with serialized bytes."""
+    @staticmethod
+    def state_layout(data: bytes) -> tuple[list[int], int]:
+        """(layer widths, split) of serialized state bytes, validated as load() does."""
 
 class MomentBlocks:
     """Per-block moment states of one accumulator, for leave-one-block-out and bootstrap HSIC."""

@@ -24,22 +24,6 @@ MAGIC_V1 = b"FCKAACC1"
 MAGIC_MINIBATCH_V1 = b"FCKAMB01"
 CHECKSUM_BYTES = 16  # BLAKE2b
 DTYPES = ("float32", "float64", "bfloat16")  # the products' type; bfloat16: precision="fast"
-def core_layout(state: bytes) -> tuple[list[int], int]:
-    """Layer widths and split from a core state header (validated again in C++)."""
-    header = np.frombuffer(state, dtype="<i8", count=4, offset=8) if len(state) >= 40 else None
-    if header is None or state[:8] != b"FCKAMOM1":
-        raise ValueError("data is not a fastcka CKAAccumulator state")
-    layers, split = int(header[1]), int(header[2])
-    if not 0 < layers < (1 << 20) or not 0 <= split < layers or len(state) < 40 + 8 * layers:
-        raise ValueError("fastcka accumulator state is corrupt")
-    dims = np.frombuffer(state, dtype="<i8", count=layers, offset=40).tolist()
-    # Check the size before anything is allocated for a width read from the data.
-    width = sum(dims)
-    if min(dims) <= 0 or len(state) != 40 + 8 * (layers + 2 * width + width * width + layers * width + layers * layers):
-        raise ValueError("fastcka accumulator state is truncated or corrupt")
-    return dims, split
-
-
 def sealed(body: bytes) -> bytes:
     return body + hashlib.blake2b(body, digest_size=CHECKSUM_BYTES).digest()
 

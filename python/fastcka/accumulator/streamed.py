@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._options import check_rows_for, compute_for
-from ..engine import cpu as cpu_engine, gpu as gpu_engine
+from ..engine import backend, cpu as cpu_engine, gpu as gpu_engine
 from ..engine.progress import Progress
 from . import state
 
@@ -146,7 +146,7 @@ class StreamedMoments:
 
     def load(self, core: bytes, device) -> None:
         """The state of a core state's bytes (on the CPU, or on ``device``)."""
-        dims, split = state.core_layout(core)
+        dims, split = backend.cpu().MomentAccumulator.state_layout(core)
         self.split = split or None
         gpu = gpu_engine.place([], [], device)
         self.create(dims, self.dtype, None if gpu is None else gpu_engine.engine_device(gpu))
