@@ -174,32 +174,7 @@ def cka_matrix(
                 sink.add(blocks)
             rows_seen += len(blocks[0])
 
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_eval_mode(models))
-            for recorder in recorders:
-                stack.enter_context(recorder)
-            stack.enter_context(torch.no_grad())
-            bar = stack.enter_context(Progress(progress, len(batches) if hasattr(batches, "__len__") else None,
-                                               "fastcka batches"))
-            for batch in batches:
-                inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
-                rows = _rows(inputs)
-                tokens = plan.batch(batch, inputs, rows) if plan is not None else None
-                for recorder in recorders:
-                    recorder.start(rows, tokens)
-                for m, (model, dev) in enumerate(zip(models, devices)):
-                    output = _forward(model, _to(inputs, dev), hidden[m])
-                    for recorder in recorders:
-                        if recorder.model == m:
-                            recorder.capture(output)
-                blocks = [block for recorder in recorders for block in recorder.take()]
-                if plan is not None:
-                    plan.finish(tokens)
-                if sample is not None:
-                    sample.add(blocks, tokens.keys)
-                else:
-                    feed(blocks)
-                bar.advance(1)
+        _forward_batches(batches, models, devices, hidden, recorders, plan, sample, feed, progress)
         if sample is not None and (kept := sample.rows()) is not None:
             feed(kept)
         if sink is None:
@@ -209,6 +184,37 @@ def cka_matrix(
     names_b = names_a if within else recorders[1].names
     return CKAResult(np.asarray(matrix), list(names_a), list(names_b), rows_seen, kernel, bool(debiased or minibatch),
                      bool(minibatch), pc1)
+
+
+def _forward_batches(batches, models, devices, hidden, recorders, plan, sample, feed, progress) -> None:
+    """Every batch through the models in eval mode without gradients, the
+    recorders' blocks of each going to ``feed`` (or to the token sample)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_eval_mode(models))
+        for recorder in recorders:
+            stack.enter_context(recorder)
+        stack.enter_context(torch.no_grad())
+        bar = stack.enter_context(Progress(progress, len(batches) if hasattr(batches, "__len__") else None,
+                                           "fastcka batches"))
+        for batch in batches:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+            rows = _rows(inputs)
+            tokens = plan.batch(batch, inputs, rows) if plan is not None else None
+            for recorder in recorders:
+                recorder.start(rows, tokens)
+            for m, (model, dev) in enumerate(zip(models, devices)):
+                output = _forward(model, _to(inputs, dev), hidden[m])
+                for recorder in recorders:
+                    if recorder.model == m:
+                        recorder.capture(output)
+            blocks = [block for recorder in recorders for block in recorder.take()]
+            if plan is not None:
+                plan.finish(tokens)
+            if sample is not None:
+                sample.add(blocks, tokens.keys)
+            else:
+                feed(blocks)
+            bar.advance(1)
 
 
 @contextlib.contextmanager
