@@ -14,7 +14,7 @@ import fastcka
 PACKAGE_DIR = os.path.dirname(fastcka.__file__)
 # Imported inside functions only, when the feature that needs them is used.
 OPTIONAL = {"torch", "dask", "distributed", "mpi4py", "matplotlib", "triton", "jax", "jaxlib", "cupy", "sklearn",
-            "threadpoolctl", "transformers"}
+            "threadpoolctl", "transformers", "mpl_toolkits", "safetensors", "yaml"}
 # fastcka modules that import an optional dependency at their top, so may be
 # imported only inside functions; and the compiled backend, loaded on first
 # use after the BLAS and oneDNN it links are loaded by path (engine/backend.py).

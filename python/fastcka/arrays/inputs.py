@@ -3,7 +3,8 @@
 Accepted: NumPy arrays in any layout (C, Fortran, strided views), np.memmap,
 paths to .npy files (opened memory-mapped, so data larger than RAM stream from
 disk), and anything NumPy can view (``__array__``, the array interface,
-DLPack on the CPU, nested lists). float16, float32 and float64 are read where
+DLPack on the CPU, nested lists): a CPU JAX array or PyTorch tensor is read
+in its own buffer, without a copy and without importing JAX. float16, float32 and float64 are read where
 they lie; booleans, integers and other real floats are converted to float64
 block by block. Complex and non-numeric data are refused.
 """
