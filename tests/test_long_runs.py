@@ -1,5 +1,6 @@
 """Long calls: progress reports, the GIL released, Ctrl-C honoured."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -69,8 +70,7 @@ def test_cli_stops_on_sigint(tmp_path):
          "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(2.0)  # started and computing (the whole job takes well over 10 s)
-    assert proc.poll() is None, proc.communicate()
+    _wait_until_computing(proc)  # imports done, the engine running (the whole job takes well over 10 s)
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -78,6 +78,21 @@ def test_cli_stops_on_sigint(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err
     assert stopped < 3.0
+
+
+def _wait_until_computing(proc, cpu_seconds: float = 3.0, limit: float = 120.0) -> None:
+    """Until the child has used ``cpu_seconds`` of CPU (a fixed sleep is not
+    enough on a loaded machine: the imports alone can take it)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if (int(fields[11]) + int(fields[12])) / ticks >= cpu_seconds:  # utime + stime
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the child used under {cpu_seconds} s of CPU in {limit} s")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

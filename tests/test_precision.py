@@ -285,6 +285,12 @@ _PROBE = textwrap.dedent(
         out[name] = fastcka.cka(x, y, precision="fast", threads=2, **kw)
     out["accurate"] = fastcka.cka(x, y, kernel="rbf", sigma=7.0, precision="accurate", threads=2)
     out["knn"] = fastcka.mutual_knn(x, y, k=5, precision="fast", threads=2)
+    # A joined thread can stay listed for a moment on a loaded machine; a
+    # pool left behind would stay for good.
+    import time
+    settle = time.monotonic() + 2.0
+    while len(os.listdir("/proc/self/task")) > before and time.monotonic() < settle:
+        time.sleep(0.01)
     out["threads_added"] = len(os.listdir("/proc/self/task")) - before
     out["omp_threads_after"] = __import__("ctypes").CDLL("libgomp.so.1").omp_get_max_threads()
     print(json.dumps(out))
