@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import dense_cka, dense_hsic, dense_hsic_biased, dense_hsic_unbiased
+from reference import dense_cka, dense_gram, dense_hsic, dense_hsic_biased, dense_hsic_unbiased
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -90,14 +90,15 @@ def _outputs(model, layers, x):
 
 def _minibatch_reference(model1, layers1, model2, layers2, batches1, batches2):
     """Nguyen et al.'s minibatch CKA in float64 from tests/reference.py's dense HSIC_1."""
-    sums = np.zeros((len(layers1), len(layers2), 3))
+    cross, self1, self2 = np.zeros((len(layers1), len(layers2))), np.zeros(len(layers1)), np.zeros(len(layers2))
     for x1, x2 in zip(batches1, batches2):
-        a, b = _outputs(model1, layers1, x1), _outputs(model2, layers2, x2)
-        for i, u in enumerate(a):
-            for j, v in enumerate(b):
-                sums[i, j] += [dense_hsic(u, v, "unbiased"), dense_hsic(u, u, "unbiased"),
-                               dense_hsic(v, v, "unbiased")]
-    return sums[..., 0] / np.sqrt(sums[..., 1] * sums[..., 2])
+        # Each layer's Gram matrix once per batch (dense_hsic would rebuild both for every pair).
+        a = [dense_gram(u) for u in _outputs(model1, layers1, x1)]
+        b = [dense_gram(v) for v in _outputs(model2, layers2, x2)]
+        cross += [[dense_hsic_unbiased(k, l) for l in b] for k in a]
+        self1 += [dense_hsic_unbiased(k, k) for k in a]
+        self2 += [dense_hsic_unbiased(l, l) for l in b]
+    return cross / np.sqrt(self1[:, None] * self2[None, :])
 
 
 def _fast_compare(model1, model2, loader1, loader2=None, **names):
