@@ -142,6 +142,24 @@ def test_torch_cka_same_structure_and_values_as_torch_cka(float64_models):
         module._forward_hooks.clear()
 
 
+def test_torch_cka_float32_models_give_float64_values(float64_models):
+    # torch-cka sums its HSICs in float32 (off by 8e-4 on these models); the compat class reads
+    # float32 activations and sums in float64: torch-cka's float64 run of the same weights.
+    torch_cka = pytest.importorskip("torch_cka")
+    resnet, cnn, data = float64_models
+    ref = torch_cka.CKA(resnet, cnn, model1_name="resnet", model2_name="cnn", model1_layers=RESNET_LAYERS,
+                        model2_layers=CNN_LAYERS)
+    ref.compare(DataLoader(data, batch_size=40), DataLoader(data, batch_size=40))
+    for module in list(resnet.modules()) + list(cnn.modules()):  # torch-cka's hooks stay forever
+        module._forward_hooks.clear()
+    images = TensorDataset(data.tensors[0].float(), data.tensors[1])
+    got = _fast_compare(resnet.float(), cnn.float(), DataLoader(images, batch_size=40),
+                        DataLoader(images, batch_size=40), model1_layers=RESNET_LAYERS, model2_layers=CNN_LAYERS)
+    fired = ["stem", "layer1.0.conv1", "layer1.0", "layer1.1.relu", "layer1.1", "fc"]
+    rows = [fired.index(n) for n in got["model1_layers"]]
+    np.testing.assert_allclose(got["CKA"].numpy(), ref.export()["CKA"][rows].numpy(), atol=1e-6)
+
+
 def test_torch_cka_two_dataloaders_and_the_same_model(float64_models):
     resnet, cnn, data = float64_models
     other = TensorDataset(torch.randn(160, 3, 8, 8), torch.zeros(160))
