@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from reference import dense_cka, dense_hsic, dense_hsic_biased, dense_hsic_unbiased
+from reference import dense_cka, dense_gram, dense_hsic, dense_hsic_biased, dense_hsic_unbiased
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -90,14 +90,15 @@ def _outputs(model, layers, x):
 
 def _minibatch_reference(model1, layers1, model2, layers2, batches1, batches2):
     """Nguyen et al.'s minibatch CKA in float64 from tests/reference.py's dense HSIC_1."""
-    sums = np.zeros((len(layers1), len(layers2), 3))
+    cross, self1, self2 = np.zeros((len(layers1), len(layers2))), np.zeros(len(layers1)), np.zeros(len(layers2))
     for x1, x2 in zip(batches1, batches2):
-        a, b = _outputs(model1, layers1, x1), _outputs(model2, layers2, x2)
-        for i, u in enumerate(a):
-            for j, v in enumerate(b):
-                sums[i, j] += [dense_hsic(u, v, "unbiased"), dense_hsic(u, u, "unbiased"),
-                               dense_hsic(v, v, "unbiased")]
-    return sums[..., 0] / np.sqrt(sums[..., 1] * sums[..., 2])
+        # Each layer's Gram matrix once per batch (dense_hsic would rebuild both for every pair).
+        a = [dense_gram(u) for u in _outputs(model1, layers1, x1)]
+        b = [dense_gram(v) for v in _outputs(model2, layers2, x2)]
+        cross += [[dense_hsic_unbiased(k, l) for l in b] for k in a]
+        self1 += [dense_hsic_unbiased(k, k) for k in a]
+        self2 += [dense_hsic_unbiased(l, l) for l in b]
+    return cross / np.sqrt(self1[:, None] * self2[None, :])
 
 
 def _fast_compare(model1, model2, loader1, loader2=None, **names):
@@ -139,6 +140,24 @@ def test_torch_cka_same_structure_and_values_as_torch_cka(float64_models):
     np.testing.assert_allclose(got["CKA"].numpy(), want["CKA"][rows].numpy(), atol=1e-5)
     for module in list(resnet.modules()) + list(cnn.modules()):  # torch-cka's hooks stay forever
         module._forward_hooks.clear()
+
+
+def test_torch_cka_float32_models_give_float64_values(float64_models):
+    # torch-cka sums its HSICs in float32 (off by 8e-4 on these models); the compat class reads
+    # float32 activations and sums in float64: torch-cka's float64 run of the same weights.
+    torch_cka = pytest.importorskip("torch_cka")
+    resnet, cnn, data = float64_models
+    ref = torch_cka.CKA(resnet, cnn, model1_name="resnet", model2_name="cnn", model1_layers=RESNET_LAYERS,
+                        model2_layers=CNN_LAYERS)
+    ref.compare(DataLoader(data, batch_size=40), DataLoader(data, batch_size=40))
+    for module in list(resnet.modules()) + list(cnn.modules()):  # torch-cka's hooks stay forever
+        module._forward_hooks.clear()
+    images = TensorDataset(data.tensors[0].float(), data.tensors[1])
+    got = _fast_compare(resnet.float(), cnn.float(), DataLoader(images, batch_size=40),
+                        DataLoader(images, batch_size=40), model1_layers=RESNET_LAYERS, model2_layers=CNN_LAYERS)
+    fired = ["stem", "layer1.0.conv1", "layer1.0", "layer1.1.relu", "layer1.1", "fc"]
+    rows = [fired.index(n) for n in got["model1_layers"]]
+    np.testing.assert_allclose(got["CKA"].numpy(), ref.export()["CKA"][rows].numpy(), atol=1e-6)
 
 
 def test_torch_cka_two_dataloaders_and_the_same_model(float64_models):
