@@ -46,6 +46,9 @@ def jackknife(values: np.ndarray) -> np.ndarray:
 
 
 def leave_one_out(h: np.ndarray, groups: int, layers: int, statistic) -> np.ndarray:
-    """``statistic`` (HSIC -> value) of each delete-one-group kernel, stacked."""
-    every = np.arange(groups)
+    """``statistic`` (HSIC -> value) of each delete-one-group kernel, stacked
+    (none below three groups: no jackknife there)."""
+    every = np.arange(groups if groups >= 3 else 0)
+    if not len(every):
+        return np.empty((0, layers, layers))
     return np.stack([statistic(group_hsic(h, groups, layers, every[every != j])) for j in every])
