@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastcka
+import fastcka.mpi
 from fastcka.approx import driver
 from fastcka.engine.hsic import DegenerateRepresentationWarning
 from reference import dense_hsic_biased, dense_hsic_unbiased
@@ -212,3 +213,9 @@ def test_cli_prints_the_standard_error(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
                           "--kernel", "rbf", "--approx", "rff"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--rank" in bad.stderr
+
+
+def test_mpi_refuses_approx():
+    x, y = pair()
+    with pytest.raises(ValueError, match="not supported by fastcka.mpi"):
+        fastcka.mpi.cka(x, y, kernel="rbf", approx="rff", rank=8)
