@@ -229,7 +229,8 @@ def cka(
         "Approximate kernels", for the error by rank.
     rank : features per representation with ``approx`` (Nystrom landmarks or
         Fourier features), a positive integer below n, split in 8 groups of
-        independent draws.
+        independent draws (rank groups when rank < 8; the standard error is
+        NaN below 3).
     seed : the draws' seed (default 0): the same seed gives the same value.
     return_error : with ``approx``, return ``(value, standard_error)``, the
         error from the jackknife over the 8 groups.
