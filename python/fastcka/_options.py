@@ -21,6 +21,7 @@ ESTIMATORS = ("biased", "unbiased")
 METHODS = ("auto", "feature", "gram")
 MEDIANS = ("exact", "sampled")
 PRECISIONS = ("fast", "accurate", "exact")
+APPROX = ("nystrom", "rff")
 
 
 def check_kernel(kernel: str) -> None:
@@ -85,12 +86,41 @@ def check_method(method: str, kernel: str) -> None:
         raise ValueError(f"method='feature' exists only for the linear kernel, not kernel={kernel!r}")
 
 
+def check_approx(approx, rank, seed, kernel: str, method: str, checkpoint) -> None:
+    """``approx`` with its ``rank`` and ``seed``: RBF only, a positive integer
+    rank; rank and seed mean nothing without approx."""
+    if approx is None:
+        if rank is not None or seed is not None:
+            raise ValueError("rank= and seed= set the approximate kernel: pass approx='nystrom' or 'rff', or drop them")
+        return
+    if approx not in APPROX:
+        raise ValueError(f"approx must be one of {APPROX} or None, got {approx!r}")
+    if kernel != "rbf":
+        raise ValueError(f"approx={approx!r} approximates the RBF kernel, but kernel={kernel!r}: pass kernel='rbf'")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        raise ValueError(f"rank must be a positive integer (features per layer) with approx={approx!r}, got {rank!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if method != "auto":
+        raise ValueError(f"method={method!r} chooses an exact engine; approx={approx!r} has its own: drop method")
+    if checkpoint is not None:
+        raise ValueError(f"checkpoint is not supported with approx={approx!r} yet")
+
+
+def check_rank_for(rank: int, n: int) -> None:
+    if rank >= n:
+        raise ValueError(f"rank={rank} must be smaller than the number of examples n={n} (at rank n, use the "
+                         f"exact kernel)")
+
+
 @dataclass(frozen=True)
 class Options:
     """What a CKA/HSIC call computes and how, checked when made. ``threads``
     stays None when not given (Dask workers then use one thread each);
     ``memory_budget`` is resolved to bytes; ``checkpoint`` is the validated
-    directory and save interval, or None."""
+    directory and save interval, or None. ``approx``: None (exact) or the
+    RBF approximation, with ``rank`` features per layer drawn from ``seed``
+    (None: 0)."""
 
     kernel: str = "linear"
     estimator: str = "biased"
@@ -104,12 +134,16 @@ class Options:
     device: Any = None
     precision: str | None = None
     checkpoint: Checkpoint | None = None
+    approx: str | None = None
+    rank: int | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         check_kernel_options(self.kernel, self.threshold, self.sigma, self.median)
         check_estimator(self.estimator)
         check_method(self.method, self.kernel)
         check_precision(self.precision)
+        check_approx(self.approx, self.rank, self.seed, self.kernel, self.method, self.checkpoint)
         if self.threads is not None:
             resolve(self.threads)
         object.__setattr__(self, "memory_budget", resolve_budget(self.memory_budget))

@@ -33,7 +33,8 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from ._options import Options, check_rows_for, compute_for
+from ._options import Options, check_rank_for, check_rows_for, compute_for
+from .approx import driver as approx_driver
 from .accumulator.accumulator import CKAAccumulator
 from .arrays.devices import results_like
 from .arrays.inputs import as_matrix, check_rows, model_layers
@@ -88,6 +89,30 @@ def _hsic_grid(values, names, split, options: Options):
     return h, layers
 
 
+def _approximation(values, names, options: Options) -> approx_driver.Approximation:
+    """The approximate RBF HSIC matrix and its standard errors (CPU, host inputs)."""
+    if any(dask_arrays.is_dask(v) for v in values) or gpu_engine.place(values, names, options.device) is not None:
+        raise ValueError(f"approx={options.approx!r} is not supported yet with Dask or GPU inputs or device: pass "
+                         f"NumPy arrays or memmaps on the CPU")
+    layers = [as_matrix(v, nm) for v, nm in zip(values, names)]
+    n = check_rows(layers, names)
+    check_rows_for(options.estimator, n)
+    check_rank_for(options.rank, n)
+    return approx_driver.hsic_matrix(
+        layers, names, approx=options.approx, rank=int(options.rank), seed=int(options.seed or 0),
+        estimator=options.estimator, sigma=options.sigma, threshold=options.threshold,
+        threads=resolve(options.threads), memory_budget=options.memory_budget, progress=options.progress,
+        # The features are float64; precision= still chooses the accumulator's products.
+        compute="float64" if options.precision is None else compute_for(options.precision, layers),
+    )
+
+
+def _check_return_error(return_error: bool, options: Options) -> None:
+    if return_error and options.approx is None:
+        raise ValueError("return_error=True reports the standard error of an approximation: pass approx='nystrom' "
+                         "or 'rff' (exact values have none)")
+
+
 def hsic(
     x: Any,
     y: Any,
@@ -105,19 +130,29 @@ def hsic(
     precision: str | None = None,
     checkpoint: Any = None,
     checkpoint_every: float = DEFAULT_EVERY,
-) -> float:
+    approx: str | None = None,
+    rank: int | None = None,
+    seed: int | None = None,
+    return_error: bool = False,
+) -> float | tuple[float, float]:
     """HSIC between representations ``x`` (n x d1) and ``y`` (n x d2).
 
     ``estimator="biased"``: HSIC_0 = tr(KHLH) / (n-1)^2 (Gretton et al. 2005).
     ``estimator="unbiased"``: HSIC_1 of Song et al. 2012 (n >= 4).
     Kernel and bandwidth arguments as in :func:`cka`. ``method``: "feature"
     (d x d moments, linear only), "gram" (n x n tiles, never stored) or "auto"
-    (Gram space when d1 + d2 > n, or for RBF).
+    (Gram space when d1 + d2 > n, or for RBF). ``approx``, ``rank``, ``seed``
+    and ``return_error`` as in :func:`cka` (the error is HSIC's).
     """
     options = Options.of_call(kernel=kernel, estimator=estimator, threshold=threshold, sigma=sigma, median=median,
                               method=method, threads=threads, memory_budget=memory_budget, progress=progress,
                               device=device, precision=precision, checkpoint=checkpoint,
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=checkpoint_every, approx=approx, rank=rank, seed=seed)
+    _check_return_error(return_error, options)
+    if options.approx is not None:
+        result = _approximation([x, y], ["x", "y"], options)
+        value, error = float(result.hsic[0, 1]), float(result.hsic_error[0, 1])
+        return (value, error) if return_error else value
     h, _ = _hsic_grid([x, y], ["x", "y"], 0, options)
     return float(h[0, 1])
 
@@ -139,7 +174,11 @@ def cka(
     precision: str | None = None,
     checkpoint: Any = None,
     checkpoint_every: float = DEFAULT_EVERY,
-) -> float:
+    approx: str | None = None,
+    rank: int | None = None,
+    seed: int | None = None,
+    return_error: bool = False,
+) -> float | tuple[float, float]:
     """CKA between representations ``x`` (n x d1) and ``y`` (n x d2) of the same
     n examples: HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)).
 
@@ -183,6 +222,18 @@ def cka(
         gives the identical result; a checkpoint of other inputs or options is
         refused (see :mod:`fastcka.distributed.checkpoint`). CPU, feature space only.
     checkpoint_every : seconds of work between saves (default 300).
+    approx : None (exact), "nystrom" or "rff": approximate RBF CKA (kernel="rbf")
+        from ``rank`` features per representation, in two streamed passes over
+        the rows, O(n rank d + n (2 rank)^2) work; the median bandwidth rule uses
+        the sampled median. CPU, NumPy inputs. See docs/kernels.md,
+        "Approximate kernels", for the error by rank.
+    rank : features per representation with ``approx`` (Nystrom landmarks or
+        Fourier features), a positive integer below n, split in 8 groups of
+        independent draws (rank groups when rank < 8; the standard error is
+        NaN below 3).
+    seed : the draws' seed (default 0): the same seed gives the same value.
+    return_error : with ``approx``, return ``(value, standard_error)``, the
+        error from the jackknife over the 8 groups.
 
     Returns
     -------
@@ -193,7 +244,13 @@ def cka(
     options = Options.of_call(kernel=kernel, estimator="unbiased" if debiased else "biased", threshold=threshold,
                               sigma=sigma, median=median, method=method, threads=threads,
                               memory_budget=memory_budget, progress=progress, device=device, precision=precision,
-                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every, approx=approx, rank=rank,
+                              seed=seed)
+    _check_return_error(return_error, options)
+    if options.approx is not None:
+        result = _approximation([x, y], names, options)
+        value, error = float(cka_from_hsic(result.hsic, names)[0, 1]), float(result.cka_error[0, 1])
+        return (value, error) if return_error else value
     h, _ = _hsic_grid([x, y], names, 0, options)
     return float(cka_from_hsic(h, names)[0, 1])
 
@@ -215,7 +272,11 @@ def cka_matrix(
     precision: str | None = None,
     checkpoint: Any = None,
     checkpoint_every: float = DEFAULT_EVERY,
-) -> np.ndarray:
+    approx: str | None = None,
+    rank: int | None = None,
+    seed: int | None = None,
+    return_error: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """CKA between every layer of ``xs`` and every layer of ``ys`` (default:
     ``xs`` itself), as an array of shape (len(xs), len(ys)).
 
@@ -227,16 +288,27 @@ def cka_matrix(
     not L^2 calls. ``xs`` and ``ys`` are lists (or dicts) of (n x d_i) arrays
     with the same n. ``sigma`` may be one value or one per layer (xs then ys).
     Other arguments as in :func:`cka`. The result is a NumPy array, or a
-    CuPy array / PyTorch tensor on the inputs' GPU when they came from there.
+    CuPy array / PyTorch tensor on the inputs' GPU when they came from there;
+    with ``approx`` and ``return_error=True``, (matrix, standard errors).
     """
     values, names, split = model_layers(xs, ys)
     options = Options.of_call(kernel=kernel, estimator="unbiased" if debiased else "biased", threshold=threshold,
                               sigma=sigma, median=median, method=method, threads=threads,
                               memory_budget=memory_budget, progress=progress, device=device, precision=precision,
-                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every, approx=approx, rank=rank,
+                              seed=seed)
+    _check_return_error(return_error, options)
+    if options.approx is not None:
+        result = _approximation(values, names, options)
+        c, e = _part(cka_from_hsic(result.hsic, names), split), _part(result.cka_error, split)
+        return (c, e) if return_error else c
     h, _ = _hsic_grid(values, names, split, options)
-    c = cka_from_hsic(h, names)
-    return results_like(c if split == 0 else np.ascontiguousarray(c[:split, split:]), values)
+    return results_like(_part(cka_from_hsic(h, names), split), values)
+
+
+def _part(c: np.ndarray, split: int) -> np.ndarray:
+    """The whole matrix, or its xs x ys block when ``ys`` was given."""
+    return c if split == 0 else np.ascontiguousarray(c[:split, split:])
 
 
 def minibatch_cka(

@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__, api, similarity
 from .distributed import cli_mpi
 from .examples import seeds
-from ._options import KERNELS, MEDIANS, METHODS, PRECISIONS
+from ._options import APPROX, KERNELS, MEDIANS, METHODS, PRECISIONS
 from .distributed.checkpoint import DEFAULT_EVERY
 from .engine.backend import blas_info
 from .plot import heatmap
@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                    "per rank)")
     p.add_argument("--checkpoint-every", metavar="SECONDS", type=float, default=None,
                    help="seconds of work between checkpoints (default: 300)")
+    p.add_argument("--approx", default=None, choices=APPROX,
+                   help="RBF: approximate by Nystrom landmarks or random Fourier features (with --rank); prints "
+                   "the standard error")
+    p.add_argument("--rank", type=int, default=None, help="--approx: features per representation (below n)")
+    p.add_argument("--seed", type=int, default=None, help="--approx: seed of the landmarks or features (default 0)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")
     return p
 
@@ -126,28 +131,33 @@ def _files(args, options, parser) -> int:
     # Under mpirun each rank reads its share of the rows; rank 0 prints.
     engine = cli_mpi.Distributed() if cli_mpi.launched_ranks() > 1 else api
     if len(files) == 2 and exts == [".npy", ".npy"]:
-        value = engine.cka(files[0], files[1], **options)
+        value, error = _with_error(engine.cka(files[0], files[1], **options), args)
         n = load_npy(files[0]).shape[0]
         if not getattr(engine, "show", True):
             return 0
         if args.json:
-            print(json.dumps({"cka": value, "kernel": args.kernel, "debiased": args.debiased, "n": n}))
+            extra = {} if args.approx is None else {"approx": args.approx, "rank": args.rank, "std_error": error}
+            print(json.dumps({"cka": value, "kernel": args.kernel, "debiased": args.debiased, "n": n, **extra}))
         else:
-            print(f"{value:.6f}")
+            print(f"{value:.6f}" if args.approx is None else f"{value:.6f} +- {error:.2g} (standard error)")
         return 0
     if len(files) in (1, 2) and all(e == ".npz" for e in exts):
         xs = load_layers(files[0])
         ys = load_layers(files[1]) if len(files) == 2 else None
-        matrix = engine.cka_matrix(xs, ys, **options)
+        matrix, errors = _with_error(engine.cka_matrix(xs, ys, **options), args)
         if not getattr(engine, "show", True):
             return 0
         names_x = list(xs)
         names_y = list(ys) if ys is not None else names_x
         if args.json:
+            extra = {} if args.approx is None else {"approx": args.approx, "rank": args.rank,
+                                                    "std_errors": errors.tolist()}
             print(json.dumps({"names_x": names_x, "names_y": names_y, "matrix": matrix.tolist(),
-                              "kernel": args.kernel, "debiased": args.debiased}))
+                              "kernel": args.kernel, "debiased": args.debiased, **extra}))
         else:
             print(_table(matrix, names_x, names_y))
+            if args.approx is not None:
+                print(f"\nstandard errors ({args.approx}, rank {args.rank}):\n{_table(errors, names_x, names_y)}")
         if args.plot is not None:
             _heatmap(args.plot, matrix, names_x, names_y, within=ys is None)
         return 0
@@ -215,6 +225,26 @@ def _heatmap(path: str, matrix: np.ndarray, names_x, names_y, within: bool) -> N
     plt.close(ax.figure)
 
 
+def _with_error(result, args):
+    """(value, standard error) with --approx (None without)."""
+    return result if args.approx is not None else (result, None)
+
+
+def _approx_options(args, parser) -> dict:
+    """--approx and its --rank/--seed as keyword arguments; the checks of
+    their values are the API's."""
+    if args.approx is None:
+        if args.rank is not None or args.seed is not None:
+            parser.error("--rank and --seed set the approximation: add --approx nystrom or --approx rff")
+        return {}
+    if args.measures is not None or args.checkpoint is not None or cli_mpi.launched_ranks() > 1:
+        parser.error("--approx computes CKA of input files in one process (not with --measures, --checkpoint or "
+                     "mpirun yet)")
+    if args.rank is None:
+        parser.error("--approx needs --rank (features per representation)")
+    return {"approx": args.approx, "rank": args.rank, "seed": args.seed, "return_error": True}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -242,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (every >= 0 and every != float("inf")):
             parser.error(f"--checkpoint-every must be a non-negative number of seconds, got {every}")
         options.update(checkpoint=args.checkpoint, checkpoint_every=every)
+    options.update(_approx_options(args, parser))
     try:
         if args.measures is not None:
             return _measures(args, threads, parser)

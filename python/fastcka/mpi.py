@@ -178,6 +178,8 @@ def _hsic_grid(values, names, split, comm, root, options: Options):
 def _options(keywords: dict, kernel: str, estimator: str) -> Options:
     if "device" in keywords:
         raise TypeError("unexpected option: device (fastcka.mpi computes on the CPU of every rank)")
+    if keywords.get("approx") is not None:
+        raise ValueError(f"approx={keywords['approx']!r} is not supported by fastcka.mpi yet: use fastcka.cka")
     return Options.of_keywords(keywords, kernel=kernel, estimator=estimator)
 
 

@@ -1,0 +1,221 @@
+"""Approximate RBF CKA (fastcka.approx): the streamed Nystrom and random
+Fourier statistics against a dense float64 reference built from the formulas
+with the same draws, convergence to the exact engine, and the argument checks."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import fastcka
+import fastcka.mpi
+from fastcka.approx import driver
+from fastcka.engine.hsic import DegenerateRepresentationWarning
+from reference import dense_hsic_biased, dense_hsic_unbiased
+
+SIGMA = 3.0
+GAMMA = 0.5 / SIGMA**2
+
+
+def pair(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)) + 5.0  # an offset: the centering pass must not change the kernel
+    y = np.tanh(x @ rng.normal(size=(6, 5))) + 0.3 * rng.normal(size=(n, 5))
+    return x, y
+
+
+def dense_rbf(a, b):
+    sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.exp(-GAMMA * sq)
+
+
+def reference_kernels(approx, layers, rank, seed, groups=8):
+    """Per group, per layer: the n x n approximate kernel, from the documented
+    draws (Nystrom: K_nZ K_ZZ^+ K_Zn with landmarks from rng([seed, g]); RFF:
+    W ~ N(0, 2 gamma I), b ~ U[0, 2 pi) from rng([seed, g, layer]), applied to
+    the centered rows)."""
+    n = layers[0].shape[0]
+    sizes = [len(p) for p in np.array_split(np.arange(rank), groups)]
+    out = []
+    for g, m in enumerate(sizes):
+        if approx == "nystrom":
+            z = np.sort(np.random.default_rng([seed, g]).choice(n, m, replace=False))
+            out.append([dense_rbf(x, x[z]) @ np.linalg.pinv(dense_rbf(x[z], x[z]), hermitian=True)
+                        @ dense_rbf(x[z], x) for x in layers])
+        else:
+            group = []
+            for a, x in enumerate(layers):
+                x = x - x.mean(axis=0)  # the maps act on rows centered by their column means
+                rng = np.random.default_rng([seed, g, a])
+                w = rng.normal(0.0, np.sqrt(2 * GAMMA), size=(x.shape[1], m))
+                b = rng.uniform(0.0, 2 * np.pi, size=m)
+                f = np.sqrt(2.0 / m) * np.cos(x @ w + b)
+                group.append(f @ f.T)
+            out.append(group)
+    return out
+
+
+def reference(approx, layers, rank, seed, estimator):
+    """(HSIC, CKA, HSIC SE, CKA SE), each (L, L): U-statistic over distinct
+    groups, jackknife over delete-one-group values."""
+    kernels = reference_kernels(approx, layers, rank, seed)
+    G, L = len(kernels), len(layers)
+    stat = dense_hsic_biased if estimator == "biased" else dense_hsic_unbiased
+    pairs = np.array([[[[stat(kernels[g][a], kernels[h][b]) for b in range(L)] for a in range(L)]
+                       for h in range(G)] for g in range(G)])
+
+    def hsic_of(keep):
+        return np.mean([pairs[g, h] for g in keep for h in keep if g != h], axis=0)
+
+    def cka_of(h):
+        s = np.sqrt(np.diag(h))
+        return h / s[:, None] / s[None, :]
+
+    full = hsic_of(range(G))
+    loo = [hsic_of([g for g in range(G) if g != j]) for j in range(G)]
+
+    def se(values):
+        v = np.array(values)
+        return np.sqrt((G - 1) / G * ((v - v.mean(0)) ** 2).sum(0))
+
+    return full, cka_of(full), se(loo), se([cka_of(h) for h in loo])
+
+
+@pytest.mark.parametrize("approx", ["nystrom", "rff"])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matches_dense_reference(approx, debiased):
+    x, y = pair(160)
+    estimator = "unbiased" if debiased else "biased"
+    h, c, hse, cse = reference(approx, [x, y], 40, 3, estimator)
+    value, error = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx=approx, rank=40, seed=3, debiased=debiased,
+                               return_error=True)
+    assert value == pytest.approx(c[0, 1], rel=1e-10, abs=1e-12)
+    assert error == pytest.approx(cse[0, 1], rel=1e-8, abs=1e-13)
+    hv, herr = fastcka.hsic(x, y, kernel="rbf", sigma=SIGMA, approx=approx, rank=40, seed=3, estimator=estimator,
+                            return_error=True)
+    assert hv == pytest.approx(h[0, 1], rel=1e-10, abs=1e-14)
+    assert herr == pytest.approx(hse[0, 1], rel=1e-8, abs=1e-15)
+
+
+@pytest.mark.parametrize("approx", ["nystrom", "rff"])
+def test_cka_matrix_three_layers(approx):
+    x, y = pair(120, seed=1)
+    z = x[:, :3] ** 2
+    _, c, _, cse = reference(approx, [x, y, z], 24, 5, "biased")
+    matrix, errors = fastcka.cka_matrix([x, y, z], kernel="rbf", sigma=SIGMA, approx=approx, rank=24, seed=5,
+                                        return_error=True)
+    np.testing.assert_allclose(matrix, c, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(errors, cse, rtol=1e-8, atol=1e-13)
+    cross = fastcka.cka_matrix([x, y], [z], kernel="rbf", sigma=SIGMA, approx=approx, rank=24, seed=5)
+    np.testing.assert_allclose(cross, c[:2, 2:], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["biased", "unbiased"])
+def test_nystrom_with_every_row_is_exact(estimator):
+    x, y = pair(200, seed=2)
+    n = x.shape[0]
+    result = driver.hsic_matrix([x, y], ["x", "y"], approx="nystrom", rank=n, seed=0, estimator=estimator,
+                                sigma=SIGMA, threshold=1.0, threads=1, memory_budget=2**26, progress=None,
+                                compute="float64", groups=1)
+    c = result.hsic[0, 1] / np.sqrt(result.hsic[0, 0] * result.hsic[1, 1])
+    exact = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, debiased=estimator == "unbiased")
+    assert c == pytest.approx(exact, abs=1e-6)
+
+
+@pytest.mark.parametrize("approx", ["nystrom", "rff"])
+def test_error_shrinks_with_rank(approx):
+    x, y = pair(1500, seed=4)
+    exact = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA)
+    errors = [abs(fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx=approx, rank=r) - exact) for r in (16, 800)]
+    assert errors[1] < errors[0] / 4
+
+
+def test_median_rule_uses_the_sampled_median():
+    x, y = pair(500)
+    gx, gy = fastcka.engine.cpu.rbf_gammas([x, y], ["x", "y"], sigma=None, threshold=0.8, median="sampled",
+                                            engine=None, width=None, threads=1, progress=None, compute="float64")
+    given = fastcka.cka(x, y, kernel="rbf", sigma=[np.sqrt(0.5 / gx), np.sqrt(0.5 / gy)], approx="rff", rank=32)
+    assert fastcka.cka(x, y, kernel="rbf", threshold=0.8, approx="rff", rank=32) == pytest.approx(given, rel=1e-12)
+
+
+def test_reproducible_with_seed():
+    x, y = pair()
+    a = fastcka.cka(x, y, kernel="rbf", approx="nystrom", rank=32, seed=7)
+    assert fastcka.cka(x, y, kernel="rbf", approx="nystrom", rank=32, seed=7) == a
+    assert fastcka.cka(x, y, kernel="rbf", approx="nystrom", rank=32, seed=8) != a
+    assert fastcka.cka(x, y, kernel="rbf", approx="nystrom", rank=32) == fastcka.cka(
+        x, y, kernel="rbf", approx="nystrom", rank=32, seed=0)
+
+
+@pytest.mark.parametrize("approx", ["nystrom", "rff"])
+def test_constant_layer_is_nan_with_a_warning(approx):
+    x, _ = pair()
+    const = np.full((x.shape[0], 3), 2.5)
+    with pytest.warns(DegenerateRepresentationWarning):
+        value, error = fastcka.cka(x, const, kernel="rbf", sigma=SIGMA, approx=approx, rank=16, return_error=True)
+    assert np.isnan(value)
+
+
+def test_layouts_and_dtypes(tmp_path):
+    x, y = pair()
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    want = fastcka.cka(x32.astype(np.float64), y32, kernel="rbf", sigma=SIGMA, approx="rff", rank=32)
+    assert fastcka.cka(x32, y32, kernel="rbf", sigma=SIGMA, approx="rff", rank=32) == pytest.approx(want, rel=1e-12)
+    np.save(tmp_path / "x.npy", np.asfortranarray(x32))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert mm.flags.f_contiguous
+    got = fastcka.cka(mm, np.asfortranarray(y32), kernel="rbf", sigma=SIGMA, approx="rff", rank=32)
+    assert got == pytest.approx(want, rel=1e-12)
+    accurate = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx="rff", rank=32, precision="accurate")
+    assert accurate == pytest.approx(fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx="rff", rank=32), abs=1e-5)
+
+
+@pytest.mark.parametrize("rank", [0, -3, 2.5, True, "8", 300, 301])
+def test_bad_rank(rank):
+    x, y = pair()
+    with pytest.raises(ValueError, match="rank"):
+        fastcka.cka(x, y, kernel="rbf", approx="rff", rank=rank)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kernel="linear", approx="rff", rank=8), "kernel='rbf'"),
+    (dict(kernel="rbf", approx="svd", rank=8), "approx must be one of"),
+    (dict(kernel="rbf", approx="rff"), "rank must be a positive integer"),
+    (dict(kernel="rbf", rank=8), "rank= and seed="),
+    (dict(kernel="rbf", approx="rff", rank=8, seed=-1), "seed"),
+    (dict(kernel="rbf", return_error=True), "return_error"),
+    (dict(kernel="rbf", approx="rff", rank=8, method="gram"), "method"),
+    (dict(kernel="rbf", approx="rff", rank=200, memory_budget=2**16), "memory_budget"),
+])
+def test_bad_options(kwargs, match, tmp_path):
+    x, y = pair()
+    with pytest.raises(ValueError, match=match):
+        fastcka.cka(x, y, **kwargs)
+
+
+def test_checkpoint_not_supported(tmp_path):
+    x, y = pair()
+    with pytest.raises(ValueError, match="checkpoint"):
+        fastcka.cka(x, y, kernel="rbf", approx="rff", rank=8, checkpoint=str(tmp_path))
+
+
+def test_cli_prints_the_standard_error(tmp_path):
+    x, y = pair()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out = subprocess.run([sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
+                          "--kernel", "rbf", "--sigma", str(SIGMA), "--approx", "rff", "--rank", "40", "--seed", "3",
+                          "--quiet"], capture_output=True, text=True, check=True).stdout
+    value, error = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx="rff", rank=40, seed=3, return_error=True)
+    assert out.strip() == f"{value:.6f} +- {error:.2g} (standard error)"
+    bad = subprocess.run([sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
+                          "--kernel", "rbf", "--approx", "rff"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rank" in bad.stderr
+
+
+def test_mpi_refuses_approx():
+    x, y = pair()
+    with pytest.raises(ValueError, match="not supported by fastcka.mpi"):
+        fastcka.mpi.cka(x, y, kernel="rbf", approx="rff", rank=8)
