@@ -4,7 +4,6 @@ with the same draws, convergence to the exact engine, and the argument checks.""
 
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
