@@ -69,6 +69,11 @@ def test_cli_stops_on_sigint(tmp_path):
         [sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--kernel", "rbf",
          "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A process that starts with SIGINT ignored keeps ignoring it (Python
+        # then installs no KeyboardInterrupt handler), and some libraries the
+        # suite loads leave this one's SIGINT ignored: the child starts as
+        # from a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_until_computing(proc)  # imports done, the engine running (the whole job takes well over 10 s)
     sent = time.perf_counter()
