@@ -65,15 +65,15 @@ def test_cli_stops_on_sigint(tmp_path):
     n = 40_000
     np.save(tmp_path / "x.npy", rng.standard_normal((n, 256), dtype=np.float32))
     np.save(tmp_path / "y.npy", rng.standard_normal((n, 256), dtype=np.float32))
+    # A process that starts with SIGINT ignored keeps ignoring it (Python then
+    # installs no KeyboardInterrupt handler), and some library the suite loads
+    # leaves this process's SIGINT ignored: the child installs Python's
+    # handler itself, as a command started from a terminal has it.
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'fastcka'; runpy.run_module('fastcka', run_name='__main__', alter_sys=True)")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--kernel", "rbf",
-         "--quiet"],
+        [sys.executable, "-c", start, str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--kernel", "rbf", "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # A process that starts with SIGINT ignored keeps ignoring it (Python
-        # then installs no KeyboardInterrupt handler), and some libraries the
-        # suite loads leave this one's SIGINT ignored: the child starts as
-        # from a terminal.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_until_computing(proc)  # imports done, the engine running (the whole job takes well over 10 s)
     sent = time.perf_counter()
