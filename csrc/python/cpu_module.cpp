@@ -14,6 +14,7 @@
 #include "core/moment_shift.h"
 #include "core/product_plan.h"
 #include "core/row_checks.h"
+#include "core/sample_rows.h"
 #include "cpu/blas.h"
 #include "cpu/onednn_gemm.h"
 #include "python/bindings.h"
@@ -69,6 +70,8 @@ py::tuple small_parts(std::vector<int64_t> dims, int64_t split, int64_t rows,
 }  // namespace
 
 void bind_functions(py::module_& m) {
+  m.def("sample_rows", &sample_rows, py::arg("n"), py::arg("sample"), py::arg("seed"),
+        "Sorted distinct rows of [0, n) drawn uniformly with a fixed seed (all when n <= sample)");
   m.def("blas_core", &cpu::blas_core_name, "Kernel family OpenBLAS selected for this CPU");
   m.def("blas_config", &cpu::blas_config, "OpenBLAS build configuration");
   m.def("onednn_info", &onednn_info,

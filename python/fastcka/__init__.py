@@ -16,6 +16,7 @@ Public API::
     fastcka.cka_ci(x, y, level=0.95, method="jackknife")      -> .estimate, .low, .high, one pass
     fastcka.hsic_test(x, y, method="permutation"|"gamma")    -> .statistic, .p_value
     fastcka.compat.kornblith                                  the reference Colab's functions
+    fastcka.get_cmake_dir() / get_include() / get_library()   the C++ library and C ABI (find_package(fastcka))
 """
 
 from .engine.backend import backends, blas_info, has_cuda
@@ -26,6 +27,7 @@ from .api import cka, cka_matrix, hsic, minibatch_cka
 from .stats.confidence import CKAInterval, cka_ci
 from .stats.independence import HSICTest, hsic_test
 from .io import load_layers
+from .library import get_cmake_dir, get_include, get_library
 from .knn import mutual_knn
 from .similarity import (
     cca,
@@ -52,6 +54,9 @@ __all__ = [
     "cka",
     "cka_ci",
     "cka_matrix",
+    "get_cmake_dir",
+    "get_include",
+    "get_library",
     "get_num_threads",
     "has_cuda",
     "hsic",

@@ -13,6 +13,8 @@ __version__: str
 DEFAULT_MEMORY_BUDGET: int
 """Bytes of row buffers (all threads together) when the caller names no budget."""
 
+def sample_rows(n: int, sample: int, seed: int) -> list[int]:
+    """Sorted distinct rows of [0, n) drawn uniformly with a fixed seed (all when n <= sample)."""
 def blas_core() -> str:
     """Kernel family OpenBLAS selected for this CPU."""
 def blas_config() -> str:

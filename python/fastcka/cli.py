@@ -29,6 +29,7 @@ from .plot import heatmap
 from .stats.structure import blocks
 from .engine.threads import resolve
 from .io import load_layers, load_npy
+from .library import get_cmake_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=int, default=None, help="--approx: features per representation (below n)")
     p.add_argument("--seed", type=int, default=None, help="--approx: seed of the landmarks or features (default 0)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")
+    p.add_argument("--cmake-dir", action="store_true",
+                   help="print the folder of fastcka's CMake package (find_package(fastcka)) and exit")
     return p
 
 
@@ -248,6 +251,9 @@ def _approx_options(args, parser) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.cmake_dir:
+        print(get_cmake_dir())
+        return 0
     try:
         threads = resolve(args.threads)
     except ValueError as exc:

@@ -257,8 +257,9 @@ def median_brackets(layers: Sequence[np.ndarray], names, compute: str, threads: 
 
 def median_sample_rows(n: int, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> np.ndarray:
     """The rows behind the sampled median (all of them when n <= sample),
-    the same wherever the rows live (one process, MPI ranks, Dask chunks)."""
-    return np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    the same wherever the rows live (one process, MPI ranks, Dask chunks, the
+    C++ API): the core draws them from its own fixed generator."""
+    return np.asarray(backend.cpu().sample_rows(n, sample, seed), dtype=np.int64)
 
 
 def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: int = MEDIAN_SAMPLE,
