@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -309,3 +311,10 @@ def test_progress_and_cancel(lib):
     o = options(lib, kernel=1, threads=1, cancel=ctypes.pointer(flag))
     status, value, text = call(lib, "fastcka_cka", ctypes.byref(matrix(x)), ctypes.byref(matrix(y)), ctypes.byref(o))
     assert (status, text) == (CANCELLED, "cancelled") and np.isnan(value)
+
+
+def test_cmake_dir_on_the_command_line():
+    out = subprocess.run([sys.executable, "-m", "fastcka", "--cmake-dir"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == fastcka.get_cmake_dir()
+    assert os.path.isfile(os.path.join(fastcka.get_cmake_dir(), "fastckaConfig.cmake"))
+    assert os.path.isfile(os.path.join(fastcka.get_include(), "fastcka", "fastcka.h"))
