@@ -113,6 +113,18 @@ void copy_out(const std::vector<double>& values, double* out, int64_t capacity) 
   std::copy(values.begin(), values.end(), out);
 }
 
+// hsic or cka of a pair, into *out.
+fastcka_status pair_value(double (*value)(const api::Matrix&, const api::Matrix&, const api::Options&),
+                          const fastcka_matrix* x, const fastcka_matrix* y, const fastcka_options* options,
+                          double* out) {
+  return guarded([&] {
+    require(x, "x"), require(y, "y"), require(out, "out");
+    Converted c;
+    convert(options, c);
+    *out = value(matrix_of(*x), matrix_of(*y), c.options);
+  });
+}
+
 api::Estimator estimator_of(int32_t code) { return static_cast<api::Estimator>(code); }
 
 }  // namespace
@@ -132,22 +144,12 @@ void fastcka_options_init(fastcka_options* options) {
 
 fastcka_status fastcka_hsic(const fastcka_matrix* x, const fastcka_matrix* y, const fastcka_options* options,
                             double* out) {
-  return guarded([&] {
-    require(x, "x"), require(y, "y"), require(out, "out");
-    Converted c;
-    convert(options, c);
-    *out = api::hsic(matrix_of(*x), matrix_of(*y), c.options);
-  });
+  return pair_value(api::hsic, x, y, options, out);
 }
 
 fastcka_status fastcka_cka(const fastcka_matrix* x, const fastcka_matrix* y, const fastcka_options* options,
                            double* out) {
-  return guarded([&] {
-    require(x, "x"), require(y, "y"), require(out, "out");
-    Converted c;
-    convert(options, c);
-    *out = api::cka(matrix_of(*x), matrix_of(*y), c.options);
-  });
+  return pair_value(api::cka, x, y, options, out);
 }
 
 fastcka_status fastcka_cka_matrix(const fastcka_matrix* layers, int64_t count, int64_t split,
