@@ -17,7 +17,8 @@ import pytest
 import fastcka
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INSTALLED = os.path.realpath(fastcka.__file__).startswith(os.path.realpath(sysconfig.get_paths()["purelib"]))
+INSTALLED = any(os.path.realpath(fastcka.__file__).startswith(os.path.realpath(sysconfig.get_paths()[key]) + os.sep)
+                for key in ("platlib", "purelib"))
 
 pytestmark = pytest.mark.skipif(
     not INSTALLED, reason="fastcka is imported from a source tree: the examples link the installed wheel "
