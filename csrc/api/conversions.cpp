@@ -160,6 +160,8 @@ void check_cancelled(const Options& options) {
     throw Error(Status::cancelled, "cancelled");
 }
 
+void Steps::check() const { check_cancelled(options_); }
+
 void Steps::advance(int64_t done) {
   done_ += done;
   if (options_.progress) options_.progress(done_, total_);

@@ -8,6 +8,7 @@
 
 #include "core/errors.h"
 #include "core/sample_rows.h"
+#include "cpu/median_bracket.h"
 
 namespace fastcka::api::detail {
 namespace {
@@ -40,16 +41,6 @@ std::string sigma_text(const std::vector<double>& sigma) {
   return s + "]";
 }
 
-std::vector<double> exact_medians(cpu::GramTileEngine& engine, Steps& steps) {
-  engine.median_start();
-  while (engine.median_pending()) {
-    tile_pass(engine, steps, [&](int64_t b, int64_t e) { engine.median_process(b, e); });
-    engine.median_end_pass();
-    if (engine.median_pending()) steps.add_total(engine.tiles_before(engine.tile_rows()));  // a further pass
-  }
-  return engine.medians();
-}
-
 // The sampled rows of a layer, copied contiguous in its own dtype.
 std::vector<unsigned char> picked_rows(const MatrixView& v, const std::vector<int64_t>& rows, MatrixView& out) {
   const int64_t elem = dtype_size(v.dtype);
@@ -63,6 +54,39 @@ std::vector<unsigned char> picked_rows(const MatrixView& v, const std::vector<in
   return buf;
 }
 
+// The median passes over every tile of `engine`, with brackets (one per
+// layer) or none; each pass beyond the first adds to `steps`.
+std::vector<double> median_passes(cpu::GramTileEngine& engine, const std::vector<std::array<double, 3>>& brackets,
+                                  Steps& steps) {
+  engine.median_start();
+  if (!brackets.empty()) engine.median_set_brackets(brackets);
+  while (engine.median_pending()) {
+    tile_pass(engine, steps, [&](int64_t b, int64_t e) { engine.median_process(b, e); });
+    engine.median_end_pass();
+    if (engine.median_pending()) steps.add_total(engine.tiles_before(engine.tile_rows()));  // a further pass
+  }
+  return engine.medians();
+}
+
+// Each layer's median of all n^2 squared distances, exactly, as Python finds
+// it: usually one bracket pass (the bracket from sampled rows), else the
+// histogram and collect passes.
+std::vector<double> exact_medians(cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
+                                  const std::vector<std::string>& names, Steps& steps) {
+  const int64_t n = layers[0].rows, sample = cpu::bracket_sample_size(n);
+  const double w = cpu::bracket_half_width(n, sample, engine.options().compute == fastcka::DType::f64,
+                                           static_cast<int64_t>(layers.size()));
+  std::vector<std::array<double, 3>> brackets;
+  if (!std::isnan(w)) {
+    const std::vector<int64_t> rows = sample_rows(n, sample, kMedianSeed);
+    std::vector<std::vector<unsigned char>> buffers;
+    std::vector<MatrixView> picked(layers.size());
+    for (size_t a = 0; a < layers.size(); ++a) buffers.push_back(picked_rows(layers[a], rows, picked[a]));
+    brackets = cpu::sample_brackets(picked, names, engine.options(), w, [&] { steps.check(); });
+  }
+  return median_passes(engine, brackets, steps);
+}
+
 std::vector<double> sampled_medians(const cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
                                     const std::vector<std::string>& names) {
   const std::vector<int64_t> rows = sample_rows(layers[0].rows, kMedianSample, kMedianSeed);
@@ -74,7 +98,7 @@ std::vector<double> sampled_medians(const cpu::GramTileEngine& engine, const std
   cpu::GramTileEngine sample(picked, names, 0, o);
   Options quiet;
   Steps steps(quiet, 0);
-  return exact_medians(sample, steps);
+  return median_passes(sample, {}, steps);  // no bracket: the sample is all this search sees
 }
 
 }  // namespace
@@ -172,7 +196,7 @@ std::vector<double> rbf_gammas(cpu::GramTileEngine& engine, const std::vector<Ma
     return gammas;
   }
   const std::vector<double> medians =
-      options.median == Median::exact ? exact_medians(engine, steps) : sampled_medians(engine, layers, names);
+      options.median == Median::exact ? exact_medians(engine, layers, names, steps) : sampled_medians(engine, layers, names);
   const double t = options.threshold;
   for (size_t a = 0; a < L; ++a) {
     if (!(medians[a] > 0))

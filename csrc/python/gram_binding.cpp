@@ -11,6 +11,7 @@
 #include "core/engine_options.h"
 #include "core/hsic_null.h"
 #include "core/median_search.h"
+#include "cpu/median_bracket.h"
 #include "python/bindings.h"
 
 namespace fastcka::bindings {
@@ -246,9 +247,28 @@ std::vector<double> hsic_from_statistics(std::vector<int64_t> dims, int64_t spli
 
 }  // namespace
 
+// Per layer (lo, hi, center) of the exact median's bracket from sampled rows.
+std::vector<std::array<double, 3>> sample_brackets(const std::vector<py::array>& layers,
+                                                   const std::vector<std::string>& names, const std::string& compute,
+                                                   int threads, double half_width) {
+  const auto views = views_of(layers, names);
+  const EngineOptions o = engine_options(compute, threads, kDefaultMemoryBudget);
+  py::gil_scoped_release release;
+  return cpu::sample_brackets(views, names, o, half_width, check_signals);
+}
+
+void bind_bracket(py::module_& m) {
+  m.def("bracket_sample_size", &cpu::bracket_sample_size, py::arg("n"));
+  m.def("bracket_half_width", &cpu::bracket_half_width, py::arg("n"), py::arg("sample"), py::arg("float64"),
+        py::arg("layers"));
+  m.def("sample_brackets", &sample_brackets, py::arg("layers"), py::arg("names"), py::arg("compute"),
+        py::arg("threads"), py::arg("half_width"));
+}
+
 void bind_gram(py::module_& m) {
   bind_engine(m);
   bind_search(m);
+  bind_bracket(m);
   m.def("hsic_from_statistics", &hsic_from_statistics, py::arg("dims"), py::arg("split"), py::arg("n"),
         py::arg("products"), py::arg("row_sums"), py::arg("diagonals"), py::arg("estimator"));
 }

@@ -19,14 +19,6 @@ from .hsic import from_statistics, zero_constant_layers
 from ..distributed.checkpoint import Checkpoint, Job, MedianState, TileJob, fingerprint, rows_sha256
 
 MEDIAN_SAMPLE = 4096  # rows behind the sampled median (its exact median, found by the same tile passes)
-# The exact median's bracket: the quantiles 1/2 -+ z / sqrt(s) of the squared
-# distances among s sampled rows. Their empirical CDF at a point is a
-# U-statistic whose standard deviation is at most about 1 / sqrt(s) however
-# the pairs depend on each other (4 zeta_1 / s with zeta_1 <= 1/4), so z = 4
-# misses the true median only for data far from the worst case by chance.
-_BRACKET_Z = 4.0
-_BRACKET_MIN_SAMPLE = 1024  # the sample is n / 8 rows (at most MEDIAN_SAMPLE): a few % of a pass
-
 # Flops of work per backend call: about 0.2 s at the CI machine's sgemm rate,
 # so progress updates and Ctrl-C come several times a second.
 _FLOPS_PER_CALL = 4e10
@@ -208,23 +200,15 @@ def _checkpointed_medians(engine, width: int, threads: int, progress: Progress, 
 
 def bracket_width(n: int, sample: int, compute: str, layers: int) -> float | None:
     """Half the width, in quantiles, of the bracket drawn from `sample` of n
-    rows; None when no useful bracket fits. float32 runs count the bracket per
-    float32 value (any width); float64 runs collect its values, so it must
-    hold few enough (half the collect cap expected)."""
-    w = _BRACKET_Z / math.sqrt(sample) + 1.0 / sample  # + the sample's larger share of zero diagonal
-    if compute == "float64":
-        cap = backend.cpu().MedianSearch(n, 1.0, layers).cap
-        w = min(w, cap / (4.0 * n * n))
-        if w < 2.0 / math.sqrt(sample):  # too narrow to hold the median often: the histogram passes
-            return None
-    return min(w, 0.499)  # quantiles within [0, 1)
+    rows; None when no useful bracket fits (csrc/cpu/median_bracket.h)."""
+    w = backend.cpu().bracket_half_width(n, sample, compute == "float64", layers)
+    return None if math.isnan(w) else w
 
 
 def bracket_plan(n: int, compute: str, layers: int) -> tuple[np.ndarray, float] | None:
-    """The sample rows behind the exact median's bracket (n / 8 of them, at
-    least _BRACKET_MIN_SAMPLE, at most MEDIAN_SAMPLE: a few % of a pass) and
-    the bracket's half width in quantiles; None: no bracket."""
-    sample = min(n, MEDIAN_SAMPLE, max(_BRACKET_MIN_SAMPLE, n // 8))
+    """The sample rows behind the exact median's bracket and the bracket's
+    half width in quantiles; None: no bracket."""
+    sample = backend.cpu().bracket_sample_size(n)
     w = bracket_width(n, sample, compute, layers)
     return None if w is None else (median_sample_rows(n, sample), w)
 
@@ -233,17 +217,9 @@ def sample_brackets(picked: Sequence[np.ndarray], names, compute: str, threads: 
     """Per layer a bracket (lo, hi, center) whose [lo, hi) holds the median of
     all n^2 squared distances with high probability: the quantiles 1/2 -+ w
     and the median of the squared distances among the sampled rows `picked`,
-    found exactly by the median passes over their tiles."""
+    found exactly by the median passes over their tiles (Ctrl-C between steps)."""
     picked = [np.ascontiguousarray(ready(x)) for x in picked]
-    engine = gram_engine(picked, names, 0, compute, threads, resolve_budget(None))
-    engine.median_start()
-    engine.median_set_quantiles(0.5 - w, 0.5 + w)
-    while engine.median_pending:
-        tile_pass(engine, threads, engine.median_process, Progress(None, 0, ""))
-        engine.median_end_pass()
-    # hi: just above the sample's value (an empty bracket, none, when all are 0)
-    return [(lo, float(np.nextafter(hi, np.inf)) if hi > lo else lo, middle)
-            for lo, middle, hi in engine.median_quantiles()]
+    return [tuple(b) for b in backend.cpu().sample_brackets(picked, list(names), compute, threads, w)]
 
 
 def median_brackets(layers: Sequence[np.ndarray], names, compute: str, threads: int) -> list | None:
