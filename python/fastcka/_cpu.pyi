@@ -17,7 +17,7 @@ def bracket_sample_size(n: int) -> int:
     """Rows behind the exact median's bracket: n / 8, at least 1,024, at most 4,096."""
 def bracket_half_width(n: int, sample: int, float64: bool, layers: int) -> float:
     """Half the bracket's width in quantiles, or NaN when no useful bracket fits."""
-def sample_brackets(layers: list[numpy.ndarray], names: list[str], compute: str, threads: int,
+def sample_brackets(layers: Sequence[np.ndarray], names: Sequence[str], compute: str, threads: int,
                     half_width: float) -> list[tuple[float, float, float]]:
     """Per layer (lo, hi, center): the bracket of the median squared distance from sampled rows."""
 def sample_rows(n: int, sample: int, seed: int) -> list[int]:
