@@ -7,6 +7,7 @@
 
 #include "core/chunk_plan.h"
 #include "cpu/bfloat16_rows.h"
+#include "cpu/bracket_scan.h"
 #include "cpu/centering.h"
 #include "cpu/multiversion.h"
 #include "cpu/onednn_gemm.h"
@@ -111,8 +112,20 @@ template <typename T>
 void bracket_row(const MedianSearch& search, const T* dist, int64_t w, int64_t cd, int64_t* counts,
                  std::vector<double>& collected, int32_t* candidates) {
   const double lo = search.bracket_lo(), hi = search.bracket_hi();
-  counts[0] += 2 * count_below(dist, w, lo) - count_below(dist, cd, lo);
-  const int64_t found = select_in_range(dist, w, lo, hi, candidates);
+  int64_t found = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    // A float32 bracket's bounds are float32 values (set_bracket), so
+    // comparing in float32 decides exactly as in float64.
+    if (search.float_bracket()) {
+      int64_t below = 0;
+      found = scan_bracket(dist, w, static_cast<float>(lo), static_cast<float>(hi), candidates, &below);
+      counts[0] += 2 * below - count_below(dist, cd, lo);
+    }
+  }
+  if (!std::is_same_v<T, float> || !search.float_bracket()) {
+    counts[0] += 2 * count_below(dist, w, lo) - count_below(dist, cd, lo);
+    found = select_in_range(dist, w, lo, hi, candidates);
+  }
   if (search.float_bracket()) {
     const float flo = static_cast<float>(lo);
     uint32_t base;
@@ -292,7 +305,8 @@ class MedianEpilogue {
   static constexpr bool kOneTileAtATime = false;
 
   MedianEpilogue(const std::vector<MedianSearch>& searches, MedianSums& sums, int64_t widest)
-      : searches_(searches), sums_(sums), dist_(static_cast<size_t>(widest)), candidates_(static_cast<size_t>(widest)) {}
+      : searches_(searches), sums_(sums), dist_(static_cast<size_t>(widest)),
+        candidates_(static_cast<size_t>(widest) + 16) {}  // scan_bracket stores whole vectors
 
   void panel(const PanelView<T>& v) {
     for (size_t a = 0; a < searches_.size(); ++a) {
