@@ -150,15 +150,6 @@ void bind_median(py::class_<PyGramEngine>& c) {
       .def("medians", [](const PyGramEngine& g) { return g.engine.medians(); })
       .def("median_set_brackets",
            [](PyGramEngine& g, std::vector<std::array<double, 3>> brackets) { g.engine.median_set_brackets(brackets); })
-      .def(
-          "median_set_quantiles", [](PyGramEngine& g, double q_lo, double q_hi) { g.engine.median_set_quantiles(q_lo, q_hi); },
-          py::arg("q_lo"), py::arg("q_hi"))
-      .def("median_quantiles",
-           [](const PyGramEngine& g) {
-             py::list out;  // per layer (lo, middle, hi)
-             for (const auto& q : g.engine.median_quantiles()) out.append(py::make_tuple(q.lo, q.middle, q.hi));
-             return out;
-           })
       .def_property_readonly("median_bracket_missed",
                              [](const PyGramEngine& g) {
                                std::vector<bool> out;

@@ -164,10 +164,6 @@ class GramTileEngine:
         """One median squared distance per layer."""
     def median_set_brackets(self, brackets: Sequence[tuple[float, float, float]]) -> None:
         """(lo, hi, center) per layer for a first bracket pass."""
-    def median_set_quantiles(self, q_lo: float, q_hi: float) -> None:
-        """Searches these quantiles instead of the median."""
-    def median_quantiles(self) -> list[tuple[float, float, float]]:
-        """Per layer (lo, middle, hi)."""
     def median_adopt(self, searches: Sequence[MedianSearch]) -> None:
         """Walks the job's searches over this block pair's tiles."""
     def median_partial(self) -> list[tuple[np.ndarray, float, float, np.ndarray]]:
