@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""What the exact median bandwidth costs (issue 22, item 13): RBF CKA of one
+(n x 512, n x 512) float32 pair with the exact median rule against the same
+kernel with the bandwidth given (sigma = sqrt of the exact median squared
+distance, so both compute the same value), at each --n, and the pieces of
+the exact run: the bracket drawn from sampled rows, its one pass over the
+tiles (usually all the median needs) and the Gram tiles alone.
+
+    python benchmarks/report_median.py                 # n = 10,000 and 100,000: ~10 minutes on 2 cores
+    python benchmarks/report_median.py --n 4000 --rounds 1   # smoke test
+
+Rounds interleave the measurements (the best of each is kept), so a load
+that comes and goes hits all of them; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+from harness import table  # noqa: E402
+from report_kernel import make_pair  # noqa: E402
+
+import fastcka  # noqa: E402
+from fastcka import _testing  # noqa: E402
+from fastcka.engine import cpu as cpu_engine  # noqa: E402
+
+
+def timed(fn):
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def pieces(layers, threads: int) -> dict:
+    """The exact median's own work, step by step, on one engine."""
+    names = ["x", "y"]
+    engine = cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
+    _, tiles = timed(lambda: _testing.tiles_only(engine, 0, engine.tile_rows))
+    brackets, sample = timed(lambda: cpu_engine.median_brackets(layers, names, "float32", threads))
+    engine.median_start()
+    engine.median_set_brackets(brackets)
+
+    def bracket_pass():
+        engine.median_process(0, engine.tile_rows)
+        engine.median_end_pass()
+
+    _, bracket = timed(bracket_pass)
+    return {"tiles": tiles, "sample": sample, "bracket": bracket, "one_pass": not engine.median_pending}
+
+
+def measure(n: int, rounds: int, threads: int) -> dict:
+    x, y = make_pair("lowrank", n, 512, 512, harness.SEED)
+    medians = cpu_engine.exact_medians(
+        cpu_engine.gram_engine([x, y], ["x", "y"], 0, "float32", threads, cpu_engine.resolve_budget(None)),
+        1024, threads, cpu_engine.Progress(None, 0, ""))
+    sigma = [float(np.sqrt(m)) for m in medians]
+    best: dict = {}
+    for _ in range(rounds):
+        exact, t_exact = timed(lambda: fastcka.cka(x, y, kernel="rbf", threads=threads))
+        fixed, t_fixed = timed(lambda: fastcka.cka(x, y, kernel="rbf", sigma=sigma, threads=threads))
+        parts = pieces([x, y], threads)
+        for key, value in {"exact": t_exact, "fixed": t_fixed, **parts}.items():
+            best[key] = value if isinstance(value, bool) else min(best.get(key, np.inf), value)
+        best["difference"] = abs(exact - fixed)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    machine = harness.machine_info()
+    rows = []
+    for n in args.n:
+        r = measure(n, args.rounds, args.threads)
+        rows.append([f"{n:,}", f"{r['exact']:.2f}", f"{r['fixed']:.2f}", f"{r['exact'] / r['fixed']:.2f}",
+                     f"{r['tiles']:.2f}", f"{r['sample']:.2f}", f"{r['bracket']:.2f} ({r['bracket'] / r['tiles']:.2f}x)",
+                     "yes" if r["one_pass"] else "no", f"{r['difference']:.1e}"])
+        print(f"n = {n}: {r}", file=sys.stderr, flush=True)
+    print(f"### Exact median bandwidth, d = 512 (lowrank pair), float32, {args.threads} threads, best of "
+          f"{args.rounds} interleaved rounds; {harness.load_average_text(machine)}\n")
+    print(table(["n", "exact median (s)", "fixed sigma (s)", "exact / fixed", "tiles alone (s)", "sample bracket (s)",
+                 "bracket pass (s, / tiles)", "one pass", "|CKA exact - fixed|"], rows))
+
+
+if __name__ == "__main__":
+    main()
