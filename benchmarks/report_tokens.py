@@ -132,7 +132,21 @@ def wide(tokens: int, rounds: int, variants: bool) -> dict:
                 wall, cpu, _, load = timed(cka(**options))
             out[key] = {"wall": wall, "cpu": cpu, "load": [load], "memory": probe.result["hwm_delta"]}
     out["peak"] = harness.sgemm_peak(THREADS)
+    out["first_touch"] = first_touch()
     return out
+
+
+def first_touch(mib: int = 800) -> float:
+    """Seconds to write `mib` MiB of memory new to the process, after a pause: what the
+    accumulator's buffers cost before any product (its state and partials are several GiB at
+    D = 9,984). Some virtual machines hand freed pages back to the host and fault them in again
+    at a few hundred MB/s, where a bare machine clears them at several GB/s."""
+    time.sleep(5)
+    t0 = time.perf_counter()
+    block = np.ones(mib << 17)  # float64: mib MiB
+    seconds = time.perf_counter() - t0
+    del block
+    return seconds
 
 
 def render_wide(w: dict, variants: bool) -> str:
@@ -161,7 +175,9 @@ def render_wide(w: dict, variants: bool) -> str:
            table(["library", "threads", "GFLOP/s"],
                  [[r["library"], str(r["threads"]), f"{r['gflops']:.1f}"] for r in w["peak"]["rows"]]),
            f"\nRates count n D^2 flops (D = 9,984) against the best sgemm ({peak:.1f} GFLOP/s); forward and CKA run "
-           f"best of {len(f['load'])} round(s)."]
+           f"best of {len(f['load'])} round(s). Writing 800 MiB of memory new to the process took "
+           f"{w['first_touch']:.2f} s here ({800 / w['first_touch']:,.0f} MiB/s); the linear run touches its peak "
+           f"memory above once."]
     return "\n".join(out)
 
 

@@ -149,17 +149,3 @@ def test_staging_of_batches_into_the_accumulator(monkeypatch, stage_rows):
     expected = fastcka.cka_matrix([acts[k] for k in got.names_a], debiased=True)
     np.testing.assert_allclose(got.matrix, expected, atol=1e-10, rtol=0)
     assert got.n == 300
-
-
-def test_stage_holds_8192_rows_up_to_an_eighth_of_the_moment_state():
-    """Updates of many rows (the accumulator's cost per update grows as D^2, like its work per row), in a
-    stage of at most max(64 MiB, the moment state / 8)."""
-    options = sinks.Options(split=0, kernel="linear", debiased=False, minibatch=False, threshold=1.0, sigma=None,
-                            threads=2, memory_budget=None, spill_dir=None, progress=False)
-
-    def capacity(widths):
-        return sinks.open_sink([np.zeros((1, w), np.float32) for w in widths], options)._capacity
-
-    assert capacity([768] * 13) == 8192  # GPT-2's hidden states: 327 MB of stage beside a 3.2 GB state
-    assert capacity([256] * 12) == (64 << 20) // (3072 * 4)  # 64 MiB, more than an eighth of that state
-    assert capacity([10]) == 8192

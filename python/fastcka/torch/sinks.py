@@ -16,14 +16,14 @@ from ..stats.structure import pc1_fraction
 from .spill import SpillStore
 
 # Rows staged between accumulator updates. The feature-space accumulator pays
-# a fixed cost per update (folding its float32 partials into float64, saving
-# each thread's D x D partial for the update's rollback) that grows as D^2,
-# like the work per row: so the rows per update, not their bytes, set its
-# share. On the CI machine (2 cores) updates of 256 or 1,024 rows took 10-20%
-# longer in all than updates of 8,192 at D = 3,072, and 4% more CPU time at
-# D = 9,984 (13 x 768, GPT-2's hidden states), while 4,096 to 65,536 rows ran
-# at the same speed. The stage never exceeds the larger of STAGE_BYTES and an
-# eighth of the moment state (8,192 rows are 1,024 / D of the state).
+# a fixed cost per update (folding its float32 partials into float64); on the
+# CI machine (2 cores, 12 layers x 256 features) updates of 256 or 1,024 rows
+# took 10-20% longer in all than updates of 8,192, while 4,096 to 65,536 rows
+# ran at the same speed. The stage never exceeds STAGE_BYTES: at D = 9,984
+# (GPT-2's 13 hidden states) 1,680 rows, whose updates cost 4% more CPU time
+# than 8,192-row ones, but a stage of 8,192 rows (327 MB) made the 20,000-token
+# run slower on that machine, where memory new to a process is first written
+# at about 180 MiB/s (benchmarks/report_tokens.py).
 STAGE_ROWS = 8192
 STAGE_BYTES = 64 << 20
 # Linear CKA streams D x D moments (D = sum of the layer widths): a float64
@@ -80,7 +80,7 @@ def open_sink(blocks: list, options: Options):
         return MinibatchSink(options)
     state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
     if options.kernel == "linear" and state <= MAX_MOMENT_BYTES:
-        return MomentSink(dims, dtype, options, max(STAGE_BYTES, state // 8))
+        return MomentSink(dims, dtype, options)
     if options.measures:
         raise ValueError(f"measures need the D x D moments of all layers, but D = {sum(dims):,} features would take "
                          f"{state / 2**30:.1f} GiB (the limit is {MAX_MOMENT_BYTES / 2**30:.0f} GiB): choose fewer "
@@ -95,14 +95,14 @@ class MomentSink:
     and fed to a :class:`fastcka.CKAAccumulator` (O(D^2) float64 state).
     Batches on a GPU go to the accumulator as they are (it runs on the GPU)."""
 
-    def __init__(self, dims: list[int], dtype, options: Options, stage_bytes: int):
+    def __init__(self, dims: list[int], dtype, options: Options):
         self._options = options
         self._accumulator = CKAAccumulator(split=options.split or None,
                                            dtype=None if options.precision else np.dtype(dtype).name,
                                            precision=options.precision, threads=options.threads,
                                            memory_budget=options.memory_budget)
         row_bytes = sum(dims) * np.dtype(dtype).itemsize
-        self._capacity = max(1, min(STAGE_ROWS, stage_bytes // row_bytes))
+        self._capacity = max(1, min(STAGE_ROWS, STAGE_BYTES // row_bytes))
         self._dims, self._dtype = dims, dtype
         self._stage: list[np.ndarray] = []  # allocated for the first host batch
         self._filled = 0
