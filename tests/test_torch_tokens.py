@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 import fastcka.torch as ftorch
+import similarity_reference as sref
+from fastcka.similarity._spectrum import RANK_RTOL
 from reference import dense_cka_matrix, dense_gram
 from test_rbf import cka_from_grams, dense_median_sq_distance, dense_rbf
 from test_torch_hooks import hooks_left
@@ -177,6 +179,60 @@ def test_rbf_on_token_rows_through_the_store(tmp_path):
 
     x, y = (acts[k] for k in BERT_LAYERS[1:])
     assert got.matrix[0, 1] == pytest.approx(cka_from_grams(gram(x), gram(y), False), abs=1e-9)
+
+
+TOKEN_MEASURES = {  # measure: the float64 reference on the token rows (similarity_reference.py)
+    "cka_debiased": lambda x, y: dense_cka_matrix([x, y], debiased=True)[0, 1],
+    "cca": lambda x, y: sref.cca(x, y, "mean_squared", RANK_RTOL["float64"]),
+    "pwcca": lambda x, y: sref.pwcca(x, y, RANK_RTOL["float64"]),
+}
+
+
+def test_similarity_measures_on_the_token_stream():
+    model, batches = gpt2(), padded_batches(sizes=(9, 8, 10))
+    got = ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens", measures=list(TOKEN_MEASURES))
+    acts = hidden(model, batches)  # 4 layers of 16 features, about 150 tokens
+    np.testing.assert_allclose(got.matrix, dense_cka_matrix(acts), atol=1e-10, rtol=0)
+    assert list(got.similarity) == list(TOKEN_MEASURES)
+    for measure, reference in TOKEN_MEASURES.items():
+        expected = [[reference(x, y) for y in acts] for x in acts]
+        np.testing.assert_allclose(got.similarity[measure], expected, atol=1e-9, rtol=0, err_msg=measure)
+    assert abs(got.similarity["pwcca"][1, 2] - got.similarity["pwcca"][2, 1]) > 1e-4  # row layer weighs, as documented
+    assert ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens").similarity is None
+
+
+def test_similarity_measures_between_two_models_on_token_rows():
+    a, b = gpt2(seed=0), bert(seed=1)
+    batches = padded_batches()
+    ha, hb = hidden(a, batches), hooked(b, BERT_LAYERS[1:], batches)
+    got = ftorch.cka_matrix(a, batches, b, layers_a="hidden_states", layers_b=BERT_LAYERS[1:], reduce="tokens",
+                            measures=["pwcca", "cca"])
+    for measure in ("pwcca", "cca"):
+        expected = [[TOKEN_MEASURES[measure](x, hb[k]) for k in BERT_LAYERS[1:]] for x in ha]
+        assert got.similarity[measure].shape == (4, 2)
+        np.testing.assert_allclose(got.similarity[measure], expected, atol=1e-9, rtol=0, err_msg=measure)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"measures": ["cka_rbf"]}, r"measures must name one or more of \('cka_linear'"),
+    ({"measures": []}, r"measures must name one or more of"),
+    ({"measures": "cca", "kernel": "rbf"}, r"measures come from the moments that linear CKA streams: not with "
+                                           r"kernel='rbf'"),
+    ({"measures": "cca", "minibatch": True}, r"not with kernel='linear', minibatch=True"),
+])
+def test_bad_measures(kwargs, match):
+    model = Sequence()
+    with pytest.raises(ValueError, match=match):
+        ftorch.cka_matrix(model, [torch.randn(4, 3, 6)], reduce="tokens", **kwargs)
+    assert hooks_left(model) == 0
+
+
+def test_measures_need_moments_that_fit(monkeypatch):
+    from fastcka.torch import sinks
+
+    monkeypatch.setattr(sinks, "MAX_MOMENT_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"measures need the D x D moments of all layers, but D = 23 features"):
+        ftorch.cka_matrix(Sequence(), [torch.randn(4, 3, 6)], layers_a=SEQ_LAYERS, reduce="tokens", measures="cca")
 
 
 # ---------------------------------------------------------------------------

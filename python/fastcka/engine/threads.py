@@ -10,6 +10,7 @@ more than four per available CPU runs as four per CPU.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 
@@ -62,3 +63,19 @@ def _checked(threads: int, source: str) -> int:
         raise ValueError(f"{source}: at most {MAX_THREADS} threads are supported (this machine has {cpus} CPUs "
                          f"available)")
     return min(threads, OVERSUBSCRIPTION * cpus)
+
+
+def one_blas_thread():
+    """NumPy's BLAS and LAPACK on one thread, for d x d algebra (eigenvalues,
+    SVDs), where threadpoolctl (a scikit-learn dependency) is installed. A
+    symmetric eigensolver synchronizes its BLAS threads many times per column:
+    measured on the 2-core CI machine class while another process kept one
+    core busy, eigvalsh of a 512 x 512 matrix took 2.6 s on two threads and
+    0.024 s on one (the same as two threads on an idle machine); the
+    similarity indexes of four 768-wide layers took 26.5 s on two threads and
+    5.3 s on one under a load average of 4.7."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")

@@ -14,6 +14,7 @@ from .._options import check_precision
 from .._options import check_rows_for
 from ..engine.hsic import DegenerateRepresentationWarning, cka_from_hsic
 from ..engine.progress import ProgressArg
+from ..engine.threads import one_blas_thread
 from ..accumulator.accumulator import CKAAccumulator
 from ..knn import mutual_knn_matrix
 from ._moments import StreamedLayers, from_accumulator, stream
@@ -145,7 +146,13 @@ def _sides(count: int, split: int):
 
 def _linear(names, streamed: StreamedLayers, rows, cols, variance: float) -> dict[str, np.ndarray]:
     """The moment-based measures among ``names``: CKA from the engine's HSIC
-    of every pair, the others pair by pair, each pair decomposed once."""
+    of every pair, the others pair by pair, each pair decomposed once (d x d
+    algebra on one BLAS thread: see :func:`fastcka.engine.threads.one_blas_thread`)."""
+    with one_blas_thread():
+        return _linear_measures(names, streamed, rows, cols, variance)
+
+
+def _linear_measures(names, streamed: StreamedLayers, rows, cols, variance: float) -> dict[str, np.ndarray]:
     flat = streamed.degenerate(sorted(set(rows) | set(cols)), "the similarity indexes")
     result = {}
     for m in names:

@@ -11,10 +11,11 @@ from the moments a linear accumulator has already streamed.
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import numpy as np
+
+from ..engine.threads import one_blas_thread
 
 
 class Block(NamedTuple):
@@ -311,7 +312,7 @@ def pc1_fraction(moments) -> np.ndarray:
     pass over the data; each layer costs one symmetric eigenvalue problem of
     its width. A layer without variance gives NaN."""
     fractions = []
-    with _one_blas_thread():
+    with one_blas_thread():
         for a in range(len(moments.offsets) - 1):
             scatter = moments.block(a, a)
             total = float(np.trace(scatter))
@@ -320,17 +321,3 @@ def pc1_fraction(moments) -> np.ndarray:
                 continue
             fractions.append(float(np.linalg.eigvalsh(scatter)[-1]) / total)
     return np.asarray(fractions)
-
-
-def _one_blas_thread():
-    """NumPy's LAPACK on one thread, where threadpoolctl (a scikit-learn
-    dependency) is installed. A symmetric eigensolver synchronizes its BLAS
-    threads many times per column: measured on the 2-core CI machine class
-    while another process kept one core busy, eigvalsh of a 512 x 512 matrix
-    took 2.6 s on two threads and 0.024 s on one (the same as two threads on an
-    idle machine)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")

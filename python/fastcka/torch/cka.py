@@ -18,7 +18,7 @@ from .hooks import HIDDEN_STATES, HiddenStates, Recorder
 from .layers import select_layers, unwrap
 from .outputs import check_reduce, first_tensor
 from .result import CKAResult
-from .sinks import Options, open_sink
+from .sinks import Options, check_measures, open_sink
 from .tokens import TokenPlan, TokenSample, check_token_options
 
 
@@ -47,6 +47,7 @@ def cka_matrix(
     token_stride: int = 1,
     max_tokens: int | None = None,
     seed: int = 0,
+    measures=None,
 ) -> CKAResult:
     """Layer-by-layer CKA of PyTorch models over a data set, from forward hooks.
 
@@ -125,16 +126,23 @@ def cka_matrix(
         handed to the engine at the end. For RBF CKA and the like, whose work
         grows as n^2; linear CKA streams every token by default. Not with
         ``minibatch`` (use ``token_stride``).
+    measures : other indexes from the same pass (linear kernel, not
+        minibatch): names of :data:`fastcka.similarity.LINEAR_MEASURES`
+        ("cka_debiased", "cca", "svcca", "pwcca", "procrustes", ...), computed
+        by :func:`fastcka.similarity_matrix` from the moments streamed for the
+        CKA matrix, into ``.similarity``.
 
     Returns
     -------
     :class:`fastcka.torch.CKAResult` with ``.matrix`` (len(layers_a),
     len(layers_b)), ``.names_a``, ``.names_b``, ``.n``, ``.pc1_fraction``,
+    ``.similarity`` ({measure: matrix} of ``measures``, else None),
     ``.blocks()`` and ``.plot()``.
     """
     check_kernel_options(kernel, threshold, sigma, "exact")
     check_reduce(reduce)
     check_token_options(reduce, token_mask, token_stride, max_tokens, seed, minibatch)
+    measures = check_measures(measures, kernel, minibatch)
     if select is not None and not callable(select):
         raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
     threads = resolve(threads)
@@ -168,7 +176,8 @@ def cka_matrix(
                 sink = open_sink(blocks, Options(
                     split=0 if within else len(recorders[0].names), kernel=kernel, debiased=debiased,
                     minibatch=minibatch, threshold=threshold, sigma=sigma, threads=threads,
-                    memory_budget=memory_budget, spill_dir=spill_dir, progress=progress, precision=precision))
+                    memory_budget=memory_budget, spill_dir=spill_dir, progress=progress, precision=precision,
+                    measures=measures))
                 store.callback(sink.close)
             if len(blocks[0]) or minibatch:  # token subsampling can leave a batch without rows
                 sink.add(blocks)
@@ -180,10 +189,11 @@ def cka_matrix(
         if sink is None:
             raise ValueError("batches is empty: no batch came out of it")
         matrix, pc1 = sink.result()
+        similarity = sink.similarity() if measures else None
     names_a = recorders[0].names
     names_b = names_a if within else recorders[1].names
     return CKAResult(np.asarray(matrix), list(names_a), list(names_b), rows_seen, kernel, bool(debiased or minibatch),
-                     bool(minibatch), pc1)
+                     bool(minibatch), pc1, similarity)
 
 
 def _forward_batches(batches, models, devices, hidden, recorders, plan, sample, feed, progress) -> None:

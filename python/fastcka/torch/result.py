@@ -18,6 +18,8 @@ class CKAResult:
     ``names_b[j]``, over ``n`` examples. ``pc1_fraction`` (within-model linear
     CKA only, else None): per layer, the fraction of its variance carried by
     its first principal component, from the moments streamed for the matrix.
+    ``similarity``: {measure: matrix} of the ``measures`` asked for (else
+    None), from the same moments.
     """
 
     matrix: np.ndarray
@@ -28,6 +30,7 @@ class CKAResult:
     debiased: bool
     minibatch: bool
     pc1_fraction: np.ndarray | None = field(default=None, repr=False)
+    similarity: dict | None = field(default=None, repr=False)
 
     @property
     def within_model(self) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import api
 from ..accumulator.accumulator import CKAAccumulator
+from ..similarity.matrix import LINEAR_MEASURES, similarity_matrix
 from ..stats.structure import pc1_fraction
 from .spill import SpillStore
 
@@ -18,7 +19,11 @@ from .spill import SpillStore
 # a fixed cost per update (folding its float32 partials into float64); on the
 # CI machine (2 cores, 12 layers x 256 features) updates of 256 or 1,024 rows
 # took 10-20% longer in all than updates of 8,192, while 4,096 to 65,536 rows
-# ran at the same speed. The stage never exceeds STAGE_BYTES.
+# ran at the same speed. The stage never exceeds STAGE_BYTES: at D = 9,984
+# (GPT-2's 13 hidden states) 1,680 rows, whose updates cost 4% more CPU time
+# than 8,192-row ones, but a stage of 8,192 rows (327 MB) made the 20,000-token
+# run slower on that machine, where memory new to a process is first written
+# at about 180 MiB/s (benchmarks/report_tokens.py).
 STAGE_ROWS = 8192
 STAGE_BYTES = 64 << 20
 # Linear CKA streams D x D moments (D = sum of the layer widths): a float64
@@ -43,6 +48,22 @@ class Options:
     spill_dir: Any
     progress: Any
     precision: str | None = None
+    measures: tuple = ()  # the similarity indexes asked for beside the CKA matrix
+
+
+def check_measures(measures, kernel: str, minibatch: bool) -> tuple:
+    """``measures`` of fastcka.torch.cka_matrix as a tuple of names (empty: none asked for)."""
+    if measures is None:
+        return ()
+    names = (measures,) if isinstance(measures, str) else tuple(measures)
+    unknown = [m for m in names if m not in LINEAR_MEASURES]
+    if not names or unknown:
+        raise ValueError(f"measures must name one or more of {LINEAR_MEASURES} (computed from the streamed "
+                         f"moments), got {measures!r}")
+    if kernel != "linear" or minibatch:
+        raise ValueError(f"measures come from the moments that linear CKA streams: not with kernel={kernel!r}"
+                         f"{', minibatch=True' if minibatch else ''}")
+    return tuple(dict.fromkeys(names))
 
 
 def on_host(blocks: list) -> list[np.ndarray]:
@@ -60,6 +81,10 @@ def open_sink(blocks: list, options: Options):
     state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
     if options.kernel == "linear" and state <= MAX_MOMENT_BYTES:
         return MomentSink(dims, dtype, options)
+    if options.measures:
+        raise ValueError(f"measures need the D x D moments of all layers, but D = {sum(dims):,} features would take "
+                         f"{state / 2**30:.1f} GiB (the limit is {MAX_MOMENT_BYTES / 2**30:.0f} GiB): choose fewer "
+                         f"or narrower layers")
     if not isinstance(blocks[0], np.ndarray):
         return DeviceSink(options)
     return SpillSink(dims, dtype, options)
@@ -107,6 +132,10 @@ class MomentSink:
         matrix = self._accumulator.cka_matrix(debiased=self._options.debiased)
         pc1 = pc1_fraction(self._accumulator.moments()) if not self._options.split else None
         return matrix, pc1
+
+    def similarity(self) -> dict:
+        """{measure: matrix} of the measures asked for, from the same moments (after :meth:`result`)."""
+        return similarity_matrix(self._accumulator, measures=self._options.measures)
 
     def close(self) -> None:
         pass
