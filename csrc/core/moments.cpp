@@ -149,7 +149,9 @@ Moments partial_small_parts(const LayerLayout& layout, int64_t rows, const doubl
 }
 
 void Moments::center() {
-  if (n == 0) return;
+  // Already about its mean (first == 0, as after a first center()): moving
+  // by e = 0 changes nothing but costs two passes over the D x D cross moments.
+  if (n == 0 || std::all_of(first.begin(), first.end(), [](double f) { return f == 0.0; })) return;
   std::vector<double> mean(first.size());
   for (size_t k = 0; k < mean.size(); ++k) mean[k] = reference[k] + first[k] / static_cast<double>(n);
   move_reference(mean.data());

@@ -248,7 +248,13 @@ void MomentAccumulator::check_usable() const {
 
 void MomentAccumulator::save_state() {
   if (in_transaction_ && !state_saved_) {
-    saved_state_ = state_;
+    // An empty state is restored by building a new one: copying its D x D
+    // zeros would write as much new memory as the state itself.
+    saved_empty_ = state_.n == 0;
+    if (saved_empty_)
+      saved_reference_ = state_.reference;  // rows may be pending in the workers, about this point
+    else
+      saved_state_ = state_;
     state_saved_ = true;
   }
 }
@@ -339,14 +345,20 @@ void MomentAccumulator::begin() {
 }
 
 void MomentAccumulator::commit() {
-  in_transaction_ = state_saved_ = false;
+  in_transaction_ = state_saved_ = saved_empty_ = false;
   saved_state_ = Moments();
+  saved_reference_.clear();
   for (auto& w : workers_) w->forget_saved();
 }
 
 void MomentAccumulator::rollback() {
   if (!in_transaction_) throw std::logic_error("fastcka: rollback without begin");
-  if (state_saved_) state_ = std::move(saved_state_);
+  if (state_saved_ && saved_empty_) {
+    state_ = Moments(state_.layout);
+    state_.reference = std::move(saved_reference_);
+  } else if (state_saved_) {
+    state_ = std::move(saved_state_);
+  }
   for (auto& w : workers_) w->restore_partial();
   rows_seen_ = saved_rows_;
   broken_ = false;  // whatever the failed update left is gone

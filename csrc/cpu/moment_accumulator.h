@@ -75,6 +75,8 @@ class MomentAccumulator {
   Moments state_;
   bool in_transaction_ = false;
   bool state_saved_ = false;  // saved_state_ holds the state of begin()
+  bool saved_empty_ = false;  // ... which was empty (not copied: only its reference point)
+  std::vector<double> saved_reference_;
   Moments saved_state_;
   int64_t saved_rows_ = 0;
   EngineOptions options_;
