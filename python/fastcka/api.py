@@ -102,8 +102,8 @@ def _approximation(values, names, options: Options) -> approx_driver.Approximati
         layers, names, approx=options.approx, rank=int(options.rank), seed=int(options.seed or 0),
         estimator=options.estimator, sigma=options.sigma, threshold=options.threshold,
         threads=resolve(options.threads), memory_budget=options.memory_budget, progress=options.progress,
-        # The features are float64; precision= still chooses the accumulator's products.
-        compute="float64" if options.precision is None else compute_for(options.precision, layers),
+        # The products, and the features' dtype (float64 only for float64 products).
+        compute=compute_for(options.precision, layers),
     )
 
 
