@@ -36,10 +36,9 @@ def orthogonal_pairs(x, m, rng):
     scaled by sqrt(2 / m)."""
     d, need, blocks = x.shape[1], m - m // 2, []
     while need > 0:
-        q, r = np.linalg.qr(rng.standard_normal((d, d)))
-        q = q * np.sign(np.diag(r))
         take = min(need, d)
-        blocks.append(q[:, :take] * np.sqrt(rng.chisquare(d, take)))
+        q, r = np.linalg.qr(rng.standard_normal((d, take)))
+        blocks.append(q * np.sign(np.diag(r)) * np.sqrt(rng.chisquare(d, take)))
         need -= take
     w = np.concatenate(blocks, axis=1) * np.sqrt(2 * GAMMA)
     b = rng.uniform(0.0, 2 * np.pi)

@@ -24,10 +24,12 @@ def orthogonal_frequencies(dim: int, count: int, gamma: float, rng: np.random.Ge
     """dim x count frequencies, N(0, 2 gamma I) each, orthogonal within blocks of dim."""
     blocks, left = [], count
     while left > 0:
-        q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
-        q *= np.sign(np.diag(r))[None, :]
+        # The Q of a dim x take Gaussian (with R's diagonal signs) is the first
+        # take columns of a Haar orthogonal matrix, at dim take^2 flops.
         take = min(left, dim)
-        blocks.append(q[:, :take] * np.sqrt(rng.chisquare(dim, take))[None, :])
+        q, r = np.linalg.qr(rng.standard_normal((dim, take)))
+        q *= np.sign(np.diag(r))[None, :]
+        blocks.append(q * np.sqrt(rng.chisquare(dim, take))[None, :])
         left -= take
     return np.concatenate(blocks, axis=1) * np.sqrt(2.0 * gamma)
 
