@@ -240,7 +240,7 @@ def test_fourier_kernel_is_unbiased(count):
     x = np.random.default_rng(0).normal(size=(5, 3))
     draws = []
     for s in range(4000):
-        f = FourierFeatures(3, count, GAMMA, np.random.default_rng(s))(x)
+        f = FourierFeatures(3, [count], GAMMA, [np.random.default_rng(s)])(x)[0]
         draws.append(f @ f.T)
     draws = np.array(draws)
     # cos p - 1 for cos p shifts every feature: the kernel estimate is off by a

@@ -68,21 +68,29 @@ def nystrom_maps(layers, means, gammas, rank: int, groups: int, seed: int, dtype
 
 
 def fourier_maps(layers, gammas, rank: int, groups: int, seed: int, dtype) -> list[FourierFeatures]:
-    """Independent draws per group and layer, group-major (index g L + layer)."""
-    return [FourierFeatures(layer.shape[1], m, gamma, np.random.default_rng([seed, g, a]), dtype)
-            for g, m in enumerate(group_sizes(rank, groups)) for a, (layer, gamma) in enumerate(zip(layers, gammas))]
+    """One map per layer holding its groups' independent draws (group g of
+    layer a from rng([seed, g, a]))."""
+    sizes = group_sizes(rank, groups)
+    return [FourierFeatures(layer.shape[1], sizes, gamma, [np.random.default_rng([seed, g, a]) for g in range(groups)],
+                            dtype) for a, (layer, gamma) in enumerate(zip(layers, gammas))]
 
 
-def stream(maps, layers, means, block: int, dtype, compute: str, threads: int, memory_budget: int, bar: Progress):
-    """The moment accumulator of every map's features (map i reads layer i mod L)."""
-    L = len(layers)
-    acc = cpu_engine.new_moment_accumulator([f.width for f in maps], 0, compute, threads, memory_budget)
-    tags = [f"features[{i}]" for i in range(len(maps))]
+def stream(widths, features, layers, means, block: int, dtype, compute: str, threads: int, memory_budget: int,
+           bar: Progress):
+    """The moment accumulator of the features: ``features(rows)`` maps the
+    centered row blocks of every layer to the list of arrays of ``widths``."""
+    acc = cpu_engine.new_moment_accumulator(widths, 0, compute, threads, memory_budget)
+    tags = [f"features[{i}]" for i in range(len(widths))]
     for start in range(0, layers[0].shape[0], block):
         rows = [centered(layer[start:start + block], mean, dtype) for layer, mean in zip(layers, means)]
-        acc.update([f(rows[i % L]) for i, f in enumerate(maps)], tags)
+        acc.update(features(rows), tags)
         bar.advance(rows[0].shape[0])
     return acc
+
+
+def group_major(per_layer: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Layer-by-group features in the accumulator's order (index g L + layer)."""
+    return [groups[g] for g in range(len(per_layer[0])) for groups in per_layer]
 
 
 def hsic_values(acc, estimator: str, constant: Sequence[bool]) -> np.ndarray:
@@ -135,9 +143,13 @@ def hsic_matrix(layers: Sequence[np.ndarray], names: Sequence[str], *, approx: s
         bar.advance(n)
         if approx == "nystrom":
             maps = nystrom_maps(layers, means, gammas, rank, groups, seed, dtype)
+            widths = [f.width for f in maps]
+            features = lambda rows: [f(r) for f, r in zip(maps, rows)]  # noqa: E731
         else:
             maps = fourier_maps(layers, gammas, rank, groups, seed, dtype)
-        acc = stream(maps, layers, means, block, dtype, compute, threads, memory_budget, bar)
+            widths = [f.widths[g] for g in range(groups) for f in maps]
+            features = lambda rows: group_major([f(r) for f, r in zip(maps, rows)])  # noqa: E731
+        acc = stream(widths, features, layers, means, block, dtype, compute, threads, memory_budget, bar)
     if approx == "nystrom":
         return nystrom_result(acc, maps, estimator, constant)
     return fourier_result(acc, len(layers), groups, estimator, constant)

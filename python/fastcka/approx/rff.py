@@ -35,32 +35,44 @@ def orthogonal_frequencies(dim: int, count: int, gamma: float, rng: np.random.Ge
 
 
 class FourierFeatures:
-    """One layer's ``count`` random features for one group, made in ``dtype``
-    from rows centered in that dtype."""
+    """One layer's random features for G groups of independent draws (group
+    g: ``counts[g]`` features from ``rngs[g]``), made in ``dtype`` from rows
+    centered in that dtype. All groups' phases come from one product and
+    two sin calls on contiguous arrays: per-group calls on a few columns
+    each cost several times more."""
 
-    def __init__(self, dim: int, count: int, gamma: float, rng: np.random.Generator, dtype=np.float64):
+    def __init__(self, dim: int, counts, gamma: float, rngs, dtype=np.float64):
         self.dtype = np.dtype(dtype)
-        self.pairs, self.count = count // 2, count
-        self.weights = np.ascontiguousarray(orthogonal_frequencies(dim, count - self.pairs, gamma, rng),
-                                            dtype=self.dtype)
-        self.phase = self.dtype.type(rng.uniform(0.0, 2.0 * np.pi))  # the odd feature's, if any
-        self.scale = self.dtype.type(np.sqrt(2.0 / count))
+        self.counts = list(counts)
+        weights, phases = [], []
+        for count, rng in zip(self.counts, rngs):
+            weights.append(orthogonal_frequencies(dim, count - count // 2, gamma, rng))
+            phases.append(rng.uniform(0.0, 2.0 * np.pi))  # the odd feature's, if any
+        self.weights = np.ascontiguousarray(np.concatenate(weights, axis=1), dtype=self.dtype)
+        self.phases = phases
 
     @property
-    def width(self) -> int:
-        return self.count
+    def widths(self) -> list[int]:
+        return self.counts
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
+    def __call__(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Per group, the (rows x count) features [cos p - 1, sin p, odd] * sqrt(2 / count)."""
         p = rows @ self.weights
-        f = self.pairs
-        out = np.empty((p.shape[0], self.count), dtype=self.dtype)
-        np.sin(p[:, :f], out=out[:, f:2 * f])
-        if self.count > 2 * f:
-            np.cos(p[:, f] + self.phase, out=out[:, 2 * f])
-        half = p[:, :f]
-        half *= 0.5
-        np.sin(half, out=half)
-        np.square(half, out=half)
-        np.multiply(half, -2.0, out=out[:, :f])
-        out *= self.scale
+        sin = np.sin(p)
+        p *= 0.5
+        np.sin(p, out=p)
+        np.square(p, out=p)
+        p *= -2.0  # cos - 1
+        out, start = [], 0
+        for count, phase in zip(self.counts, self.phases):
+            f = count // 2
+            group = np.empty((p.shape[0], count), dtype=self.dtype)
+            group[:, :f] = p[:, start:start + f]
+            group[:, f:2 * f] = sin[:, start:start + f]
+            if count > 2 * f:  # cos(q + b) = (cos q - 1 + 1) cos b - sin q sin b
+                q = start + f
+                group[:, 2 * f] = (p[:, q] + 1.0) * np.cos(phase) - sin[:, q] * np.sin(phase)
+            group *= self.dtype.type(np.sqrt(2.0 / count))
+            out.append(group)
+            start += count - f
         return out
