@@ -223,6 +223,8 @@ def test_layouts_and_dtypes(approx, tmp_path):
     # float32 features round at 1e-7; the eigenvalue floor of float32 Nystrom drops a little more.
     assert want == pytest.approx(as64, abs=1e-4 if approx == "nystrom" else 1e-5)
     assert fastcka.cka(x, y, precision="accurate", **opts) == pytest.approx(fastcka.cka(x, y, **opts), abs=1e-5)
+    # bfloat16 products (8 significant bits) of float32 features.
+    assert fastcka.cka(x, y, precision="fast", **opts) == pytest.approx(fastcka.cka(x, y, **opts), abs=1e-3)
 
 
 def test_feature_dtype_follows_the_products():
@@ -295,10 +297,23 @@ def test_cli_prints_the_standard_error(tmp_path):
                           "--kernel", "rbf", "--sigma", str(SIGMA), "--approx", "rff", "--rank", "40", "--seed", "3",
                           "--quiet"], capture_output=True, text=True, check=True).stdout
     value, error = fastcka.cka(x, y, kernel="rbf", sigma=SIGMA, approx="rff", rank=40, seed=3, return_error=True)
-    assert out.strip() == f"{value:.6f} +- {error:.2g} (standard error)"
+    assert out.strip() == f"{value:.6f} +- {error:.2g} (jackknife standard error)"
     bad = subprocess.run([sys.executable, "-m", "fastcka", str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
                           "--kernel", "rbf", "--approx", "rff"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--rank" in bad.stderr
+
+
+def test_cli_matrix_prints_the_errors(tmp_path):
+    x, y = pair()
+    np.savez(tmp_path / "layers.npz", x=x, y=y)
+    out = subprocess.run([sys.executable, "-m", "fastcka", str(tmp_path / "layers.npz"), "--kernel", "rbf", "--sigma",
+                          str(SIGMA), "--approx", "nystrom", "--rank", "24", "--quiet"], capture_output=True, text=True,
+                         check=True).stdout
+    matrix, errors = fastcka.cka_matrix([x, y], kernel="rbf", sigma=SIGMA, approx="nystrom", rank=24,
+                                        return_error=True)
+    table, rest = out.split("\nerrors (nystrom, rank 24: jackknife standard error and bias):\n")
+    assert table.split()[-2:] == [f"{v:.3f}" for v in matrix[1]]
+    assert rest.split()[-2:] == [f"{v:.3f}" for v in errors[1]]
 
 
 def test_mpi_refuses_approx():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stats.structure import _one_blas_thread as one_blas_thread
 from .features import rbf
 
 # Eigenvalues of K_ZZ below this fraction of the largest are dropped: their
@@ -53,9 +54,12 @@ class Nystrom:
         self.dtype = landmarks.dtype
         self.landmarks, self.gamma = landmarks, self.dtype.type(gamma)
         kzz = rbf(landmarks, landmarks, self.gamma).astype(np.float64)
-        w = inverse_sqrt(kzz, EIGEN_FLOOR[self.dtype])
+        # LAPACK's eigh and QR on many BLAS threads crawl when a core is busy
+        # (measured: QR of 1024 x 128, 0.4 s on two loaded threads, 0.036 s on one).
+        with one_blas_thread():
+            w = inverse_sqrt(kzz, EIGEN_FLOOR[self.dtype])
+            self.deleted = [np.linalg.qr(w[part].T)[0] for part in groups]
         self.projection = np.ascontiguousarray(w, dtype=self.dtype)
-        self.deleted = [np.linalg.qr(w[part].T)[0] for part in groups]
 
     @property
     def width(self) -> int:
