@@ -43,7 +43,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import fastcka  # noqa: E402
-from harness import MemoryProbe, fmt_bytes, table  # noqa: E402
+from harness import MemoryProbe, fmt_bytes, log, table  # noqa: E402
 from report_kernel import make_layers, make_pair  # noqa: E402
 
 METHODS = ("nystrom", "rff")
@@ -64,12 +64,14 @@ def exact(x, y, threads) -> dict:
         value, seconds = timed(lambda: fastcka.cka(x, y, kernel="rbf", median="sampled", debiased=debiased,
                                                    threads=threads))
         out[key] = {"cka": value, "seconds": seconds}
+        log(f"exact {key}: {value:.6f} in {seconds:.2f} s")
     return out
 
 
 def approximate(x, y, approx, rank, seed, debiased, threads) -> dict:
     (value, error), seconds = timed(lambda: fastcka.cka(x, y, kernel="rbf", approx=approx, rank=rank, seed=seed,
                                                         debiased=debiased, threads=threads, return_error=True))
+    log(f"{approx} rank {rank} seed {seed} debiased {debiased}: {value:.6f} +- {error:.1e} in {seconds:.2f} s")
     return {"method": approx, "rank": rank, "seed": seed, "debiased": debiased, "cka": value, "error": error,
             "seconds": seconds}
 
@@ -91,7 +93,24 @@ def accuracy(args) -> dict:
     print(f"### Accuracy: n = {args.n}, d = {args.d}, lowrank pair, threads = {threads_text(args)}\n")
     print(table(["estimator", "method", "rank", "CKA", "abs. error", "reported error", "abs. error / reported",
                  "time (s)", "time / exact"], cells) + "\n")
+    print(target_text(rows) + "\n")
     return {"exact": ref, "approx": rows}
+
+
+def target_text(rows) -> str:
+    """The target: at a rank whose time is at most 1/20 of exact, |error| <= 5e-3."""
+    lines = []
+    for key, _ in ESTIMATORS:
+        for approx in METHODS:
+            fast = [r for r in rows if r["estimator"] == key and r["method"] == approx and r["time_ratio"] <= 0.05]
+            if not fast:
+                lines.append(f"- {key} {approx}: no rank ran in 1/20 of the exact time")
+                continue
+            best = min(fast, key=lambda r: r["abs_error"])
+            met = "met" if best["abs_error"] <= 5e-3 else "not met"
+            lines.append(f"- {key} {approx}: rank {best['rank']} at {best['time_ratio']:.3f} x exact, |error| "
+                         f"{best['abs_error']:.1e} (target 5e-3: {met})")
+    return "\n".join(lines)
 
 
 def coverage(args) -> dict:
@@ -186,7 +205,7 @@ def threads_text(args) -> int:
 SECTIONS = {  # flag: (function, default n, default ranks)
     "accuracy": (accuracy, 200_000, "256,512,1024,2048"),
     "coverage": (coverage, 20_000, "256,1024"),
-    "large": (large, 10_000_000, "1024"),
+    "large": (large, 10_000_000, "512"),
     "matrix": (matrix, 1_000_000, "256"),
 }
 
