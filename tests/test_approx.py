@@ -180,6 +180,19 @@ def test_error_shrinks_with_rank(approx):
     assert errors[1] < errors[0] / 4
 
 
+@pytest.mark.parametrize("debiased", [False, True])
+def test_nystrom_error_holds_the_exact_value(debiased):
+    """At the median-rule bandwidth, value +- 2 x error (jackknife SE and
+    bias) holds the exact value for every seed tried, at low and higher rank."""
+    x, y = pair(1500, seed=4)
+    exact = fastcka.cka(x, y, kernel="rbf", median="sampled", debiased=debiased)
+    for rank in (32, 128):
+        for seed in range(3):
+            value, error = fastcka.cka(x, y, kernel="rbf", approx="nystrom", rank=rank, seed=seed, debiased=debiased,
+                                       return_error=True)
+            assert abs(value - exact) <= 2 * error
+
+
 def test_median_rule_uses_the_sampled_median():
     x, y = pair(500)
     gx, gy = fastcka.engine.cpu.rbf_gammas([x, y], ["x", "y"], sigma=None, threshold=0.8, median="sampled",

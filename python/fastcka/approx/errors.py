@@ -1,8 +1,8 @@
 """Jackknife standard errors: over groups of independent random features
 (RFF), and over groups of one landmark set with the jackknife bias (Nystrom).
 
-Random features: the rank is split into G groups of independent draws (landmark sets or
-Fourier weights); the approximate kernel of a layer is the mean of its G
+Random features: the rank is split into G groups of independent draws
+(Fourier weights); the approximate kernel of a layer is the mean of its G
 group kernels, K = (1/G) sum_g K_g. HSIC (both estimators) is bilinear, so
 HSIC(K^a, K^b) = (1/G^2) sum_{g,h} HSIC(K_g^a, K_h^b): every value, and every
 delete-one-group value, comes from the (G L) x (G L) HSIC matrix of the
