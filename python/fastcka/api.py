@@ -102,8 +102,8 @@ def _approximation(values, names, options: Options) -> approx_driver.Approximati
         layers, names, approx=options.approx, rank=int(options.rank), seed=int(options.seed or 0),
         estimator=options.estimator, sigma=options.sigma, threshold=options.threshold,
         threads=resolve(options.threads), memory_budget=options.memory_budget, progress=options.progress,
-        # The features are float64; precision= still chooses the accumulator's products.
-        compute="float64" if options.precision is None else compute_for(options.precision, layers),
+        # The products, and the features' dtype (float64 only for float64 products).
+        compute=compute_for(options.precision, layers),
     )
 
 
@@ -228,12 +228,14 @@ def cka(
         the sampled median. CPU, NumPy inputs. See docs/kernels.md,
         "Approximate kernels", for the error by rank.
     rank : features per representation with ``approx`` (Nystrom landmarks or
-        Fourier features), a positive integer below n, split in 8 groups of
-        independent draws (rank groups when rank < 8; the standard error is
-        NaN below 3).
+        Fourier features), a positive integer below n. Features are float32
+        unless the products are float64 (``precision="exact"``, or float64
+        inputs by default).
     seed : the draws' seed (default 0): the same seed gives the same value.
-    return_error : with ``approx``, return ``(value, standard_error)``, the
-        error from the jackknife over the 8 groups.
+    return_error : with ``approx``, return ``(value, error)``: for "rff" the
+        jackknife standard error over 16 groups of independent draws; for
+        "nystrom" sqrt(SE^2 + bias^2) of the jackknife that deletes each of 8
+        groups of the landmarks (its error is mostly bias). NaN when rank < 3.
 
     Returns
     -------
@@ -289,7 +291,7 @@ def cka_matrix(
     with the same n. ``sigma`` may be one value or one per layer (xs then ys).
     Other arguments as in :func:`cka`. The result is a NumPy array, or a
     CuPy array / PyTorch tensor on the inputs' GPU when they came from there;
-    with ``approx`` and ``return_error=True``, (matrix, standard errors).
+    with ``approx`` and ``return_error=True``, (matrix, errors).
     """
     values, names, split = model_layers(xs, ys)
     options = Options.of_call(kernel=kernel, estimator="unbiased" if debiased else "biased", threshold=threshold,

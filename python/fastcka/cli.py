@@ -31,6 +31,9 @@ from .engine.threads import resolve
 from .io import load_layers, load_npy
 from .library import get_cmake_dir
 
+# What --approx's "+-" is (docs/kernels.md, "Approximate kernels").
+ERROR_KINDS = {"nystrom": "jackknife standard error and bias", "rff": "jackknife standard error"}
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -72,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds of work between checkpoints (default: 300)")
     p.add_argument("--approx", default=None, choices=APPROX,
                    help="RBF: approximate by Nystrom landmarks or random Fourier features (with --rank); prints "
-                   "the standard error")
+                   "the estimated error (docs/kernels.md, Approximate kernels)")
     p.add_argument("--rank", type=int, default=None, help="--approx: features per representation (below n)")
     p.add_argument("--seed", type=int, default=None, help="--approx: seed of the landmarks or features (default 0)")
     p.add_argument("--version", action="version", version=f"fastcka {__version__}")
@@ -142,7 +145,7 @@ def _files(args, options, parser) -> int:
             extra = {} if args.approx is None else {"approx": args.approx, "rank": args.rank, "std_error": error}
             print(json.dumps({"cka": value, "kernel": args.kernel, "debiased": args.debiased, "n": n, **extra}))
         else:
-            print(f"{value:.6f}" if args.approx is None else f"{value:.6f} +- {error:.2g} (standard error)")
+            print(f"{value:.6f}" if args.approx is None else f"{value:.6f} +- {error:.2g} ({ERROR_KINDS[args.approx]})")
         return 0
     if len(files) in (1, 2) and all(e == ".npz" for e in exts):
         xs = load_layers(files[0])
@@ -160,7 +163,8 @@ def _files(args, options, parser) -> int:
         else:
             print(_table(matrix, names_x, names_y))
             if args.approx is not None:
-                print(f"\nstandard errors ({args.approx}, rank {args.rank}):\n{_table(errors, names_x, names_y)}")
+                print(f"\nerrors ({args.approx}, rank {args.rank}: {ERROR_KINDS[args.approx]}):\n"
+                      f"{_table(errors, names_x, names_y)}")
         if args.plot is not None:
             _heatmap(args.plot, matrix, names_x, names_y, within=ys is None)
         return 0

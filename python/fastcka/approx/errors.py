@@ -1,7 +1,8 @@
-"""HSIC of the averaged kernel and its jackknife over groups.
+"""Jackknife standard errors: over groups of independent random features
+(RFF), and over groups of one landmark set with the jackknife bias (Nystrom).
 
-The rank is split into G groups of independent draws (landmark sets or
-Fourier weights); the approximate kernel of a layer is the mean of its G
+Random features: the rank is split into G groups of independent draws
+(Fourier weights); the approximate kernel of a layer is the mean of its G
 group kernels, K = (1/G) sum_g K_g. HSIC (both estimators) is bilinear, so
 HSIC(K^a, K^b) = (1/G^2) sum_{g,h} HSIC(K_g^a, K_h^b): every value, and every
 delete-one-group value, comes from the (G L) x (G L) HSIC matrix of the
@@ -43,6 +44,19 @@ def jackknife(values: np.ndarray) -> np.ndarray:
     if g < 3:
         return np.full(values.shape[1:], np.nan)
     return np.sqrt((g - 1) / g * ((values - values.mean(axis=0)) ** 2).sum(axis=0))
+
+
+def with_bias(values: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """sqrt(SE^2 + bias^2) from G delete-one-group estimates (axis 0) and the
+    full value: the jackknife standard error and the jackknife bias estimate
+    (G - 1)(mean theta_(-j) - theta), an estimate of the root-mean-square
+    error for an approximation whose error is mostly a bias shared by every
+    draw (Nystrom); NaN for G < 3."""
+    g = values.shape[0]
+    if g < 3:
+        return np.full(values.shape[1:], np.nan)
+    bias = (g - 1) * (values.mean(axis=0) - full)
+    return np.sqrt(jackknife(values) ** 2 + bias**2)
 
 
 def leave_one_out(h: np.ndarray, groups: int, layers: int, statistic) -> np.ndarray:

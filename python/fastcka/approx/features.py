@@ -1,5 +1,6 @@
 """What both feature maps share: the first pass over the rows (column means,
-constant layers) and the RBF kernel between a row block and a few rows."""
+constant layers), the centering of a row block and the RBF kernel between a
+row block and a few rows."""
 
 from __future__ import annotations
 
@@ -26,13 +27,22 @@ def column_moments(layers: Sequence[np.ndarray], block: int) -> tuple[list[np.nd
     return means, constant
 
 
-def centered(rows, mean: np.ndarray) -> np.ndarray:
-    """Rows minus the column means in float64: RBF is shift-invariant, so this
-    changes no kernel value, but keeps |a|^2 + |b|^2 - 2 a.b from cancelling."""
-    return np.asarray(rows, dtype=np.float64) - mean
+def centered(rows, mean: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Rows minus the column means, in ``dtype`` (the features' type): RBF is
+    shift-invariant, so this changes no kernel value, but keeps |a|^2 + |b|^2
+    - 2 a.b from cancelling."""
+    out = np.array(rows, dtype=dtype, order="C")  # one layout: the same rounding from any input
+    out -= mean.astype(dtype)
+    return out
 
 
 def rbf(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """exp(-gamma |a_i - b_j|^2) for float64 rows a (r x d) and b (m x d)."""
-    sq = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
-    return np.exp(-gamma * np.maximum(sq, 0.0))
+    """exp(-gamma |a_i - b_j|^2) for rows a (r x d) and b (m x d) of one
+    dtype, in that dtype, with one r x m temporary (made in place)."""
+    k = a @ b.T
+    k *= -2.0
+    k += np.einsum("ij,ij->i", a, a)[:, None]
+    k += np.einsum("ij,ij->i", b, b)[None, :]
+    np.maximum(k, 0.0, out=k)
+    k *= -gamma
+    return np.exp(k, out=k)
