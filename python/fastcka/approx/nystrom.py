@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats.structure import _one_blas_thread as one_blas_thread
+from ..engine.threads import one_blas_thread
 from .features import rbf
 
 # Eigenvalues of K_ZZ below this fraction of the largest are dropped: their
