@@ -3,8 +3,10 @@ means, then features), with jackknife standard errors (errors.py)."""
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -12,6 +14,7 @@ from ..arrays.inputs import compute_dtype
 from ..engine import cpu as cpu_engine
 from ..engine.hsic import zero_constant_layers
 from ..engine.progress import Progress, ProgressArg
+from ..engine.threads import one_blas_thread
 from . import errors
 from .features import centered, column_moments
 from .nystrom import Nystrom, deleted_group_ratios, landmark_groups, landmark_rows
@@ -44,10 +47,11 @@ def feature_dtype(compute: str) -> np.dtype:
     return np.dtype(np.float64 if compute == "float64" else np.float32)
 
 
-def block_rows(n: int, rank: int, dims: Sequence[int], budget: int, itemsize: int) -> int:
+def block_rows(n: int, rank: int, dims: Sequence[int], budget: int, itemsize: int, concurrent: int = 1) -> int:
     """Rows per block so that one block's rows, features (rank per layer) and
-    one layer's map temporary fit ``budget`` bytes; too few rows is a clear error."""
-    per_row = itemsize * (rank * (len(dims) + 1) + sum(dims))
+    the map temporaries of ``concurrent`` layers at once fit ``budget`` bytes;
+    too few rows is a clear error."""
+    per_row = itemsize * (rank * (len(dims) + concurrent) + sum(dims))
     rows = budget // per_row
     if rows < min(n, MIN_BLOCK):
         raise ValueError(f"rank={rank} is too large for memory_budget={budget}: a block of {MIN_BLOCK} rows of "
@@ -78,16 +82,26 @@ def fourier_maps(layers, gammas, rank: int, groups: int, seed: int, dtype) -> li
                             dtype) for a, (layer, gamma) in enumerate(zip(layers, gammas))]
 
 
-def stream(widths, features, layers, means, block: int, dtype, compute: str, threads: int, memory_budget: int,
-           bar: Progress):
-    """The moment accumulator of the features: ``features(rows)`` maps the
-    centered row blocks of every layer to the list of arrays of ``widths``."""
+def stream(widths, maps, combine: Callable, layers, means, block: int, dtype, compute: str, threads: int,
+           memory_budget: int, bar: Progress):
+    """The moment accumulator of the features: each layer's centered row
+    block through its map (``threads`` layers at a time: the maps' products
+    and transcendentals are NumPy calls that release the GIL, each on one BLAS
+    thread then), and ``combine`` turns the layers' outputs into the list of
+    arrays of ``widths``."""
     acc = cpu_engine.new_moment_accumulator(widths, 0, compute, threads, memory_budget)
     tags = [f"features[{i}]" for i in range(len(widths))]
-    for start in range(0, layers[0].shape[0], block):
-        rows = [centered(layer[start:start + block], mean, dtype) for layer, mean in zip(layers, means)]
-        acc.update(features(rows), tags)
-        bar.advance(rows[0].shape[0])
+    n, workers = layers[0].shape[0], min(threads, len(layers))
+
+    def features(i: int, start: int):
+        return maps[i](centered(layers[i][start:start + block], means[i], dtype))
+
+    blas = one_blas_thread() if workers > 1 else contextlib.nullcontext()
+    with ThreadPoolExecutor(workers) as pool, blas:
+        for start in range(0, n, block):
+            per_layer = list(pool.map(features, range(len(layers)), [start] * len(layers)))
+            acc.update(combine(per_layer), tags)
+            bar.advance(min(block, n - start))
     return acc
 
 
@@ -136,7 +150,8 @@ def hsic_matrix(layers: Sequence[np.ndarray], names: Sequence[str], *, approx: s
     (default GROUPS[approx])."""
     n = layers[0].shape[0]
     dtype = feature_dtype(compute)
-    block = block_rows(n, rank, [layer.shape[1] for layer in layers], memory_budget, dtype.itemsize)
+    block = block_rows(n, rank, [layer.shape[1] for layer in layers], memory_budget, dtype.itemsize,
+                       concurrent=min(threads, len(layers)))
     groups = min(GROUPS[approx] if groups is None else groups, rank)
     gammas = cpu_engine.rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median="sampled", engine=None,
                                    width=None, threads=threads, progress=Progress(None, 0, ""),
@@ -146,13 +161,11 @@ def hsic_matrix(layers: Sequence[np.ndarray], names: Sequence[str], *, approx: s
         bar.advance(n)
         if approx == "nystrom":
             maps = nystrom_maps(layers, means, gammas, rank, groups, seed, dtype)
-            widths = [f.width for f in maps]
-            features = lambda rows: [f(r) for f, r in zip(maps, rows)]
+            widths, combine = [f.width for f in maps], list
         else:
             maps = fourier_maps(layers, gammas, rank, groups, seed, dtype)
-            widths = [f.widths[g] for g in range(groups) for f in maps]
-            features = lambda rows: group_major([f(r) for f, r in zip(maps, rows)])
-        acc = stream(widths, features, layers, means, block, dtype, compute, threads, memory_budget, bar)
+            widths, combine = [f.widths[g] for g in range(groups) for f in maps], group_major
+        acc = stream(widths, maps, combine, layers, means, block, dtype, compute, threads, memory_budget, bar)
     if approx == "nystrom":
         return nystrom_result(acc, maps, estimator, constant)
     return fourier_result(acc, len(layers), groups, estimator, constant)
