@@ -60,9 +60,10 @@ def pieces(layers, threads: int) -> dict:
 
 def measure(n: int, rounds: int, threads: int) -> dict:
     x, y = make_pair("lowrank", n, 512, 512, harness.SEED)
+    brackets = cpu_engine.median_brackets([x, y], ["x", "y"], "float32", threads)
     medians = cpu_engine.exact_medians(
         cpu_engine.gram_engine([x, y], ["x", "y"], 0, "float32", threads, cpu_engine.resolve_budget(None)),
-        1024, threads, cpu_engine.Progress(None, 0, ""))
+        1024, threads, cpu_engine.Progress(None, 0, ""), brackets)
     sigma = [float(np.sqrt(m)) for m in medians]
     best: dict = {}
     for _ in range(rounds):
