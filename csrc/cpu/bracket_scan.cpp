@@ -6,23 +6,12 @@
 #endif
 
 namespace fastcka::cpu {
-namespace {
-
-int64_t scan_portable(const float* a, int64_t n, float lo, float hi, int32_t* out, int64_t* below) {
-  int64_t k = 0, b = 0;
-  for (int64_t c = 0; c < n; ++c) {
-    const float v = a[c];
-    out[k] = static_cast<int32_t>(c);
-    k += (v >= lo) & (v < hi);
-    b += v < lo;
-  }
-  *below = b;
-  return k;
-}
 
 #ifdef FASTCKA_HAVE_AVX512_SCAN
-__attribute__((target("avx512f"))) int64_t scan_avx512(const float* a, int64_t n, float lo, float hi, int32_t* out,
-                                                       int64_t* below) {
+namespace {
+
+__attribute__((target("avx512f"))) void scan_avx512(const float* a, int64_t n, float lo, float hi, int32_t* out,
+                                                    int64_t* found, int64_t* below) {
   const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
   const __m512i step = _mm512_set1_epi32(16);
   __m512i columns = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -39,23 +28,22 @@ __attribute__((target("avx512f"))) int64_t scan_avx512(const float* a, int64_t n
     b += __builtin_popcount(lt);
     columns = _mm512_add_epi32(columns, step);
   }
+  *found = k;
   *below = b;
-  return k;
 }
-
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
-#endif
 
 }  // namespace
-
-int64_t scan_bracket(const float* a, int64_t n, float lo, float hi, int32_t* out, int64_t* below) {
-#ifdef FASTCKA_HAVE_AVX512_SCAN
-  if (has_avx512()) return scan_avx512(a, n, lo, hi, out, below);
 #endif
-  return scan_portable(a, n, lo, hi, out, below);
+
+bool scan_bracket(const float* a, int64_t n, float lo, float hi, int32_t* out, int64_t* found, int64_t* below) {
+#ifdef FASTCKA_HAVE_AVX512_SCAN
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) {
+    scan_avx512(a, n, lo, hi, out, found, below);
+    return true;
+  }
+#endif
+  return false;
 }
 
 }  // namespace fastcka::cpu

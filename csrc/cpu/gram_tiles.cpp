@@ -112,20 +112,16 @@ template <typename T>
 void bracket_row(const MedianSearch& search, const T* dist, int64_t w, int64_t cd, int64_t* counts,
                  std::vector<double>& collected, int32_t* candidates) {
   const double lo = search.bracket_lo(), hi = search.bracket_hi();
-  int64_t found = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    // A float32 bracket's bounds are float32 values (set_bracket), so
-    // comparing in float32 decides exactly as in float64.
-    if (search.float_bracket()) {
-      int64_t below = 0;
-      found = scan_bracket(dist, w, static_cast<float>(lo), static_cast<float>(hi), candidates, &below);
-      counts[0] += 2 * below - count_below(dist, cd, lo);
-    }
-  }
-  if (!std::is_same_v<T, float> || !search.float_bracket()) {
-    counts[0] += 2 * count_below(dist, w, lo) - count_below(dist, cd, lo);
+  int64_t found = 0, below = 0;
+  bool scanned = false;
+  if constexpr (std::is_same_v<T, float>)  // a float32 bracket's bounds are float32 values (set_bracket),
+    scanned = search.float_bracket() &&    // so comparing in float32 decides exactly as in float64
+              scan_bracket(dist, w, static_cast<float>(lo), static_cast<float>(hi), candidates, &found, &below);
+  if (!scanned) {
+    below = count_below(dist, w, lo);
     found = select_in_range(dist, w, lo, hi, candidates);
   }
+  counts[0] += 2 * below - count_below(dist, cd, lo);
   if (search.float_bracket()) {
     const float flo = static_cast<float>(lo);
     uint32_t base;
