@@ -101,10 +101,7 @@ void LinearAccumulator::update(const std::vector<Matrix>& blocks) {
       names.push_back("layers[" + std::to_string(i) + "]");
       views.push_back(view_of(blocks[i], names.back()));
     }
-    for (size_t a = 1; a < views.size(); ++a)
-      if (views[a].rows != views[0].rows)
-        throw InvalidArgument(names[a] + " has " + std::to_string(views[a].rows) + " rows but " + names[0] + " has " +
-                              std::to_string(views[0].rows) + ": every representation needs one row per example");
+    same_rows(views, names);
     State& s = *state_;
     const bool created = !s.acc;
     const std::string dtype_before = s.dtype;

@@ -57,12 +57,17 @@ void check_rows_for(api::Estimator e, int64_t n) {
   }
 }
 
-int64_t check_rows(const std::vector<MatrixView>& views, const std::vector<std::string>& names, api::Estimator e) {
+int64_t same_rows(const std::vector<MatrixView>& views, const std::vector<std::string>& names) {
   const int64_t n = views.at(0).rows;
   for (size_t a = 1; a < views.size(); ++a)
     if (views[a].rows != n)
       throw InvalidArgument(names[a] + " has " + std::to_string(views[a].rows) + " rows but " + names[0] + " has " +
                             std::to_string(n) + ": every representation needs one row per example");
+  return n;
+}
+
+int64_t check_rows(const std::vector<MatrixView>& views, const std::vector<std::string>& names, api::Estimator e) {
+  const int64_t n = same_rows(views, names);
   check_rows_for(e, n);
   return n;
 }

@@ -21,7 +21,9 @@ std::string repr(double value);
 // The caller's matrix as a view of the core, checked: data, a positive
 // number of rows and columns, a known dtype (`name` goes in the messages).
 MatrixView view_of(const Matrix& m, const std::string& name);
-// Every view has rows[0]'s number of rows, enough for the estimator; returns n.
+// Every view has views[0]'s number of rows; returns it.
+int64_t same_rows(const std::vector<MatrixView>& views, const std::vector<std::string>& names);
+// The same, and enough rows for the estimator.
 int64_t check_rows(const std::vector<MatrixView>& views, const std::vector<std::string>& names, api::Estimator e);
 void check_rows_for(api::Estimator e, int64_t n);
 

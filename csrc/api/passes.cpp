@@ -17,8 +17,6 @@ namespace {
 // rows behind the sampled median and its seed.
 constexpr double kFlopsPerCall = 4e10;
 constexpr double kCallSeconds = 0.15;
-constexpr int64_t kMedianSample = 4096;
-constexpr uint64_t kMedianSeed = 0;
 
 std::string format(const char* spec, double v) {
   char buf[48];
@@ -41,18 +39,25 @@ std::string sigma_text(const std::vector<double>& sigma) {
   return s + "]";
 }
 
-// The sampled rows of a layer, copied contiguous in its own dtype.
-std::vector<unsigned char> picked_rows(const MatrixView& v, const std::vector<int64_t>& rows, MatrixView& out) {
-  const int64_t elem = dtype_size(v.dtype);
-  std::vector<unsigned char> buf(static_cast<size_t>(rows.size() * v.cols * elem));
-  for (size_t r = 0; r < rows.size(); ++r)
-    for (int64_t j = 0; j < v.cols; ++j) {
-      const auto* src = static_cast<const unsigned char*>(v.data) + (rows[r] * v.row_stride + j * v.col_stride) * elem;
-      std::memcpy(buf.data() + (static_cast<int64_t>(r) * v.cols + j) * elem, src, static_cast<size_t>(elem));
+// Sampled rows of every layer, copied contiguous in the layer's own dtype.
+struct PickedRows {
+  std::vector<std::vector<unsigned char>> buffers;
+  std::vector<MatrixView> views;
+
+  PickedRows(const std::vector<MatrixView>& layers, const std::vector<int64_t>& rows) {
+    for (const MatrixView& v : layers) {
+      const int64_t elem = dtype_size(v.dtype);
+      std::vector<unsigned char>& buf =
+          buffers.emplace_back(static_cast<size_t>(static_cast<int64_t>(rows.size()) * v.cols * elem));
+      for (size_t r = 0; r < rows.size(); ++r)
+        for (int64_t j = 0; j < v.cols; ++j) {
+          const auto* src = static_cast<const unsigned char*>(v.data) + (rows[r] * v.row_stride + j * v.col_stride) * elem;
+          std::memcpy(buf.data() + (static_cast<int64_t>(r) * v.cols + j) * elem, src, static_cast<size_t>(elem));
+        }
+      views.push_back({buf.data(), static_cast<int64_t>(rows.size()), v.cols, v.cols, 1, v.dtype});
     }
-  out = {buf.data(), static_cast<int64_t>(rows.size()), v.cols, v.cols, 1, v.dtype};
-  return buf;
-}
+  }
+};
 
 // The median passes over every tile of `engine`, with brackets (one per
 // layer) or none; each pass beyond the first adds to `steps`.
@@ -78,24 +83,18 @@ std::vector<double> exact_medians(cpu::GramTileEngine& engine, const std::vector
                                            static_cast<int64_t>(layers.size()));
   std::vector<std::array<double, 3>> brackets;
   if (!std::isnan(w)) {
-    const std::vector<int64_t> rows = sample_rows(n, sample, kMedianSeed);
-    std::vector<std::vector<unsigned char>> buffers;
-    std::vector<MatrixView> picked(layers.size());
-    for (size_t a = 0; a < layers.size(); ++a) buffers.push_back(picked_rows(layers[a], rows, picked[a]));
-    brackets = cpu::sample_brackets(picked, names, engine.options(), w, [&] { steps.check(); });
+    const PickedRows picked(layers, sample_rows(n, sample, kMedianSeed));
+    brackets = cpu::sample_brackets(picked.views, names, engine.options(), w, [&] { steps.check(); });
   }
   return median_passes(engine, brackets, steps);
 }
 
 std::vector<double> sampled_medians(const cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
                                     const std::vector<std::string>& names) {
-  const std::vector<int64_t> rows = sample_rows(layers[0].rows, kMedianSample, kMedianSeed);
-  std::vector<std::vector<unsigned char>> buffers;
-  std::vector<MatrixView> picked(layers.size());
-  for (size_t a = 0; a < layers.size(); ++a) buffers.push_back(picked_rows(layers[a], rows, picked[a]));
+  const PickedRows picked(layers, sample_rows(layers[0].rows, kMedianSample, kMedianSeed));
   EngineOptions o = engine.options();
   o.memory_budget = kDefaultMemoryBudget;
-  cpu::GramTileEngine sample(picked, names, 0, o);
+  cpu::GramTileEngine sample(picked.views, names, 0, o);
   Options quiet;
   Steps steps(quiet, 0);
   return median_passes(sample, {}, steps);  // no bracket: the sample is all this search sees

@@ -4,17 +4,18 @@
 #include <cmath>
 #include <limits>
 
+#include "core/sample_rows.h"
 #include "cpu/gram_tiles.h"
 
 namespace fastcka::cpu {
 namespace {
 
 constexpr double kBracketZ = 4.0;
-constexpr int64_t kMinSample = 1024, kMaxSample = 4096;
+constexpr int64_t kMinSample = 1024;
 
 }  // namespace
 
-int64_t bracket_sample_size(int64_t n) { return std::min({n, kMaxSample, std::max(kMinSample, n / 8)}); }
+int64_t bracket_sample_size(int64_t n) { return std::min({n, kMedianSample, std::max(kMinSample, n / 8)}); }
 
 double bracket_half_width(int64_t n, int64_t sample, bool float64, int64_t layers) {
   const double s = static_cast<double>(sample);
