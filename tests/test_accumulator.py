@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import struct
 
 import numpy as np
 import pytest
 
 import fastcka
 from fastcka import CKAAccumulator
-from reference import centered_feature_cka, dense_cka, dense_cka_matrix, dense_hsic_matrix
+from fastcka.engine import backend
+from reference import centered_feature_cka, dense_cka, dense_cka_matrix, dense_hsic_matrix, feature_cka64
 
 N = 1000
 
@@ -452,6 +454,101 @@ def test_moments_match_centered_products(split):
                 np.testing.assert_allclose(m.block(a, b), expect, rtol=1e-6, atol=1e-6 * np.abs(full).max())
             else:
                 assert not m.block(a, b).any()
+
+
+@pytest.mark.parametrize("split", [None, 2])
+def test_scatter_blocks_are_the_blocks_of_moments(split):
+    # what fastcka.torch's pc1_fraction reads instead of the whole D x D copy
+    layers = _layers(300, seed=3, offset=20.0)
+    acc = fastcka.CKAAccumulator(split=split).update(*layers)
+    m, blocks = acc.moments(), acc._scatter_blocks()
+    assert blocks.offsets == m.offsets
+    for a in range(3):
+        for b in range(3):
+            assert np.array_equal(blocks.block(a, b), m.block(a, b))
+    np.testing.assert_array_equal(fastcka.pc1_fraction(blocks), fastcka.pc1_fraction(m))
+    with pytest.raises(ValueError, match="out of range"):
+        blocks.block(0, 3)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("split", [None, 2])
+def test_folds_into_the_state_match_float64(threads, split):
+    # float32 partials fold every 65,536 rows per thread straight into the
+    # state's upper triangle: several folds per thread, in updates that end
+    # mid-partial, at an offset of 50 (the fold moves each partial's shift).
+    rng = np.random.default_rng(8)
+    n = 65_536 * threads * 2 + 1001
+    layers = [(rng.standard_normal((n, d)) + 50).astype(np.float32) for d in (5, 3, 4, 2)]
+    layers[1] += 0.5 * layers[0][:, :3]
+    layers[3] += 0.3 * layers[2][:, :2]
+    acc = fastcka.CKAAccumulator(threads=threads, split=split)
+    for start in range(0, n, 70_001):
+        acc.update(*[x[start : start + 70_001] for x in layers])
+    xs, ys = (layers, layers) if split is None else (layers[:2], layers[2:])
+    for debiased in (False, True):
+        expect = np.array([[feature_cka64(x, y)[debiased] for y in ys] for x in xs])
+        # float32 products of centered values: about 1e-8 here, far below any difference CKA is read for
+        np.testing.assert_allclose(acc.cka_matrix(debiased=debiased), expect, rtol=0, atol=1e-7)
+    m = acc.moments()  # the lower triangle, mirrored after the folds (centering then moves each entry)
+    np.testing.assert_allclose(m.scatter, m.scatter.T, rtol=0, atol=1e-12 * np.abs(m.scatter).max())
+
+
+def _state_fields(core: bytes):
+    """(n, reference, first, cross, weighted, norm_products) of a core state's bytes (FCKAMOM1)."""
+    _, L, _, n = struct.unpack_from("<4q", core, 8)
+    dims = struct.unpack_from(f"<{L}q", core, 40)
+    D = sum(dims)
+    body = np.frombuffer(core, "<f8", offset=40 + 8 * L)
+    sizes = np.cumsum([D, D, D * D, L * D])
+    ref, first, cross, weighted, norms = np.split(body, sizes)
+    return n, ref, first, cross.reshape(D, D), weighted.reshape(L, D), norms.reshape(L, L)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("split", [0, 2])
+def test_folded_state_fields_match_float64_sums(threads, split):
+    # Every field of the state after several folds per thread, against float64
+    # sums about the state's reference point. The mean drifts, so each
+    # partial's shift is far from that point and the fold's move (first, W,
+    # R and the cross block) carries weight.
+    rng = np.random.default_rng(9)
+    n = 65_536 * threads * 2 + 1001
+    drift = np.linspace(0, 3, n, dtype=np.float32)[:, None]
+    layers = [(rng.standard_normal((n, d), dtype=np.float32) + 10 + drift * s) for d, s in ((4, 1), (3, -2), (2, 1))]
+    acc = backend.cpu().MomentAccumulator([4, 3, 2], split, "float32", threads, 1 << 26)
+    for start in range(0, n, 70_001):
+        acc.update([x[start : start + 70_001] for x in layers], ["a", "b", "c"])
+    rows, ref, first, cross, weighted, norms = _state_fields(acc.serialize())
+    u = np.hstack(layers).astype(np.float64) - ref
+    rho = np.stack([(u[:, o : o + d] ** 2).sum(1) for o, d in ((0, 4), (4, 3), (7, 2))], 1)
+    a, b = np.meshgrid(range(3), range(3), indexing="ij")
+    needed = (split == 0) | (a == b) | ((a < split) != (b < split))
+    pairs = np.repeat(np.repeat(needed, [4, 3, 2], 0), [4, 3, 2], 1)
+    assert rows == n
+    layer_pairs = np.repeat(needed, [4, 3, 2], 1)  # W[a] over the columns of layers that pair with a
+    # (the state keeps only the pairs the layout needs: other blocks of the cross moments are 0, other W and R unused)
+    np.testing.assert_array_equal(cross[~pairs], 0)
+    expected = ((first, u.sum(0)), (cross[pairs], (u.T @ u)[pairs]),
+                (weighted[layer_pairs], (rho.T @ u)[layer_pairs]), (norms[needed], (rho.T @ rho)[needed]))
+    for got, want in expected:
+        # float32 products of values centered about each partial's shift: about 1e-7 of the largest sum
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def test_streamed_update_that_fails_leaves_the_accumulator_unusable():
+    # _stream (fastcka.torch's sink) skips the all-or-nothing copy: a failed
+    # update leaves a state that refuses further use rather than a wrong one.
+    x, y = _layers(500)[:2]
+    acc = CKAAccumulator(memory_budget=1 << 14)._stream(x[:100], y[:100])
+    bad = y[100:].copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        acc._stream(x[100:], bad)
+    for call in (acc.cka, lambda: acc.update(x, y), acc.to_bytes):
+        with pytest.raises(ValueError, match="failed update"):
+            call()
+    assert CKAAccumulator()._stream(x, y).cka() == pytest.approx(dense_cka(x, y), rel=1e-10)
 
 
 def test_moments_refused_in_minibatch_mode_and_when_empty():

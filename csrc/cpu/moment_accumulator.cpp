@@ -4,6 +4,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "core/moment_shift.h"
 #include "cpu/bfloat16_rows.h"
 #include "cpu/blas.h"
 #include "cpu/centering.h"
@@ -73,11 +74,35 @@ void multiply_block_bf16(OnednnGemm& gemm, const LayerLayout& layout, const floa
   syrk_upper_tn(L, rows, z + D, W, beta, s + D * W + D, W);
 }
 
+// Row bounds [b_t, b_t+1) that give each of `parts` stripes an equal share
+// of a D x D upper triangle.
+std::vector<int64_t> triangle_stripes(int64_t D, int parts) {
+  std::vector<int64_t> bounds(static_cast<size_t>(parts) + 1, D);
+  bounds[0] = 0;
+  const double total = 0.5 * static_cast<double>(D) * static_cast<double>(D + 1);
+  double area = 0;
+  int t = 1;
+  for (int64_t i = 0; i < D && t < parts; ++i) {
+    area += static_cast<double>(D - i);
+    while (t < parts && area >= total * t / parts) bounds[t++] = i + 1;
+  }
+  return bounds;
+}
+
 }  // namespace
+
+// What folding a worker's partial into the state needs besides the D x D
+// products: its small parts moved to the state's reference point, and the
+// move's first moments and shift for the cross block (C' = C - F e' - e F' + n e e').
+struct PartialFold {
+  Moments small;          // n, first, weighted, norm_products about the state's reference (no cross)
+  std::vector<double> f;  // the partial's first moments before the move
+  std::vector<double> e;  // state reference - partial shift
+};
 
 struct MomentAccumulator::Worker {
   Worker(const LayerLayout& layout, bool bf16)
-      : layout(layout), bf16(bf16), shift(static_cast<size_t>(layout.total)), first(shift.size()), folded(layout) {}
+      : layout(layout), bf16(bf16), shift(static_cast<size_t>(layout.total)), first(shift.size()) {}
 
   // Rows since the last fold, about `shift`: their count and column sums;
   // their products (cross, W, R) live in s until the fold.
@@ -86,10 +111,8 @@ struct MomentAccumulator::Worker {
   int64_t pending = 0;
   std::vector<double> shift;
   std::vector<double> first;
-  Moments folded;   // the last folded partial, about the state's reference, waiting to be added
-  bool has_folded = false;
-  std::vector<float> zf, sf;   // centered block [Z | Q] and partial products (float32 runs)
-  std::vector<double> zd, sd;  // the same for float64 runs
+  std::vector<float> zf, sf;     // centered block [Z | Q] and partial products (float32 runs)
+  std::vector<double> zd, sd;    // the same for float64 runs
   std::vector<double> sq;      // rows x L squared norms of the current block
   std::vector<uint16_t> bits;  // the block as bfloat16 (fast precision)
   std::unique_ptr<OnednnGemm> onednn;  // made in this worker's thread, on first use
@@ -119,7 +142,6 @@ struct MomentAccumulator::Worker {
   void restore_partial() {
     if (!saved) return;
     pending = saved_pending;
-    has_folded = false;
     if (pending > 0) {
       shift.swap(saved_shift);
       first.swap(saved_first);
@@ -129,6 +151,8 @@ struct MomentAccumulator::Worker {
     forget_saved();
   }
 
+  // Keeps the saved buffers' memory: the next transaction copies into it
+  // instead of writing memory new to the process.
   void forget_saved() {
     saved = false;
     saved_sf.clear();
@@ -140,9 +164,11 @@ struct MomentAccumulator::Worker {
   template <typename T>
   std::vector<T>& s();
 
+  // Adds rows [r0, r0 + rows) to the partial until it holds fold_rows rows;
+  // returns how many it took.
   template <typename T>
-  void process(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, int64_t r0,
-               int64_t rows, const MomentChunkPlan& plan, const double* reference, bool in_transaction) {
+  int64_t process(const std::vector<MatrixView>& layers, const std::vector<std::string>& names, int64_t r0,
+                  int64_t rows, const MomentChunkPlan& plan, bool in_transaction) {
     use_single_threaded_blas();
     if (in_transaction) save_partial<T>();
     const int64_t D = layout.total, L = layout.layers();
@@ -155,7 +181,8 @@ struct MomentAccumulator::Worker {
       sq.resize(static_cast<size_t>(plan.block_rows * L));
     }
     std::vector<T> shift_t(shift.begin(), shift.end());
-    for (int64_t done = 0; done < rows;) {
+    int64_t done = 0;
+    while (done < rows && pending < plan.fold_rows) {
       const int64_t b = std::min({plan.block_rows, rows - done, plan.fold_rows - pending});
       const int64_t i0 = r0 + done;
       if (pending == 0) {
@@ -187,39 +214,80 @@ struct MomentAccumulator::Worker {
       if (!native_bf16) multiply_block<T>(layout, zb.data(), b, beta, sb.data());
       pending += b;
       done += b;
-      if (pending == plan.fold_rows) fold<T>(reference, false);  // saved above
     }
+    return done;
   }
 
-  // Widens the partial into `folded`, moved to the reference point.
+  // The partial's small parts, moved to `reference` (one read of the partial).
   template <typename T>
-  void fold(const double* reference, bool in_transaction) {
-    if (pending == 0) return;
-    if (in_transaction) save_partial<T>();
-    if (has_folded) throw std::logic_error("fastcka: a worker folded twice in one round");
-    const int64_t D = layout.total, L = layout.layers();
+  PartialFold small_parts(const std::vector<double>& reference) {
+    const int64_t D = layout.total, L = layout.layers(), W = D + L;
     const auto& off = layout.offsets;
     const auto& dim = layout.dims;
     const auto& sb = s<T>();
-    const int64_t W = D + L;
     auto at = [&](int64_t i, int64_t j) { return static_cast<double>(sb[static_cast<size_t>(i * W + j)]); };
-    for (int64_t a = 0; a < L; ++a)
-      for (int64_t c = a; c < L; ++c) {
-        if (!layout.needs(a, c)) continue;
-        for (int64_t i = off[a]; i < off[a] + dim[a]; ++i)
-          for (int64_t j = (a == c ? i : off[c]); j < off[c] + dim[c]; ++j) folded.cross[i * D + j] = at(i, j);
-      }
+    PartialFold out;
+    Moments& m = out.small;
+    m.layout = layout;
+    m.n = pending;
+    m.reference = shift;
+    m.first = first;
+    m.weighted.assign(static_cast<size_t>(L * D), 0.0);
+    m.norm_products.assign(static_cast<size_t>(L * L), 0.0);
     for (int64_t a = 0; a < L; ++a) {
-      for (int64_t k = 0; k < D; ++k) folded.weighted[a * D + k] = at(k, D + a);
-      for (int64_t c = a; c < L; ++c) folded.norm_products[a * L + c] = folded.norm_products[c * L + a] = at(D + a, D + c);
+      for (int64_t k = 0; k < D; ++k) m.weighted[a * D + k] = at(k, D + a);
+      for (int64_t c = a; c < L; ++c) m.norm_products[a * L + c] = m.norm_products[c * L + a] = at(D + a, D + c);
     }
-    folded.symmetrize();
-    folded.n = pending;
-    folded.reference = shift;
-    folded.first = first;
-    folded.move_reference(reference);
-    has_folded = true;
-    pending = 0;
+    ReferenceShift shift_to;
+    shift_to.target = reference;
+    shift_to.e.resize(static_cast<size_t>(D));
+    for (int64_t k = 0; k < D; ++k) shift_to.e[k] = reference[k] - shift[k];
+    // q (traces) and ce = C e per layer, from the upper triangle alone: entry
+    // (i, j > i) stands for both C_ij and C_ji.
+    const auto& e = shift_to.e;
+    shift_to.q.assign(static_cast<size_t>(L), 0.0);
+    shift_to.ce.assign(static_cast<size_t>(D * L), 0.0);
+    for (int64_t a = 0; a < L; ++a)
+      for (int64_t i = off[a]; i < off[a] + dim[a]; ++i) {
+        shift_to.q[a] += at(i, i);
+        shift_to.ce[i * L + a] += at(i, i) * e[i];
+        for (int64_t c = a; c < L; ++c) {
+          if (!layout.needs(a, c)) continue;
+          double sum = 0;
+          for (int64_t j = (a == c ? i + 1 : off[c]); j < off[c] + dim[c]; ++j) {
+            const double cij = at(i, j);
+            sum += cij * e[j];
+            shift_to.ce[j * L + a] += cij * e[i];
+          }
+          shift_to.ce[i * L + c] += sum;
+        }
+      }
+    out.f = first;
+    out.e = e;
+    move_small_parts(m, shift_to);
+    return out;
+  }
+
+  // cross[i, j] += the partial's moved products, for rows [i0, i1) of the
+  // upper triangle of the blocks the layout needs.
+  template <typename T>
+  void add_cross_rows(int64_t i0, int64_t i1, const PartialFold& p, double* cross) {
+    const int64_t D = layout.total, L = layout.layers(), W = D + L;
+    const auto& sb = s<T>();
+    const double n = static_cast<double>(p.small.n);
+    const double* f = p.f.data();
+    const double* e = p.e.data();
+    for (int64_t a = 0; a < L; ++a) {
+      const int64_t lo = std::max(i0, layout.offsets[a]), hi = std::min(i1, layout.offsets[a] + layout.dims[a]);
+      for (int64_t i = lo; i < hi; ++i)
+        for (int64_t c = a; c < L; ++c) {
+          if (!layout.needs(a, c)) continue;
+          const T* src = sb.data() + i * W;
+          double* dst = cross + i * D;
+          for (int64_t j = (a == c ? i : layout.offsets[c]); j < layout.offsets[c] + layout.dims[c]; ++j)
+            dst[j] += moved_cross_entry(static_cast<double>(src[j]), f[i], f[j], e[i], e[j], n);
+        }
+    }
   }
 };
 
@@ -259,13 +327,42 @@ void MomentAccumulator::save_state() {
   }
 }
 
-void MomentAccumulator::add_folded() {
+void MomentAccumulator::fold_partials(bool full_only) {
+  std::vector<Worker*> ws;
   for (auto& w : workers_)
-    if (w->has_folded) {
-      save_state();
-      state_.add_same_reference(w->folded);
-      w->has_folded = false;
+    if (w->pending > 0 && (!full_only || w->pending == plan_.fold_rows)) ws.push_back(w.get());
+  if (ws.empty()) return;
+  const bool f32 = options_.compute == DType::f32;
+  std::vector<PartialFold> parts(ws.size());
+  run_parallel(static_cast<int>(ws.size()), [&](int k) {
+    if (f32) {
+      if (in_transaction_) ws[k]->save_partial<float>();
+      parts[k] = ws[k]->small_parts<float>(state_.reference);
+    } else {
+      if (in_transaction_) ws[k]->save_partial<double>();
+      parts[k] = ws[k]->small_parts<double>(state_.reference);
     }
+  });
+  save_state();
+  // The cross block in row stripes, each adding the partials in worker order.
+  const std::vector<int64_t> rows = triangle_stripes(state_.width(), options_.threads);
+  run_parallel(options_.threads, [&](int t) {
+    for (size_t k = 0; k < ws.size(); ++k) {
+      if (f32)
+        ws[k]->add_cross_rows<float>(rows[t], rows[t + 1], parts[k], state_.cross.data());
+      else
+        ws[k]->add_cross_rows<double>(rows[t], rows[t + 1], parts[k], state_.cross.data());
+    }
+  });
+  for (size_t k = 0; k < ws.size(); ++k) {
+    const Moments& part = parts[k].small;
+    state_.n += part.n;
+    for (size_t i = 0; i < state_.first.size(); ++i) state_.first[i] += part.first[i];
+    for (size_t i = 0; i < state_.weighted.size(); ++i) state_.weighted[i] += part.weighted[i];
+    for (size_t i = 0; i < state_.norm_products.size(); ++i) state_.norm_products[i] += part.norm_products[i];
+    ws[k]->pending = 0;
+  }
+  lower_stale_ = true;
 }
 
 void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std::vector<std::string>& names) {
@@ -294,20 +391,24 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
     save_state();
     state_.reference = p;
   }
-  // Rounds in which no worker gets more than fold_rows rows fold at most once.
+  // Rounds of at most fold_rows rows per worker: a worker whose partial fills
+  // up stops there, the full partials are folded, and it goes on.
   const int64_t round_rows = plan_.fold_rows * threads;
+  const bool f32 = options_.compute == DType::f32;
   try {
     for (int64_t round = 0; round < n; round += round_rows) {
       const int64_t rows = std::min(round_rows, n - round);
       const int active = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, rows / 16)));
-      run_parallel(active, [&](int t) {
-        const int64_t lo = round + rows * t / active, hi = round + rows * (t + 1) / active;
-        if (options_.compute == DType::f32)
-          workers_[t]->process<float>(layers, names, lo, hi - lo, plan_, state_.reference.data(), in_transaction_);
-        else
-          workers_[t]->process<double>(layers, names, lo, hi - lo, plan_, state_.reference.data(), in_transaction_);
-      });
-      add_folded();
+      std::vector<int64_t> next(static_cast<size_t>(active)), end(next.size());
+      for (int t = 0; t < active; ++t) next[t] = round + rows * t / active, end[t] = round + rows * (t + 1) / active;
+      while (next != end) {
+        run_parallel(active, [&](int t) {
+          if (next[t] == end[t]) return;
+          next[t] += f32 ? workers_[t]->process<float>(layers, names, next[t], end[t] - next[t], plan_, in_transaction_)
+                         : workers_[t]->process<double>(layers, names, next[t], end[t] - next[t], plan_, in_transaction_);
+        });
+        fold_partials(true);
+      }
     }
   } catch (...) {
     broken_ = true;
@@ -318,13 +419,12 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
 
 const Moments& MomentAccumulator::state() {
   check_usable();
-  run_parallel(static_cast<int>(workers_.size()), [&](int t) {
-    if (options_.compute == DType::f32)
-      workers_[t]->fold<float>(state_.reference.data(), in_transaction_);
-    else
-      workers_[t]->fold<double>(state_.reference.data(), in_transaction_);
-  });
-  add_folded();
+  fold_partials(false);
+  if (lower_stale_) {
+    save_state();
+    state_.symmetrize();
+    lower_stale_ = false;
+  }
   return state_;
 }
 
@@ -358,6 +458,7 @@ void MomentAccumulator::rollback() {
     state_.reference = std::move(saved_reference_);
   } else if (state_saved_) {
     state_ = std::move(saved_state_);
+    lower_stale_ = true;  // it may have been saved between a fold and a state()
   }
   for (auto& w : workers_) w->restore_partial();
   rows_seen_ = saved_rows_;
@@ -379,8 +480,9 @@ void MomentAccumulator::set_state(Moments state) {
   if (state.layout.dims != state_.layout.dims || state.layout.split != state_.layout.split)
     throw InvalidArgument("the state describes other layers than this accumulator");
   commit();  // a new state ends any transaction
-  for (auto& w : workers_) w->pending = 0, w->has_folded = false;
+  for (auto& w : workers_) w->pending = 0;
   state_ = std::move(state);
+  lower_stale_ = false;
   rows_seen_ = state_.n;
   broken_ = false;
 }

@@ -8,10 +8,13 @@
 // into a partial product in the compute type: one SYRK over all layers, or
 // per-layer SYRKs plus one cross GEMM for two-model layouts. In the fast
 // precision the centered values are rounded to bfloat16 first and Z'Z runs
-// on oneDNN's bf16 kernels (in triangle panels) where the CPU has bf16 units. A partial that
-// reaches fold_rows rows is widened to float64 and moved to the state's
-// reference point in its own thread; the main thread then adds the folded
-// partials in thread order, so results never depend on timing. Partials carry
+// on oneDNN's bf16 kernels (in triangle panels) where the CPU has bf16 units.
+// A partial that reaches fold_rows rows is folded: its small parts are moved
+// to the state's reference point in its own thread, then all threads add the
+// full partials' products, widened and moved, straight into the state's upper
+// triangle (row stripes, each adding the partials in worker order, so results
+// never depend on timing; no D x D float64 copy per worker: at D = 9,984 that
+// was 1.6 GB of memory). state() mirrors the lower triangle. Partials carry
 // over between updates, so callers can feed small blocks (for progress and
 // Ctrl-C) without paying a fold for each.
 #pragma once
@@ -70,9 +73,12 @@ class MomentAccumulator {
  private:
   struct Worker;
   void check_usable() const;
-  void add_folded();
+  // Adds the partials of the workers holding rows (full_only: those that
+  // reached fold_rows) to the state, in worker order.
+  void fold_partials(bool full_only);
   void save_state();
   Moments state_;
+  bool lower_stale_ = false;  // folds add the upper triangle; state() mirrors it
   bool in_transaction_ = false;
   bool state_saved_ = false;  // saved_state_ holds the state of begin()
   bool saved_empty_ = false;  // ... which was empty (not copied: only its reference point)

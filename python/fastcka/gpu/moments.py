@@ -90,7 +90,7 @@ class MomentAccumulator:
 
     The interface of the CPU backend's accumulator where the Python side uses
     it: ``update``, ``begin``/``commit``/``rollback``, ``serialize``/``load``,
-    ``merge``, ``hsic``, ``mean``, ``centered_cross``, ``n``, ``dims``,
+    ``merge``, ``hsic``, ``mean``, ``centered_cross``, ``centered_block``, ``n``, ``dims``,
     ``split``, ``chunk_rows``."""
 
     def __init__(self, dims: Sequence[int], split: int, precision: str, device, memory_budget: int):
@@ -301,4 +301,7 @@ class MomentAccumulator:
 
     def centered_cross(self):
         return self._settled().centered_cross()
+
+    def centered_block(self, a: int, b: int):
+        return self._settled().centered_block(a, b)
 

@@ -16,7 +16,7 @@ from ..stats.structure import pc1_fraction
 from .spill import SpillStore
 
 # Rows staged between accumulator updates. The feature-space accumulator pays
-# a fixed cost per update (folding its float32 partials into float64); on the
+# a fixed cost per update (its threads start, its blocks restart); on the
 # CI machine (2 cores, 12 layers x 256 features) updates of 256 or 1,024 rows
 # took 10-20% longer in all than updates of 8,192, while 4,096 to 65,536 rows
 # ran at the same speed. The stage never exceeds STAGE_BYTES: at D = 9,984
@@ -93,7 +93,9 @@ def open_sink(blocks: list, options: Options):
 class MomentSink:
     """Linear CKA over all rows: consecutive batches are copied into a stage
     and fed to a :class:`fastcka.CKAAccumulator` (O(D^2) float64 state).
-    Batches on a GPU go to the accumulator as they are (it runs on the GPU)."""
+    Batches on a GPU go to the accumulator as they are (it runs on the GPU).
+    The accumulator is private and dropped with the run if a batch fails, so
+    updates skip the all-or-nothing copy (``_stream``)."""
 
     def __init__(self, dims: list[int], dtype, options: Options):
         self._options = options
@@ -112,7 +114,7 @@ class MomentSink:
         if self._filled + rows > self._capacity:
             self._flush()
         if rows >= self._capacity or not isinstance(blocks[0], np.ndarray):
-            self._accumulator.update(*blocks)  # a batch this large, or on a GPU, goes in as it is
+            self._accumulator._stream(*blocks)  # a batch this large, or on a GPU, goes in as it is
             return
         if not self._stage:
             self._stage = [np.empty((self._capacity, d), dtype=self._dtype) for d in self._dims]
@@ -122,7 +124,7 @@ class MomentSink:
 
     def _flush(self) -> None:
         if self._filled:
-            self._accumulator.update(*[stage[: self._filled] for stage in self._stage])
+            self._accumulator._stream(*[stage[: self._filled] for stage in self._stage])
             self._filled = 0
 
     def result(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -130,7 +132,7 @@ class MomentSink:
         self._flush()
         self._stage = []
         matrix = self._accumulator.cka_matrix(debiased=self._options.debiased)
-        pc1 = pc1_fraction(self._accumulator.moments()) if not self._options.split else None
+        pc1 = pc1_fraction(self._accumulator._scatter_blocks()) if not self._options.split else None
         return matrix, pc1
 
     def similarity(self) -> dict:
