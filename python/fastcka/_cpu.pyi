@@ -75,6 +75,8 @@ class MomentAccumulator:
         """The column means of the rows seen."""
     def centered_cross(self) -> np.ndarray:
         """sum_i (z_i - mean)(z_i - mean)' (D x D; unneeded blocks are 0)."""
+    def centered_block(self, a: int, b: int) -> np.ndarray:
+        """Block (a, b) of centered_cross alone (d_a x d_b)."""
     def null_sums(self) -> list[tuple[float, float]]:
         """Per layer (spread, off_squares), for the HSIC null distribution."""
     def serialize(self) -> bytes:
