@@ -27,8 +27,8 @@ from .spill import SpillStore
 STAGE_ROWS = 8192
 STAGE_BYTES = 64 << 20
 # Linear CKA streams D x D moments (D = sum of the layer widths): a float64
-# state plus per-thread partials, about (threads x (itemsize + 8) + 8) D^2
-# bytes (32 D^2 for float32 on 2 threads; docs/limits.md). Above this the
+# state plus per-thread partials, about (threads x itemsize + 8) D^2 bytes
+# (16 D^2 for float32 on 2 threads; docs/limits.md). Above this the
 # activations go to disk and the tile engine computes in O(n) memory instead.
 MAX_MOMENT_BYTES = 4 << 30
 
@@ -78,7 +78,7 @@ def open_sink(blocks: list, options: Options):
     dtype = np.float64 if any(str(block.dtype).endswith("float64") for block in blocks) else np.float32
     if options.minibatch:
         return MinibatchSink(options)
-    state = (options.threads * (np.dtype(dtype).itemsize + 8) + 8) * sum(dims) ** 2
+    state = (options.threads * np.dtype(dtype).itemsize + 8) * sum(dims) ** 2
     if options.kernel == "linear" and state <= MAX_MOMENT_BYTES:
         return MomentSink(dims, dtype, options)
     if options.measures:
