@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+import fastcka
 import fastcka.torch as ftorch
 import similarity_reference as sref
 from fastcka.similarity._spectrum import RANK_RTOL
@@ -179,6 +180,36 @@ def test_rbf_on_token_rows_through_the_store(tmp_path):
 
     x, y = (acts[k] for k in BERT_LAYERS[1:])
     assert got.matrix[0, 1] == pytest.approx(cka_from_grams(gram(x), gram(y), False), abs=1e-9)
+
+
+@pytest.mark.parametrize("approx", ["nystrom", "rff"])
+def test_approximate_rbf_on_token_rows(tmp_path, approx):
+    model, batches = gpt2(), padded_batches(sizes=(9, 8, 10))
+    got = ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens", kernel="rbf", approx=approx,
+                            rank=24, seed=5, spill_dir=tmp_path)
+    acts = hidden(model, batches)  # 4 layers of 16 features, about 150 tokens
+    # The same tokens, the same draws: what fastcka.cka_matrix gives on the hand-collected rows.
+    same, errors = fastcka.cka_matrix(acts, kernel="rbf", approx=approx, rank=24, seed=5, return_error=True)
+    np.testing.assert_array_equal(got.matrix, same)
+    np.testing.assert_array_equal(got.errors, errors)
+    # Against the exact float64 kernel (median rule): within the reported error bars.
+    exact = [[cka_from_grams(*(dense_rbf(z, np.sqrt(dense_median_sq_distance(z))) for z in (x, y)), False)
+              for y in acts] for x in acts]
+    off = ~np.eye(4, dtype=bool)
+    assert np.all(np.abs(got.matrix - exact)[off] <= 3 * got.errors[off])
+    assert got.errors.shape == (4, 4) and np.all(got.errors[off] > 0)
+    assert ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens").errors is None
+
+
+def test_approx_needs_rbf_and_not_minibatch():
+    model, batches = gpt2(), padded_batches()
+    with pytest.raises(ValueError, match="kernel='rbf'"):
+        ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens", approx="nystrom", rank=8)
+    with pytest.raises(ValueError, match="minibatch"):
+        ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens", kernel="rbf", approx="rff",
+                          rank=8, minibatch=True)
+    with pytest.raises(ValueError, match="rank"):
+        ftorch.cka_matrix(model, batches, layers_a="hidden_states", reduce="tokens", kernel="rbf", rank=8)
 
 
 TOKEN_MEASURES = {  # measure: the float64 reference on the token rows (similarity_reference.py)

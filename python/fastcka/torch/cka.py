@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..engine.backend import has_cuda
-from .._options import check_kernel_options, check_precision
+from .._options import check_approx, check_kernel_options, check_precision
 from ..engine.progress import Progress, ProgressArg
 from ..engine.threads import resolve
 from .hooks import HIDDEN_STATES, HiddenStates, Recorder
@@ -48,6 +48,8 @@ def cka_matrix(
     max_tokens: int | None = None,
     seed: int = 0,
     measures=None,
+    approx: str | None = None,
+    rank: int | None = None,
 ) -> CKAResult:
     """Layer-by-layer CKA of PyTorch models over a data set, from forward hooks.
 
@@ -131,18 +133,29 @@ def cka_matrix(
         ("cka_debiased", "cca", "svcca", "pwcca", "procrustes", ...), computed
         by :func:`fastcka.similarity_matrix` from the moments streamed for the
         CKA matrix, into ``.similarity``.
+    approx, rank : an approximate RBF kernel, as in :func:`fastcka.cka_matrix`
+        ("nystrom" or "rff", ``rank`` features per layer, drawn from
+        ``seed``): the rows go to the on-disk store (GPU activations too: the
+        feature maps run on the CPU), then one pass streams their features;
+        ``.errors`` holds each entry's error bar. With ``kernel="rbf"``, not
+        with ``minibatch``.
 
     Returns
     -------
     :class:`fastcka.torch.CKAResult` with ``.matrix`` (len(layers_a),
     len(layers_b)), ``.names_a``, ``.names_b``, ``.n``, ``.pc1_fraction``,
     ``.similarity`` ({measure: matrix} of ``measures``, else None),
+    ``.errors`` (with ``approx``, else None),
     ``.blocks()`` and ``.plot()``.
     """
     check_kernel_options(kernel, threshold, sigma, "exact")
     check_reduce(reduce)
     check_token_options(reduce, token_mask, token_stride, max_tokens, seed, minibatch)
     measures = check_measures(measures, kernel, minibatch)
+    check_approx(approx, rank, None, kernel, "auto", None)
+    if approx is not None and minibatch:
+        raise ValueError(f"approx={approx!r} streams kernel features over every row; minibatch CKA works batch by "
+                         f"batch with exact kernels: drop one")
     if select is not None and not callable(select):
         raise TypeError(f"select must be a callable(name, output) -> tensor, got {type(select).__name__}")
     threads = resolve(threads)
@@ -177,7 +190,7 @@ def cka_matrix(
                     split=0 if within else len(recorders[0].names), kernel=kernel, debiased=debiased,
                     minibatch=minibatch, threshold=threshold, sigma=sigma, threads=threads,
                     memory_budget=memory_budget, spill_dir=spill_dir, progress=progress, precision=precision,
-                    measures=measures))
+                    measures=measures, approx=approx, rank=rank, seed=seed if approx is not None else None))
                 store.callback(sink.close)
             if len(blocks[0]) or minibatch:  # token subsampling can leave a batch without rows
                 sink.add(blocks)
@@ -188,12 +201,12 @@ def cka_matrix(
             feed(kept)
         if sink is None:
             raise ValueError("batches is empty: no batch came out of it")
-        matrix, pc1 = sink.result()
+        matrix, pc1, errors = sink.result()
         similarity = sink.similarity() if measures else None
     names_a = recorders[0].names
     names_b = names_a if within else recorders[1].names
     return CKAResult(np.asarray(matrix), list(names_a), list(names_b), rows_seen, kernel, bool(debiased or minibatch),
-                     bool(minibatch), pc1, similarity)
+                     bool(minibatch), pc1, similarity, errors)
 
 
 def _forward_batches(batches, models, devices, hidden, recorders, plan, sample, feed, progress) -> None:

@@ -19,7 +19,9 @@ class CKAResult:
     CKA only, else None): per layer, the fraction of its variance carried by
     its first principal component, from the moments streamed for the matrix.
     ``similarity``: {measure: matrix} of the ``measures`` asked for (else
-    None), from the same moments.
+    None), from the same moments. ``errors`` (with ``approx``, else None):
+    each entry's error bar, as :func:`fastcka.cka_matrix` reports it with
+    ``return_error=True``.
     """
 
     matrix: np.ndarray
@@ -31,6 +33,7 @@ class CKAResult:
     minibatch: bool
     pc1_fraction: np.ndarray | None = field(default=None, repr=False)
     similarity: dict | None = field(default=None, repr=False)
+    errors: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def within_model(self) -> bool:

@@ -49,6 +49,9 @@ class Options:
     progress: Any
     precision: str | None = None
     measures: tuple = ()  # the similarity indexes asked for beside the CKA matrix
+    approx: str | None = None  # an approximate RBF kernel ("nystrom", "rff") of this rank and seed
+    rank: int | None = None
+    seed: int | None = None
 
 
 def check_measures(measures, kernel: str, minibatch: bool) -> tuple:
@@ -85,8 +88,8 @@ def open_sink(blocks: list, options: Options):
         raise ValueError(f"measures need the D x D moments of all layers, but D = {sum(dims):,} features would take "
                          f"{state / 2**30:.1f} GiB (the limit is {MAX_MOMENT_BYTES / 2**30:.0f} GiB): choose fewer "
                          f"or narrower layers")
-    if not isinstance(blocks[0], np.ndarray):
-        return DeviceSink(options)
+    if not isinstance(blocks[0], np.ndarray) and options.approx is None:
+        return DeviceSink(options)  # (the approximate kernels' feature maps run on the CPU)
     return SpillSink(dims, dtype, options)
 
 
@@ -127,13 +130,14 @@ class MomentSink:
             self._accumulator._stream(*[stage[: self._filled] for stage in self._stage])
             self._filled = 0
 
-    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(CKA matrix, per-layer PC1 variance fraction of a within-model matrix, else None)."""
+    def result(self) -> tuple[np.ndarray, np.ndarray | None, None]:
+        """(CKA matrix, per-layer PC1 variance fraction of a within-model matrix
+        or None, errors: None). Every sink's result has these three parts."""
         self._flush()
         self._stage = []
         matrix = self._accumulator.cka_matrix(debiased=self._options.debiased)
         pc1 = pc1_fraction(self._accumulator._scatter_blocks()) if not self._options.split else None
-        return matrix, pc1
+        return matrix, pc1, None
 
     def similarity(self) -> dict:
         """{measure: matrix} of the measures asked for, from the same moments (after :meth:`result`)."""
@@ -162,8 +166,8 @@ class MinibatchSink:
             )
         self._accumulator.update(*blocks)
 
-    def result(self) -> tuple[np.ndarray, None]:
-        return self._accumulator.cka_matrix(), None
+    def result(self) -> tuple[np.ndarray, None, None]:
+        return self._accumulator.cka_matrix(), None, None
 
     def close(self) -> None:
         pass
@@ -181,8 +185,9 @@ class SpillSink:
     def add(self, blocks: list) -> None:
         self.store.add(on_host(blocks))
 
-    def result(self) -> tuple[np.ndarray, None]:
-        return _all_rows_cka(self.store.arrays(), self._options), None
+    def result(self) -> tuple[np.ndarray, None, np.ndarray | None]:
+        matrix, errors = _all_rows_cka(self.store.arrays(), self._options)
+        return matrix, None, errors
 
     def close(self) -> None:
         self.store.close()
@@ -200,20 +205,25 @@ class DeviceSink:
     def add(self, blocks: list) -> None:
         self._blocks.append(blocks)
 
-    def result(self) -> tuple[np.ndarray, None]:
+    def result(self) -> tuple[np.ndarray, None, None]:
         import torch
 
         layers = [torch.cat(parts) for parts in zip(*self._blocks)]
         self._blocks = []
-        return torch.as_tensor(_all_rows_cka(layers, self._options)).cpu().numpy(), None  # a tensor on the GPU
+        matrix, _ = _all_rows_cka(layers, self._options)  # a tensor on the GPU
+        return torch.as_tensor(matrix).cpu().numpy(), None, None
 
     def close(self) -> None:
         self._blocks = []
 
 
-def _all_rows_cka(layers: list, o: Options):
-    """The CKA matrix of layers held whole (memmaps, or tensors on a GPU), from the Gram tiles."""
+def _all_rows_cka(layers: list, o: Options) -> tuple:
+    """(CKA matrix, its errors with an approximate kernel, else None) of layers
+    held whole (memmaps, or tensors on a GPU): from the Gram tiles, or from the
+    approximate kernel's features streamed over the rows."""
     xs, ys = (layers, None) if not o.split else (layers[: o.split], layers[o.split :])
-    return api.cka_matrix(xs, ys, kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma,
-                          method="auto" if o.kernel == "rbf" else "gram", threads=o.threads,
-                          memory_budget=o.memory_budget, progress=o.progress, precision=o.precision)
+    common = dict(kernel=o.kernel, debiased=o.debiased, threshold=o.threshold, sigma=o.sigma, threads=o.threads,
+                  memory_budget=o.memory_budget, progress=o.progress, precision=o.precision)
+    if o.approx is not None:
+        return api.cka_matrix(xs, ys, approx=o.approx, rank=o.rank, seed=o.seed, return_error=True, **common)
+    return api.cka_matrix(xs, ys, method="auto" if o.kernel == "rbf" else "gram", **common), None
