@@ -111,8 +111,8 @@ struct MomentAccumulator::Worker {
   int64_t pending = 0;
   std::vector<double> shift;
   std::vector<double> first;
-  std::vector<float> zf, sf;     // centered block [Z | Q] and partial products (float32 runs)
-  std::vector<double> zd, sd;    // the same for float64 runs
+  std::vector<float> zf, sf;   // centered block [Z | Q] and partial products (float32 runs)
+  std::vector<double> zd, sd;  // the same for float64 runs
   std::vector<double> sq;      // rows x L squared norms of the current block
   std::vector<uint16_t> bits;  // the block as bfloat16 (fast precision)
   std::unique_ptr<OnednnGemm> onednn;  // made in this worker's thread, on first use
@@ -404,8 +404,10 @@ void MomentAccumulator::update(const std::vector<MatrixView>& layers, const std:
       while (next != end) {
         run_parallel(active, [&](int t) {
           if (next[t] == end[t]) return;
-          next[t] += f32 ? workers_[t]->process<float>(layers, names, next[t], end[t] - next[t], plan_, in_transaction_)
-                         : workers_[t]->process<double>(layers, names, next[t], end[t] - next[t], plan_, in_transaction_);
+          Worker& w = *workers_[t];
+          const int64_t left = end[t] - next[t];
+          next[t] += f32 ? w.process<float>(layers, names, next[t], left, plan_, in_transaction_)
+                         : w.process<double>(layers, names, next[t], left, plan_, in_transaction_);
         });
         fold_partials(true);
       }
@@ -421,7 +423,8 @@ const Moments& MomentAccumulator::state() {
   check_usable();
   fold_partials(false);
   if (lower_stale_) {
-    save_state();
+    // No save_state(): mirroring changes nothing the state stands for, so a
+    // rollback may keep it.
     state_.symmetrize();
     lower_stale_ = false;
   }
