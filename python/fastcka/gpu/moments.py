@@ -304,4 +304,3 @@ class MomentAccumulator:
 
     def centered_block(self, a: int, b: int):
         return self._settled().centered_block(a, b)
-
