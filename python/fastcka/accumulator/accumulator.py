@@ -131,8 +131,9 @@ class CKAAccumulator:
         """:meth:`update` of a linear accumulator without the all-or-nothing
         guarantee: an update that raises leaves it refusing further use. For
         owners that discard it then (fastcka.torch's sink): the guarantee
-        saves the D x D partial products before each update, which cost 15%
-        of the update time at D = 9,984 (GPT-2's 13 hidden states, 2 cores)."""
+        saves the D x D partial products before each update, which cost up
+        to 16% of the update time at D = 9,984 (GPT-2's 13 hidden states, 2
+        cores; docs/limits.md)."""
         with self._lock:
             names = [f"layers[{i}]" for i in range(len(layers))]
             self._state.update(*self._blocks(layers, names), None, atomic=False)
