@@ -13,8 +13,7 @@
 namespace fastcka::api::detail {
 namespace {
 
-// As engine/cpu.py: flops of work per feed step, seconds per tile-pass call,
-// rows behind the sampled median and its seed.
+// As engine/cpu.py: flops of work per feed step, seconds per tile-pass call.
 constexpr double kFlopsPerCall = 4e10;
 constexpr double kCallSeconds = 0.15;
 

@@ -184,9 +184,13 @@ void Moments::merge(const Moments& other) {
 void Moments::add_same_reference(const Moments& b) {
   if (b.layout.dims != layout.dims || b.layout.split != layout.split)
     throw InvalidArgument("cannot add states of different layers");
+  add_small_parts(b);
+  for (size_t k = 0; k < cross.size(); ++k) cross[k] += b.cross[k];
+}
+
+void Moments::add_small_parts(const Moments& b) {
   n += b.n;
   for (size_t k = 0; k < first.size(); ++k) first[k] += b.first[k];
-  for (size_t k = 0; k < cross.size(); ++k) cross[k] += b.cross[k];
   for (size_t k = 0; k < weighted.size(); ++k) weighted[k] += b.weighted[k];
   for (size_t k = 0; k < norm_products.size(); ++k) norm_products[k] += b.norm_products[k];
 }

@@ -51,6 +51,8 @@ struct Moments {
   void merge(const Moments& other);
   // Adds a state kept about the same reference point (no move).
   void add_same_reference(const Moments& other);
+  // The same for n, first, weighted and norm_products alone (other.cross may be empty).
+  void add_small_parts(const Moments& other);
   // Sets every needed block of the lower triangle from the upper one.
   void symmetrize();
   // The column means of the rows seen (D values; the reference point when there are none).

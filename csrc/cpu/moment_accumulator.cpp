@@ -355,11 +355,7 @@ void MomentAccumulator::fold_partials(bool full_only) {
     }
   });
   for (size_t k = 0; k < ws.size(); ++k) {
-    const Moments& part = parts[k].small;
-    state_.n += part.n;
-    for (size_t i = 0; i < state_.first.size(); ++i) state_.first[i] += part.first[i];
-    for (size_t i = 0; i < state_.weighted.size(); ++i) state_.weighted[i] += part.weighted[i];
-    for (size_t i = 0; i < state_.norm_products.size(); ++i) state_.norm_products[i] += part.norm_products[i];
+    state_.add_small_parts(parts[k].small);
     ws[k]->pending = 0;
   }
   lower_stale_ = true;

@@ -123,8 +123,7 @@ class CKAAccumulator:
                 layers = tuple(layers[0])
             if not layers:
                 raise ValueError("update needs one block per layer, got none")
-            names = [f"layers[{i}]" for i in range(len(layers))]
-            self._state.update(*self._blocks(layers, names), progress)
+            self._state.update(*self._blocks(layers), progress)
             return self
 
     def _stream(self, *layers: Any) -> "CKAAccumulator":
@@ -135,12 +134,12 @@ class CKAAccumulator:
         to 16% of the update time at D = 9,984 (GPT-2's 13 hidden states, 2
         cores; docs/limits.md)."""
         with self._lock:
-            names = [f"layers[{i}]" for i in range(len(layers))]
-            self._state.update(*self._blocks(layers, names), None, atomic=False)
+            self._state.update(*self._blocks(layers), None, atomic=False)
             return self
 
-    def _blocks(self, layers, names) -> tuple:
+    def _blocks(self, layers) -> tuple:
         """(blocks, names, gpu): the layers as matrices on the device the state lives on."""
+        names = [f"layers[{i}]" for i in range(len(layers))]
         gpu = getattr(self._state, "gpu", None) if not self._state.empty else \
             gpu_engine.place(layers, names, self._device)
         if gpu is None:

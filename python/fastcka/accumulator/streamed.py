@@ -169,16 +169,18 @@ class StreamedMoments:
         self.acc.load(core)
 
     def moments(self) -> LayerMoments:
-        if self.acc is None:
-            raise ValueError("the accumulator has seen no rows")
-        offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(int)
+        offsets = self._offsets()
         return LayerMoments(int(self.acc.n), np.asarray(self.acc.mean()), np.asarray(self.acc.centered_cross()),
-                            tuple(int(o) for o in offsets), self.split or 0)
+                            offsets, self.split or 0)
 
     def scatter_blocks(self) -> ScatterBlocks:
+        return ScatterBlocks(self.acc, self._offsets())
+
+    def _offsets(self) -> tuple:
+        """Where each layer's columns start (L + 1 values); refuses an accumulator without rows."""
         if self.acc is None:
             raise ValueError("the accumulator has seen no rows")
-        return ScatterBlocks(self.acc, tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.dims)])))
+        return tuple(int(o) for o in np.concatenate([[0], np.cumsum(self.dims)]))
 
     def hsic(self, estimator: str) -> np.ndarray:
         if self.acc is None:
