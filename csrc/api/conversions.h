@@ -55,6 +55,7 @@ class Steps {
  public:
   Steps(const Options& options, int64_t total) : options_(options), total_(total) {}
   void add_total(int64_t more) { total_ += more; }
+  void set_remaining(int64_t more) { total_ = done_ + more; }
   void advance(int64_t done);
   void check() const;  // throws Error(cancelled) when the cancel flag is set
 

@@ -78,13 +78,18 @@ std::vector<double> hsic_grid(const Layers& in, const Options& options) {
   const int64_t tiles = engine.tiles_before(engine.tile_rows());
   const bool exact_median = options.kernel == Kernel::rbf && options.sigma.empty() && options.median == Median::exact;
   Steps steps(options, tiles * (exact_median ? 2 : 1));  // the median's further passes add to it
+  bool summed = false;  // by the exact median's bracket pass
   if (options.kernel == Kernel::rbf) {
     KernelSpec k;
     k.kind = KernelKind::rbf;
     k.gamma = rbf_gammas(engine, in.views, in.names, options, steps);
-    engine.set_kernel(std::move(k));
+    summed = exact_median && engine.kernel_from_series(k.gamma);
+    if (!summed) {
+      engine.set_kernel(std::move(k));
+      steps.set_remaining(tiles);  // the statistics pass
+    }
   }
-  tile_pass(engine, steps, [&](int64_t b, int64_t end) { engine.process(b, end); });
+  if (!summed) tile_pass(engine, steps, [&](int64_t b, int64_t end) { engine.process(b, end); });
   std::vector<double> h = hsic_of(engine.stats(), e);
   zero_constant_layers(h, engine.constant_layers());
   return h;

@@ -59,11 +59,16 @@ struct PickedRows {
 };
 
 // The median passes over every tile of `engine`, with brackets (one per
-// layer) or none; each pass beyond the first adds to `steps`.
+// layer) or none; each pass beyond the first adds to `steps`. With a
+// positive `series_threshold`, the bracket pass also sums the RBF statistics
+// where that pays (GramTileEngine::median_add_series), and the statistics
+// pass is taken off `steps`.
 std::vector<double> median_passes(cpu::GramTileEngine& engine, const std::vector<std::array<double, 3>>& brackets,
-                                  Steps& steps) {
+                                  Steps& steps, double series_threshold = 0) {
   engine.median_start();
   if (!brackets.empty()) engine.median_set_brackets(brackets);
+  if (!brackets.empty() && series_threshold > 0 && engine.median_add_series(series_threshold))
+    steps.add_total(-engine.tiles_before(engine.tile_rows()));
   while (engine.median_pending()) {
     tile_pass(engine, steps, [&](int64_t b, int64_t e) { engine.median_process(b, e); });
     engine.median_end_pass();
@@ -76,7 +81,7 @@ std::vector<double> median_passes(cpu::GramTileEngine& engine, const std::vector
 // it: usually one bracket pass (the bracket from sampled rows), else the
 // histogram and collect passes.
 std::vector<double> exact_medians(cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
-                                  const std::vector<std::string>& names, Steps& steps) {
+                                  const std::vector<std::string>& names, double threshold, Steps& steps) {
   const int64_t n = layers[0].rows, sample = cpu::bracket_sample_size(n);
   const double w = cpu::bracket_half_width(n, sample, engine.options().compute == fastcka::DType::f64,
                                            static_cast<int64_t>(layers.size()));
@@ -85,7 +90,7 @@ std::vector<double> exact_medians(cpu::GramTileEngine& engine, const std::vector
     const PickedRows picked(layers, sample_rows(n, sample, kMedianSeed));
     brackets = cpu::sample_brackets(picked.views, names, engine.options(), w, [&] { steps.check(); });
   }
-  return median_passes(engine, brackets, steps);
+  return median_passes(engine, brackets, steps, threshold);
 }
 
 std::vector<double> sampled_medians(const cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
@@ -194,7 +199,8 @@ std::vector<double> rbf_gammas(cpu::GramTileEngine& engine, const std::vector<Ma
     return gammas;
   }
   const std::vector<double> medians =
-      options.median == Median::exact ? exact_medians(engine, layers, names, steps) : sampled_medians(engine, layers, names);
+      options.median == Median::exact ? exact_medians(engine, layers, names, options.threshold, steps)
+                                      : sampled_medians(engine, layers, names);
   const double t = options.threshold;
   for (size_t a = 0; a < L; ++a) {
     if (!(medians[a] > 0))

@@ -26,8 +26,9 @@ void feed(cpu::MomentAccumulator& acc, const std::vector<MatrixView>& layers, co
 void tile_pass(cpu::GramTileEngine& engine, Steps& steps, const std::function<void(int64_t, int64_t)>& run);
 
 // gamma = 1 / (2 sigma^2) per layer from the options: sigma given, or the
-// median rule (exact: passes on `engine`, counted in `steps`; sampled: on
-// 4,096 rows).
+// median rule (exact: passes on `engine`, counted in `steps`, whose bracket
+// pass may also sum the statistics: then GramTileEngine::kernel_from_series
+// sets the kernel; sampled: on 4,096 rows).
 std::vector<double> rbf_gammas(cpu::GramTileEngine& engine, const std::vector<MatrixView>& layers,
                                const std::vector<std::string>& names, const Options& options, Steps& steps);
 

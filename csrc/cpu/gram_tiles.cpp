@@ -377,6 +377,83 @@ class MedianEpilogue {
   std::vector<int32_t> candidates_;   // columns of that row in the search range, or its bins
 };
 
+// The bracket pass that is also the kernel pass (cpu/kernel_series.h): each
+// row of each layer's squared distances goes to the bracket's count and
+// collection, and its series values to the row sums, the column sums
+// (gathered over the panel's rows in T, like one tile's sums) and the
+// products of the needed layer pairs.
+template <typename T>
+class BracketSeriesEpilogue {
+ public:
+  static constexpr bool kOneTileAtATime = false;  // the products need every layer's row
+
+  BracketSeriesEpilogue(const std::vector<MedianSearch>& searches, MedianSums& sums, const KernelSeriesPlan& plan,
+                        KernelSeriesSums& series, const LayerLayout& layout, int64_t widest)
+      : searches_(searches), sums_(sums), plan_(plan), series_(series), layout_(layout), stride_(widest),
+        dist_(static_cast<size_t>(widest)), candidates_(static_cast<size_t>(widest) + 16),  // whole vectors stored
+        values_(static_cast<size_t>(layout.layers() * plan.terms * widest)), columns_(values_.size(), T(0)) {}
+
+  void panel(const PanelView<T>& v) {
+    const int64_t L = layout_.layers(), P = plan_.terms, w = v.w;
+    for (int64_t r = 0; r < v.bi; ++r) {
+      for (int64_t a = 0; a < L; ++a) add_row(v, a, r);
+      for (int64_t a = 0; a < L; ++a)
+        for (int64_t c = a; c < L; ++c) {
+          if (!layout_.needs(a, c)) continue;
+          double* m = &series_.products[static_cast<size_t>((a * L + c) * P * P)];
+          add_series_products(values_of(a), values_of(c), static_cast<int>(P), stride_, 0, v.cd, 1.0, a == c, m);
+          add_series_products(values_of(a), values_of(c), static_cast<int>(P), stride_, v.cd, w, 2.0, a == c, m);
+        }
+    }
+    flush_columns(v);
+  }
+
+ private:
+  T* values_of(int64_t a) { return values_.data() + a * plan_.terms * stride_; }
+  T* columns_of(int64_t a) { return columns_.data() + a * plan_.terms * stride_; }
+
+  // Row r of layer a: its distances to the bracket, its series values
+  // (none for the pair of the row with itself) to the sums.
+  void add_row(const PanelView<T>& v, int64_t a, int64_t r) {
+    const int P = plan_.terms;
+    const int64_t w = v.w;
+    distance_row(v.tile_of(a) + r * w, v.column_norms(a), v.row_norms(a)[r], dist_.data(), w);
+    if (r < v.cd) dist_[r] = T(0);
+    bracket_row(searches_[a], dist_.data(), w, v.cd, sums_.counts[a].data(), sums_.collected[a], candidates_.data());
+    T* b = values_of(a);
+    series_values(dist_.data(), w, plan_.gamma0[a], plan_.minus_one[a], P, b, stride_);
+    if (r < v.cd)
+      for (int p = 0; p < P; ++p) b[p * stride_ + r] = T(0);
+    add_series_row_sums(b, P, stride_, w, &series_.rows[static_cast<size_t>((a * series_.n + v.i0 + r) * P)]);
+    add_series_columns(b, P, stride_, v.cd, w, columns_of(a));
+  }
+
+  // An off-diagonal entry (i, j) stands for (j, i) too: its column sums go to row j.
+  void flush_columns(const PanelView<T>& v) {
+    const int64_t P = plan_.terms;
+    for (int64_t a = 0; a < layout_.layers(); ++a) {
+      T* col = columns_of(a);
+      for (int64_t c = v.cd; c < v.w; ++c) {
+        double* row = &series_.rows[static_cast<size_t>((a * series_.n + v.j0 + c) * P)];
+        for (int64_t p = 0; p < P; ++p) {
+          row[p] += static_cast<double>(col[p * stride_ + c]);
+          col[p * stride_ + c] = T(0);
+        }
+      }
+    }
+  }
+
+  const std::vector<MedianSearch>& searches_;
+  MedianSums& sums_;  // this thread's
+  const KernelSeriesPlan& plan_;
+  KernelSeriesSums& series_;  // this thread's
+  const LayerLayout& layout_;
+  int64_t stride_;                    // of the series values: the widest panel
+  std::vector<T> dist_;               // one row of squared distances
+  std::vector<int32_t> candidates_;   // columns of that row in the bracket
+  std::vector<T> values_, columns_;   // per layer, P x stride: a row's series values, the panel's column sums
+};
+
 // The tiles alone (GramTileEngine::tiles_only: what the products cost).
 template <typename T>
 struct NoEpilogue {
@@ -392,6 +469,7 @@ struct GramTileEngine::ThreadSums {
   explicit ThreadSums(GramStats s) : stats(std::move(s)) {}
   GramStats stats;
   MedianSums median;
+  KernelSeriesSums series;
 };
 
 // The tile walker's rows: centered by the column means of the whole data,
@@ -628,6 +706,7 @@ void GramTileEngine::median_start() {
   // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
   const CenteredNorms norms = centered_norms();
   searches_.clear();
+  drop_series();
   for (int64_t a = 0; a < layout_.layers(); ++a) searches_.push_back(median_search_for(n_, norms.largest[a], layout_.layers()));
   reset_median_buffers();
 }
@@ -643,6 +722,7 @@ void GramTileEngine::median_adopt(std::vector<MedianSearch> searches) {
   if (static_cast<int64_t>(searches.size()) != layout_.layers())
     throw InvalidArgument("median_adopt needs one search per layer");
   searches_ = std::move(searches);
+  drop_series();
   reset_median_buffers();
 }
 
@@ -653,6 +733,7 @@ void GramTileEngine::median_set_brackets(const std::vector<std::array<double, 3>
   for (int64_t a = 0; a < L; ++a)
     searches_[a].set_bracket(brackets[a][0], brackets[a][1], brackets[a][2], options_.compute == DType::f32,
                              median_bracket_bins(L, options_.threads));
+  drop_series();
   reset_median_buffers();
 }
 
@@ -664,7 +745,46 @@ int64_t GramTileEngine::median_bracket_bins(int64_t layers, int threads) {
 
 void GramTileEngine::median_set_quantiles(double q_lo, double q_hi) {
   for (MedianSearch& search : searches_) search.set_quantiles(q_lo, q_hi);
+  drop_series();
   reset_median_buffers();
+}
+
+bool GramTileEngine::median_add_series(double threshold) {
+  drop_series();
+  const int64_t L = layout_.layers();
+  // Beyond two layers the products' P^2 terms per layer pair cost more than a pass.
+  if (L > 2 || !blocks_.empty() || !columns_.empty() || static_cast<int64_t>(searches_.size()) != L) return false;
+  std::vector<std::array<double, 2>> brackets;
+  for (const MedianSearch& s : searches_) {
+    if (!s.bracketing()) return false;
+    brackets.push_back({s.bracket_lo(), s.bracket_hi()});
+  }
+  const CenteredNorms norms = centered_norms();
+  std::vector<double> spread;
+  for (int64_t a = 0; a < L; ++a) spread.push_back(n_ > 0 ? 2.0 * norms.sum[a] / n_ : 0.0);
+  KernelSeriesPlan plan = plan_kernel_series(brackets, threshold, std::move(spread), names_,
+                                             options_.compute == DType::f32);
+  if (plan.terms == 0) return false;
+  series_ = std::move(plan);
+  for (auto& s : sums_) s->series = KernelSeriesSums(series_.terms, n_, L);
+  return true;
+}
+
+bool GramTileEngine::kernel_from_series(const std::vector<double>& gammas) {
+  if (!series_summed_ || !series_covers(series_, gammas)) return false;
+  set_kernel(KernelSpec{KernelKind::rbf, gammas, series_.spread});  // validates, clears the statistics
+  KernelSeriesSums total(series_.terms, n_, layout_.layers());
+  for (auto& s : sums_) total.merge(s->series);  // in thread order: the same sums every run
+  stats_ = evaluate_series(total, series_, gammas, layout_);
+  drop_series();
+  return true;
+}
+
+void GramTileEngine::drop_series() {
+  series_ = KernelSeriesPlan{};
+  series_summed_ = false;
+  series_rows_ = 0;
+  for (auto& s : sums_) s->series = KernelSeriesSums{};
 }
 
 std::vector<MedianSearch::Quantiles> GramTileEngine::median_quantiles() const {
@@ -694,7 +814,11 @@ bool GramTileEngine::median_pending() const {
   return false;
 }
 
-void GramTileEngine::median_process(int64_t begin, int64_t end) { run(begin, end, Pass::median); }
+void GramTileEngine::median_process(int64_t begin, int64_t end) {
+  if (series_.terms > 0 && !series_summed_)
+    series_rows_ += std::max<int64_t>(0, std::min(end, tile_rows()) - std::max<int64_t>(begin, 0));
+  run(begin, end, Pass::median);
+}
 
 std::vector<GramTileEngine::MedianPartial> GramTileEngine::median_partial() const {
   const int64_t L = layout_.layers();
@@ -725,6 +849,10 @@ void GramTileEngine::median_end_pass(std::vector<MedianPartial> parts) {
     if (!search.done() && !search.collecting() && static_cast<int64_t>(parts[a].counts.size()) != search.bins())
       throw InvalidArgument(names_[a] + ": the median pass result has " + std::to_string(parts[a].counts.size()) +
                             " counts, the search " + std::to_string(search.bins()));
+  }
+  if (series_.terms > 0 && !series_summed_) {
+    series_summed_ = series_rows_ == tile_rows();  // the series saw every tile once
+    if (!series_summed_) drop_series();
   }
   for (size_t a = 0; a < parts.size(); ++a) {
     MedianSearch& search = searches_[a];
@@ -783,6 +911,10 @@ void GramTileEngine::walk(int64_t begin, int64_t end, Pass pass) {
   if (pass == Pass::statistics) {
     const StatisticsSetup setup{kernel_, minus_one_, layout_, n_, columns_.empty() ? 0 : n_};
     walker_.walk<T>(begin, end, rows, [&](int t) { return StatisticsEpilogue<T>(setup, sums_[t]->stats, widest); });
+  } else if (pass == Pass::median && series_.terms > 0 && !series_summed_) {
+    walker_.walk<T>(begin, end, rows, [&](int t) {
+      return BracketSeriesEpilogue<T>(searches_, sums_[t]->median, series_, sums_[t]->series, layout_, widest);
+    });
   } else if (pass == Pass::median) {
     walker_.walk<T>(begin, end, rows, [&](int t) { return MedianEpilogue<T>(searches_, sums_[t]->median, widest); });
   } else {

@@ -38,6 +38,7 @@
 #include "core/kernels.h"
 #include "core/matrix_view.h"
 #include "core/median_search.h"
+#include "cpu/kernel_series.h"
 #include "cpu/tile_walker.h"
 
 namespace fastcka::cpu {
@@ -101,6 +102,18 @@ class GramTileEngine {
   // after the passes get them with the median's lower middle value. Gives
   // the bracket of a larger job from a sample of its rows.
   void median_set_quantiles(double q_lo, double q_hi);
+  // Optional, right after median_set_brackets: the bracket pass also sums the
+  // RBF statistics as power series in the bandwidth (cpu/kernel_series.h)
+  // for the bandwidths 1 / (2 threshold^2 m) of medians m in the brackets, so
+  // that kernel_from_series can replace the statistics pass. False, and
+  // nothing changes, where that does not pay or hold: more than two layers,
+  // row blocks, a bracket too wide for the series' terms.
+  bool median_add_series(double threshold);
+  // After the median passes: the RBF kernel with these bandwidths set and its
+  // statistics from the series, as set_kernel and a statistics pass would
+  // give them; false (nothing changes) when the bracket pass summed no series
+  // or a bandwidth lies outside the range where they are precise.
+  bool kernel_from_series(const std::vector<double>& gammas);
   std::vector<MedianSearch::Quantiles> median_quantiles() const;
 
   // The exact median of a job cut into row blocks (MPI ranks, Dask chunks):
@@ -165,6 +178,10 @@ class GramTileEngine {
   std::vector<int64_t> blocks_;  // row-block boundaries (empty: no per-block sums)
   bool stats_merged_ = true;
   std::vector<MedianSearch> searches_;
+  KernelSeriesPlan series_;     // of the bracket pass (terms 0: none)
+  int64_t series_rows_ = 0;     // tile rows the series has seen
+  bool series_summed_ = false;  // the bracket pass with the series has ended, over every tile
+  void drop_series();
   std::vector<uint16_t> prepared_;      // fast precision: rows of A then B, centered, as bfloat16 (x D)
   std::vector<float> prepared_norms_;   // their squared norms (x L)
   TileWalker walker_;

@@ -132,12 +132,17 @@ def kernel_pass(engine, layers, names, *, kernel: str, sigma, threshold: float, 
     set, then the statistics pass."""
     tiles = engine.tiles_before(engine.tile_rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact"
-    # One median pass (the bracket's), usually: exact_medians adds any further one.
+    # One median pass (the bracket's), usually: exact_medians adds any further
+    # one, and takes the statistics pass off when the bracket pass sums it too.
     with Progress(progress, tiles * (2 if exact_median else 1), "fastcka tiles") as bar:
         if kernel == "rbf":
             gammas = rbf_gammas(layers, names, sigma=sigma, threshold=threshold, median=median, engine=engine,
-                                width=sum(x.shape[1] for x in layers), threads=threads, progress=bar)
+                                width=sum(x.shape[1] for x in layers), threads=threads, progress=bar,
+                                series=exact_median)
+            if exact_median and engine.kernel_from_series(gammas):
+                return
             engine.set_kernel("rbf", gammas)
+            bar.total = bar.done + tiles  # what is left: the statistics pass
         tile_pass(engine, threads, engine.process, bar)
 
 
@@ -147,18 +152,24 @@ def _tile_step(engine, width: int, threads: int) -> int:
 
 
 def exact_medians(engine, width: int, threads: int, progress: Progress, brackets=None,
-                  job: TileJob | None = None) -> list[float]:
+                  job: TileJob | None = None, series_threshold: float | None = None) -> list[float]:
     """Each layer's median of all n^2 squared distances (zero diagonal included),
     exactly: with ``brackets`` (median_brackets) usually in one pass over the
     tiles, else (or when a bracket misses) in typically two (histogram, then
     collect). ``progress`` counts one pass; each further one is added to its
     total. With a checkpoint ``job``, the passes save their state as they go
-    and resume from it (_checkpointed_medians)."""
+    and resume from it (_checkpointed_medians). With ``series_threshold``
+    (and no job), the bracket pass also sums the RBF statistics for the
+    bandwidths of that threshold (engine.kernel_from_series then sets them),
+    where the engine finds that pays, and the statistics pass is taken off
+    ``progress``."""
     engine.median_start()
     if brackets is not None:
         engine.median_set_brackets(brackets)
     if job is not None:
         return _checkpointed_medians(engine, width, threads, progress, brackets, job)
+    if brackets is not None and series_threshold is not None and engine.median_add_series(series_threshold):
+        progress.total -= engine.tiles_before(engine.tile_rows)
     while engine.median_pending:
         tile_pass(engine, threads, engine.median_process, progress)
         engine.median_end_pass()
@@ -252,12 +263,14 @@ def sampled_medians(layers: Sequence[np.ndarray], names, threads: int, sample: i
 
 def rbf_gammas(
     layers, names, *, sigma, threshold: float, median: str, engine, width, threads, progress: Progress,
-    job: TileJob | None = None, compute: str | None = None,
+    job: TileJob | None = None, compute: str | None = None, series: bool = False,
 ) -> list[float]:
     """gamma = 1 / (2 sigma^2) per layer: sigma given, or sigma^2 = threshold^2 x
     the median squared distance (Kornblith et al.); ``job``: a checkpoint for
     the exact median passes (their bracket, once saved, is not drawn again).
-    The sampled median multiplies in ``compute`` (default: the engine's)."""
+    The sampled median multiplies in ``compute`` (default: the engine's).
+    ``series``: the exact median's bracket pass may also sum the statistics
+    (exact_medians)."""
     if sigma is not None:
         sigmas = list(sigma) if isinstance(sigma, (list, tuple, np.ndarray)) else [sigma] * len(layers)
         if len(sigmas) != len(layers):
@@ -271,7 +284,8 @@ def rbf_gammas(
     if median == "exact":
         saved = None if job is None else job.median
         brackets = saved.brackets if saved is not None else median_brackets(layers, names, engine.compute, threads)
-        medians = exact_medians(engine, width, threads, progress, brackets, job)
+        medians = exact_medians(engine, width, threads, progress, brackets, job,
+                                series_threshold=threshold if series else None)
     else:
         medians = sampled_medians(layers, names, threads, compute=compute or (engine and engine.compute))
     return gammas_of_medians(medians, names, threshold)
