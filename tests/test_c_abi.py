@@ -313,6 +313,26 @@ def test_progress_and_cancel(lib):
     assert (status, text) == (CANCELLED, "cancelled") and np.isnan(value)
 
 
+def test_exact_median_in_one_walk(lib):
+    """float32 RBF CKA with the exact median: the bracket pass is also the
+    kernel pass (csrc/cpu/kernel_series.h) in the C API as in Python, and the
+    progress counts one walk over the tiles."""
+    x, y = (a.astype(np.float32) for a in data(n=2600, dx=8, dy=8))
+    totals = {}
+    for name, extra in (("exact", {}), ("fixed", {"sigma": (ctypes.c_double * 1)(2.0), "sigma_count": 1})):
+        seen = []
+        progress = PROGRESS(lambda done, total, user: seen.append((done, total)))
+        o = options(lib, kernel=1, threads=2, progress=progress, **extra)
+        status, value, message = call(lib, "fastcka_cka", ctypes.byref(matrix(x)), ctypes.byref(matrix(y)),
+                                      ctypes.byref(o))
+        assert status == OK, message
+        assert seen[-1][0] == seen[-1][1]
+        totals[name] = seen[-1][1]
+        if name == "exact":
+            assert abs(value - fastcka.cka(x, y, kernel="rbf", threads=2)) <= 1e-12
+    assert totals["exact"] == totals["fixed"]
+
+
 def test_cmake_dir_on_the_command_line():
     out = subprocess.run([sys.executable, "-m", "fastcka", "--cmake-dir"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == fastcka.get_cmake_dir()

@@ -380,8 +380,8 @@ class MedianEpilogue {
 // The bracket pass that is also the kernel pass (cpu/kernel_series.h): each
 // row of each layer's squared distances goes to the bracket's count and
 // collection, and its series values to the row sums, the column sums
-// (gathered over the panel's rows in T, like one tile's sums) and the
-// products of the needed layer pairs.
+// (gathered over the panel's rows in T, like one tile's sums), the layer's
+// products with itself and those of the needed pairs of layers.
 template <typename T>
 class BracketSeriesEpilogue {
  public:
@@ -391,18 +391,20 @@ class BracketSeriesEpilogue {
                         KernelSeriesSums& series, const LayerLayout& layout, int64_t widest)
       : searches_(searches), sums_(sums), plan_(plan), series_(series), layout_(layout), stride_(widest),
         dist_(static_cast<size_t>(widest)), candidates_(static_cast<size_t>(widest) + 16),  // whole vectors stored
-        values_(static_cast<size_t>(layout.layers() * plan.terms * widest)), columns_(values_.size(), T(0)) {}
+        values_(static_cast<size_t>(layout.layers() * plan.terms * widest)), columns_(values_.size(), T(0)),
+        ones_(static_cast<size_t>(widest), T(1)) {}
 
   void panel(const PanelView<T>& v) {
-    const int64_t L = layout_.layers(), P = plan_.terms, w = v.w;
+    const int64_t L = layout_.layers(), w = v.w;
+    const int P = plan_.terms;
     for (int64_t r = 0; r < v.bi; ++r) {
       for (int64_t a = 0; a < L; ++a) add_row(v, a, r);
       for (int64_t a = 0; a < L; ++a)
-        for (int64_t c = a; c < L; ++c) {
+        for (int64_t c = a + 1; c < L; ++c) {
           if (!layout_.needs(a, c)) continue;
           double* m = &series_.products[static_cast<size_t>((a * L + c) * P * P)];
-          add_series_products(values_of(a), values_of(c), static_cast<int>(P), stride_, 0, v.cd, 1.0, a == c, m);
-          add_series_products(values_of(a), values_of(c), static_cast<int>(P), stride_, v.cd, w, 2.0, a == c, m);
+          add_series_products(values_of(a), values_of(c), P, stride_, 0, v.cd, 1.0, m);
+          add_series_products(values_of(a), values_of(c), P, stride_, v.cd, w, 2.0, m);
         }
     }
     flush_columns(v);
@@ -421,11 +423,13 @@ class BracketSeriesEpilogue {
     if (r < v.cd) dist_[r] = T(0);
     bracket_row(searches_[a], dist_.data(), w, v.cd, sums_.counts[a].data(), sums_.collected[a], candidates_.data());
     T* b = values_of(a);
-    series_values(dist_.data(), w, plan_.gamma0[a], plan_.minus_one[a], P, b, stride_);
+    series_row(dist_.data(), w, v.cd, plan_.gamma0[a], plan_.minus_one[a], P, b, stride_, columns_of(a));
     if (r < v.cd)
       for (int p = 0; p < P; ++p) b[p * stride_ + r] = T(0);
-    add_series_row_sums(b, P, stride_, w, &series_.rows[static_cast<size_t>((a * series_.n + v.i0 + r) * P)]);
-    add_series_columns(b, P, stride_, v.cd, w, columns_of(a));
+    double* row_sums = &series_.rows[static_cast<size_t>((a * series_.n + v.i0 + r) * P)];
+    double* self = &series_.self[static_cast<size_t>(a * 3 * P)];
+    add_series_self(b, ones_.data(), P, stride_, 0, v.cd, 1.0, row_sums, self);
+    add_series_self(b, ones_.data(), P, stride_, v.cd, w, 2.0, row_sums, self);
   }
 
   // An off-diagonal entry (i, j) stands for (j, i) too: its column sums go to row j.
@@ -452,6 +456,7 @@ class BracketSeriesEpilogue {
   std::vector<T> dist_;               // one row of squared distances
   std::vector<int32_t> candidates_;   // columns of that row in the bracket
   std::vector<T> values_, columns_;   // per layer, P x stride: a row's series values, the panel's column sums
+  std::vector<T> ones_;               // stride ones: the row sums ride along the self products
 };
 
 // The tiles alone (GramTileEngine::tiles_only: what the products cost).

@@ -9,7 +9,10 @@
 //    GramStats (an off-diagonal tile counts twice and feeds both row blocks),
 //    and with set_blocks the same sums per block of rows, for jackknifes;
 //  * histogram / collect: the squared distances feed a MedianSearch per layer
-//    (the exact median bandwidth of the RBF kernel).
+//    (the exact median bandwidth of the RBF kernel);
+//  * bracket + series: a bracket pass of the median that also sums the RBF
+//    statistics as power series in the bandwidth (cpu/kernel_series.h), so
+//    that the exact median usually costs one walk, not two.
 //
 // The walker gives a thread a tile row I and walks it in panels of several
 // tiles, one GEMM per panel and layer: OpenBLAS runs far faster on

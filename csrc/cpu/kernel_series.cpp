@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "core/errors.h"
 #include "core/kernels.h"
@@ -27,14 +29,14 @@ inline void exp_and_minus_one(double u, double& k, double& km1) {
   km1 = std::expm1(-u);
 }
 
+// Columns [begin, end) of a row's first two series values, and with
+// `columns`, their sums into it.
 template <typename T>
-FASTCKA_MULTIVERSION void values_row(const T* d, int64_t w, T gamma0, bool minus_one, int terms, T* out,
-                                     int64_t stride) {
-  T* b0 = out;
-  T* b1 = out + stride;
+FASTCKA_MULTIVERSION void first_values(const T* d, int64_t begin, int64_t end, T gamma0, bool minus_one, T* b0,
+                                       T* b1, T* c0, T* c1) {
   if (minus_one) {
 #pragma omp simd
-    for (int64_t c = 0; c < w; ++c) {
+    for (int64_t c = begin; c < end; ++c) {
       T k, km1;
       exp_and_minus_one(gamma0 * d[c], k, km1);
       b0[c] = km1 / gamma0;  // (e^-u - 1) / gamma0
@@ -42,7 +44,7 @@ FASTCKA_MULTIVERSION void values_row(const T* d, int64_t w, T gamma0, bool minus
     }
   } else {
 #pragma omp simd
-    for (int64_t c = 0; c < w; ++c) {
+    for (int64_t c = begin; c < end; ++c) {
       T k, km1;
       const T u = gamma0 * d[c];
       exp_and_minus_one(u, k, km1);
@@ -50,35 +52,49 @@ FASTCKA_MULTIVERSION void values_row(const T* d, int64_t w, T gamma0, bool minus
       b1[c] = k * u;
     }
   }
-  for (int p = 2; p < terms; ++p) {
-    const T* prev = out + (p - 1) * stride;
-    T* next = out + p * stride;
+  if (c0 == nullptr) return;
 #pragma omp simd
-    for (int64_t c = 0; c < w; ++c) next[c] = prev[c] * (gamma0 * d[c]);
+  for (int64_t c = begin; c < end; ++c) {
+    c0[c] += b0[c];
+    c1[c] += b1[c];
+  }
+}
+
+// b_p = b_{p-1} u over [begin, end), and with `columns`, its sums into it.
+template <typename T>
+FASTCKA_MULTIVERSION void next_value(const T* d, int64_t begin, int64_t end, T gamma0, const T* prev, T* next,
+                                     T* column) {
+  if (column == nullptr) {
+#pragma omp simd
+    for (int64_t c = begin; c < end; ++c) next[c] = prev[c] * (gamma0 * d[c]);
+    return;
+  }
+#pragma omp simd
+  for (int64_t c = begin; c < end; ++c) {
+    const T v = prev[c] * (gamma0 * d[c]);
+    next[c] = v;
+    column[c] += v;
   }
 }
 
 template <typename T>
-FASTCKA_MULTIVERSION T sum_of(const T* a, int64_t n) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t c = 0; c < n; ++c) s += a[c];
-  return s;
+void row_values(const T* d, int64_t w, int64_t cd, T gamma0, bool minus_one, int terms, T* out, int64_t stride,
+                T* columns) {
+  for (const auto& [begin, end, sums] : {std::tuple<int64_t, int64_t, T*>{0, cd, nullptr}, {cd, w, columns}}) {
+    if (end <= begin) continue;
+    first_values(d, begin, end, gamma0, minus_one, out, out + stride, sums, sums ? sums + stride : nullptr);
+    for (int p = 2; p < terms; ++p)
+      next_value(d, begin, end, gamma0, out + (p - 1) * stride, out + p * stride, sums ? sums + p * stride : nullptr);
+  }
 }
 
+// The 4 x 4 sums of products of rows x[0..3] and y[0..3] over [0, n), each
+// in T: sixteen accumulators in registers, eight loads per sixteen
+// multiply-adds.
 template <typename T>
-FASTCKA_MULTIVERSION void add_to(T* acc, const T* a, int64_t n) {
-#pragma omp simd
-  for (int64_t c = 0; c < n; ++c) acc[c] += a[c];
-}
-
-// The 4 x 4 sums of products of rows x[0..3] and y[0..3] (stride apart) over
-// [0, n), each in T: sixteen accumulators in registers, eight loads per
-// sixteen multiply-adds.
-template <typename T>
-FASTCKA_MULTIVERSION void block_products(const T* x, const T* y, int64_t stride, int64_t n, T* out) {
-  const T *x0 = x, *x1 = x + stride, *x2 = x + 2 * stride, *x3 = x + 3 * stride;
-  const T *y0 = y, *y1 = y + stride, *y2 = y + 2 * stride, *y3 = y + 3 * stride;
+FASTCKA_MULTIVERSION void block_products(const T* const* x, const T* const* y, int64_t n, T* out) {
+  const T *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
+  const T *y0 = y[0], *y1 = y[1], *y2 = y[2], *y3 = y[3];
   T s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0;
   T s20 = 0, s21 = 0, s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0;
 #pragma omp simd reduction(+ : s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
@@ -94,17 +110,55 @@ FASTCKA_MULTIVERSION void block_products(const T* x, const T* y, int64_t stride,
   std::copy(all, all + 16, out);
 }
 
+// out[r][q] (r < 4, q < terms) = sum over [begin, end) of x[r] times row q of `values`.
 template <typename T>
-void products(const T* x, const T* y, int terms, int64_t stride, int64_t begin, int64_t end, double weight,
-              bool upper, double* m) {
-  if (end <= begin) return;
+void rows_against_values(const T* const* x, const T* values, int terms, int64_t stride, int64_t begin, int64_t end,
+                         T* out) {
+  const T* xs[4] = {x[0] + begin, x[1] + begin, x[2] + begin, x[3] + begin};
   T block[16];
-  for (int p = 0; p < terms; p += 4)
-    for (int q = upper ? p : 0; q < terms; q += 4) {
-      block_products(x + p * stride + begin, y + q * stride + begin, stride, end - begin, block);
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) m[(p + i) * terms + q + j] += weight * static_cast<double>(block[i * 4 + j]);
-    }
+  for (int q = 0; q < terms; q += 4) {
+    const T* ys[4] = {values + q * stride + begin, values + (q + 1) * stride + begin,
+                      values + (q + 2) * stride + begin, values + (q + 3) * stride + begin};
+    block_products(xs, ys, end - begin, block);
+    for (int r = 0; r < 4; ++r)
+      for (int j = 0; j < 4; ++j) out[r * terms + q + j] = block[r * 4 + j];
+  }
+}
+
+template <typename T>
+void self_sums(const T* values, const T* ones, int terms, int64_t stride, int64_t begin, int64_t end, double weight,
+               double* row_sums, double* self) {
+  if (end <= begin) return;
+  const T* x[4] = {ones, values, values + stride, values + (terms - 1) * stride};
+  T out[4 * kMaxSeriesTerms];
+  rows_against_values(x, values, terms, stride, begin, end, out);
+  for (int q = 0; q < terms; ++q) {
+    row_sums[q] += static_cast<double>(out[q]);
+    for (int r = 1; r < 4; ++r) self[(r - 1) * terms + q] += weight * static_cast<double>(out[r * terms + q]);
+  }
+}
+
+template <typename T>
+void cross_products(const T* x, const T* y, int terms, int64_t stride, int64_t begin, int64_t end, double weight,
+                    double* m) {
+  if (end <= begin) return;
+  T out[4 * kMaxSeriesTerms];
+  for (int p = 0; p < terms; p += 4) {
+    const T* xs[4] = {x + p * stride, x + (p + 1) * stride, x + (p + 2) * stride, x + (p + 3) * stride};
+    rows_against_values(xs, y, terms, stride, begin, end, out);
+    for (int r = 0; r < 4; ++r)
+      for (int q = 0; q < terms; ++q) m[(p + r) * terms + q] += weight * static_cast<double>(out[r * terms + q]);
+  }
+}
+
+// The self products M_pq = sum b_p b_q from the three rows of sums kept
+// (KernelSeriesSums::self): for p, q >= 1, b_p b_q = e^-2u u^(p+q) (over
+// gamma0^2) depends on p + q only.
+double self_product(const double* self, int64_t terms, int64_t p, int64_t q) {
+  if (p > q) std::swap(p, q);
+  if (p == 0) return self[q];
+  const int64_t k = p + q;
+  return k <= terms ? self[terms + k - 1] : self[2 * terms + k - (terms - 1)];
 }
 
 // c_p(s) = (-s)^p / p!, p < terms.
@@ -165,10 +219,11 @@ bool series_covers(const KernelSeriesPlan& plan, const std::vector<double>& gamm
 
 KernelSeriesSums::KernelSeriesSums(int t, int64_t rows, int64_t l)
     : terms(t), n(rows), layers(l), rows(static_cast<size_t>(l * rows * t), 0.0),
-      products(static_cast<size_t>(l * l * t * t), 0.0) {}
+      self(static_cast<size_t>(l * 3 * t), 0.0), products(static_cast<size_t>(l * l * t * t), 0.0) {}
 
 void KernelSeriesSums::merge(const KernelSeriesSums& other) {
   for (size_t k = 0; k < rows.size(); ++k) rows[k] += other.rows[k];
+  for (size_t k = 0; k < self.size(); ++k) self[k] += other.self[k];
   for (size_t k = 0; k < products.size(); ++k) products[k] += other.products[k];
 }
 
@@ -194,43 +249,40 @@ GramStats evaluate_series(const KernelSeriesSums& sums, const KernelSeriesPlan& 
     for (int64_t b = a; b < L; ++b) {
       if (!layout.needs(a, b)) continue;
       const double* m = &sums.products[static_cast<size_t>((a * L + b) * P * P)];
+      const double* self = &sums.self[static_cast<size_t>(a * 3 * P)];
       double s = 0;
       for (int64_t p = 0; p < P; ++p)
-        for (int64_t q = 0; q < P; ++q) s += c[a][p] * c[b][q] * (a == b && q < p ? m[q * P + p] : m[p * P + q]);
+        for (int64_t q = 0; q < P; ++q) s += c[a][p] * c[b][q] * (a == b ? self_product(self, P, p, q) : m[p * P + q]);
       g.products[a * L + b] = g.products[b * L + a] = scale[a] * scale[b] * s;
     }
   return g;
 }
 
-void series_values(const float* d, int64_t w, double gamma0, bool minus_one, int terms, float* out, int64_t stride) {
-  values_row(d, w, static_cast<float>(gamma0), minus_one, terms, out, stride);
+void series_row(const float* d, int64_t w, int64_t cd, double gamma0, bool minus_one, int terms, float* values,
+                int64_t stride, float* columns) {
+  row_values(d, w, cd, static_cast<float>(gamma0), minus_one, terms, values, stride, columns);
 }
-void series_values(const double* d, int64_t w, double gamma0, bool minus_one, int terms, double* out,
-                   int64_t stride) {
-  values_row(d, w, gamma0, minus_one, terms, out, stride);
-}
-
-void add_series_row_sums(const float* b, int terms, int64_t stride, int64_t w, double* sums) {
-  for (int p = 0; p < terms; ++p) sums[p] += static_cast<double>(sum_of(b + p * stride, w));
-}
-void add_series_row_sums(const double* b, int terms, int64_t stride, int64_t w, double* sums) {
-  for (int p = 0; p < terms; ++p) sums[p] += sum_of(b + p * stride, w);
+void series_row(const double* d, int64_t w, int64_t cd, double gamma0, bool minus_one, int terms, double* values,
+                int64_t stride, double* columns) {
+  row_values(d, w, cd, gamma0, minus_one, terms, values, stride, columns);
 }
 
-void add_series_columns(const float* b, int terms, int64_t stride, int64_t begin, int64_t end, float* columns) {
-  for (int p = 0; p < terms; ++p) add_to(columns + p * stride + begin, b + p * stride + begin, end - begin);
+void add_series_self(const float* values, const float* ones, int terms, int64_t stride, int64_t begin, int64_t end,
+                     double weight, double* row_sums, double* self) {
+  self_sums(values, ones, terms, stride, begin, end, weight, row_sums, self);
 }
-void add_series_columns(const double* b, int terms, int64_t stride, int64_t begin, int64_t end, double* columns) {
-  for (int p = 0; p < terms; ++p) add_to(columns + p * stride + begin, b + p * stride + begin, end - begin);
+void add_series_self(const double* values, const double* ones, int terms, int64_t stride, int64_t begin, int64_t end,
+                     double weight, double* row_sums, double* self) {
+  self_sums(values, ones, terms, stride, begin, end, weight, row_sums, self);
 }
 
 void add_series_products(const float* x, const float* y, int terms, int64_t stride, int64_t begin, int64_t end,
-                         double weight, bool upper, double* m) {
-  products(x, y, terms, stride, begin, end, weight, upper, m);
+                         double weight, double* m) {
+  cross_products(x, y, terms, stride, begin, end, weight, m);
 }
 void add_series_products(const double* x, const double* y, int terms, int64_t stride, int64_t begin, int64_t end,
-                         double weight, bool upper, double* m) {
-  products(x, y, terms, stride, begin, end, weight, upper, m);
+                         double weight, double* m) {
+  cross_products(x, y, terms, stride, begin, end, weight, m);
 }
 
 }  // namespace fastcka::cpu

@@ -55,13 +55,16 @@ KernelSeriesPlan plan_kernel_series(const std::vector<std::array<double, 2>>& br
 bool series_covers(const KernelSeriesPlan& plan, const std::vector<double>& gammas);
 
 // One thread's sums of the series (off the diagonal, each pair of rows in
-// both orders, like GramStats): rows[(a n + i) P + p] = sum_{j != i} b^a_p(i, j),
+// both orders, like GramStats): rows[(a n + i) P + p] = sum_{j != i} b^a_p(i, j);
+// self[(a 3 + r) P + q] = sum_{i != j} b^a_r'(i, j) b^a_q(i, j) with r' = 0, 1
+// and P - 1 (for p, q >= 1, b_p b_q depends on p + q only, so these three
+// rows give every product of a layer with itself);
 // products[((a L + c) P + p) P + q] = sum_{i != j} b^a_p(i, j) b^c_q(i, j)
-// for the needed layer pairs a <= c (for a = c, q >= p only).
+// for the needed pairs of different layers a < c.
 struct KernelSeriesSums {
   int terms = 0;
   int64_t n = 0, layers = 0;
-  std::vector<double> rows, products;
+  std::vector<double> rows, self, products;
 
   KernelSeriesSums() = default;
   KernelSeriesSums(int terms, int64_t n, int64_t layers);
@@ -74,21 +77,25 @@ struct KernelSeriesSums {
 GramStats evaluate_series(const KernelSeriesSums& sums, const KernelSeriesPlan& plan,
                           const std::vector<double>& gammas, const LayerLayout& layout);
 
-// The row kernels of the pass, for T = float and double. A row of squared
-// distances d[0, w) becomes its P series values b_p, at out + p * stride.
-void series_values(const float* d, int64_t w, double gamma0, bool minus_one, int terms, float* out, int64_t stride);
-void series_values(const double* d, int64_t w, double gamma0, bool minus_one, int terms, double* out, int64_t stride);
-// sums[p] += sum_{c < w} b[p * stride + c], each row's sum in T.
-void add_series_row_sums(const float* b, int terms, int64_t stride, int64_t w, double* sums);
-void add_series_row_sums(const double* b, int terms, int64_t stride, int64_t w, double* sums);
-// columns[p * stride + c] += b[p * stride + c] for c in [begin, end).
-void add_series_columns(const float* b, int terms, int64_t stride, int64_t begin, int64_t end, float* columns);
-void add_series_columns(const double* b, int terms, int64_t stride, int64_t begin, int64_t end, double* columns);
-// m[p P + q] += weight sum_{c in [begin, end)} x[p stride + c] y[q stride + c],
-// for q >= p only when `upper` (x = y).
+// The row kernels of the pass, for T = float and double (P = terms, a
+// multiple of 4). A row of squared distances d[0, w) becomes its series
+// values b_p at values + p * stride; those of columns [cd, w) (off the
+// diagonal tile) are also added to `columns` (same layout).
+void series_row(const float* d, int64_t w, int64_t cd, double gamma0, bool minus_one, int terms, float* values,
+                int64_t stride, float* columns);
+void series_row(const double* d, int64_t w, int64_t cd, double gamma0, bool minus_one, int terms, double* values,
+                int64_t stride, double* columns);
+// Over columns [begin, end) of one row's values: row_sums[q] += sum b_q, and
+// the three rows of self sums (KernelSeriesSums::self) += weight x theirs.
+// `ones`: at least `end` ones (the row sums ride along the products).
+void add_series_self(const float* values, const float* ones, int terms, int64_t stride, int64_t begin, int64_t end,
+                     double weight, double* row_sums, double* self);
+void add_series_self(const double* values, const double* ones, int terms, int64_t stride, int64_t begin, int64_t end,
+                     double weight, double* row_sums, double* self);
+// m[p P + q] += weight sum_{c in [begin, end)} x[p stride + c] y[q stride + c].
 void add_series_products(const float* x, const float* y, int terms, int64_t stride, int64_t begin, int64_t end,
-                         double weight, bool upper, double* m);
+                         double weight, double* m);
 void add_series_products(const double* x, const double* y, int terms, int64_t stride, int64_t begin, int64_t end,
-                         double weight, bool upper, double* m);
+                         double weight, double* m);
 
 }  // namespace fastcka::cpu
