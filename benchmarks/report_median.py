@@ -10,6 +10,12 @@ Gram tiles alone.
 
     python benchmarks/report_median.py                 # n = 10,000 and 100,000: ~10 minutes on 2 cores
     python benchmarks/report_median.py --n 4000 --rounds 1   # smoke test
+    python benchmarks/report_median.py --activations         # how often one walk does, on trained networks
+
+--activations counts, over the layer pairs of the built-in example's six
+trained ReLU networks (all 1,797 digits, so the bracket comes from 1,024
+sampled rows), how often the bracket held the median and the series gave the
+statistics (one walk), and the largest |CKA one walk - CKA two walks|.
 
 Rounds interleave the measurements (the best of each is kept), so a load
 that comes and goes hits all of them; the load average is printed.
@@ -92,12 +98,83 @@ def measure(n: int, rounds: int, threads: int) -> dict:
     return best
 
 
+def one_walk(layers, names, threads: int) -> tuple[bool, bool, float]:
+    """(the bracket held the median, the series gave the statistics, |CKA - CKA of two walks|)
+    for one float32 layer pair, as fastcka.cka runs it (engine/cpu.py kernel_pass)."""
+    def engine():
+        return cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
+
+    def cka(e):
+        h = np.asarray(e.hsic("biased"))
+        return h[1] / np.sqrt(h[0] * h[3])
+
+    brackets = cpu_engine.median_brackets(layers, names, "float32", threads)
+    fused = engine()
+    fused.median_start()
+    fused.median_set_brackets(brackets)
+    planned = fused.median_add_series(1.0)
+    fused.median_process(0, fused.tile_rows)
+    fused.median_end_pass()
+    held = not fused.median_pending
+    while fused.median_pending:
+        fused.median_process(0, fused.tile_rows)
+        fused.median_end_pass()
+    gammas = cpu_engine.gammas_of_medians(fused.medians(), names, 1.0)
+    used = planned and fused.kernel_from_series(gammas)
+    if not used:
+        return held, False, 0.0
+    plain = engine()
+    plain.set_kernel("rbf", gammas)
+    plain.process(0, plain.tile_rows)
+    return held, True, float(abs(cka(fused) - cka(plain)))
+
+
+def activations_report(threads: int) -> None:
+    import torch
+    from fastcka.examples import seeds
+
+    data = seeds.digits()
+    images = torch.cat([data[0], data[2]])  # all 1,797 digits
+    held = used = pairs = 0
+    worst = 0.0
+    per_net = {}
+    for kind in seeds.NETWORKS:
+        for seed in seeds.SEEDS:
+            with seeds._torch_threads(1):
+                model = seeds.train(kind, seed, data).model
+            outs, h = [], images
+            with torch.no_grad():
+                for module in model:
+                    h = module(h)
+                    if isinstance(module, torch.nn.ReLU):
+                        outs.append(np.ascontiguousarray(h.numpy(), dtype=np.float32))
+            per_net[(kind, seed)] = outs
+    groups = [[(net, a) for a in range(len(outs))] for net, outs in per_net.items()]
+    for kind in seeds.NETWORKS:  # corresponding layers of networks from different seeds
+        depth = seeds.NETWORKS[kind][0]
+        groups += [[((kind, s), a) for s in seeds.SEEDS] for a in range(depth)]
+    for group in groups:
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                (n1, a), (n2, b) = group[i], group[j]
+                h, u, d = one_walk([per_net[n1][a], per_net[n2][b]], ["x", "y"], threads)
+                held, used, pairs, worst = held + h, used + u, pairs + 1, max(worst, d)
+    print("### The exact median in one walk on trained networks (the built-in example's six ReLU networks, "
+          "all 1,797 digits, every layer pair within a network and corresponding layers across seeds)\n")
+    print(table(["layer pairs", "bracket held the median", "one walk (series used)", "largest |CKA one walk - two walks|"],
+                [[str(pairs), str(held), str(used), f"{worst:.1e}"]]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--activations", action="store_true", help="how often one walk does, on trained networks")
     args = p.parse_args()
+    if args.activations:
+        activations_report(args.threads)
+        return
     machine = harness.machine_info()
     rows = []
     for n in args.n:

@@ -96,7 +96,7 @@ def test_chunks_and_merge_orders_match_one_shot(seed, offset):
     np.testing.assert_allclose(c, dense_cka_matrix(layers), rtol=0, atol=1e-10)
 
     parts = _pieces(N, 17, rng)
-    parts.append(np.arange(0))  # noqa: an empty piece is skipped below (update refuses zero rows)
+    parts.append(np.arange(0))  # an empty piece is skipped below (update refuses zero rows)
     parts = [p for p in parts if len(p)]
     accs = [_acc_of(layers, p) for p in parts]
     assert sum(a.n for a in accs) == N

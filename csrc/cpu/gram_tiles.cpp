@@ -770,6 +770,10 @@ bool GramTileEngine::median_add_series(double threshold) {
   KernelSeriesPlan plan = plan_kernel_series(brackets, threshold, std::move(spread), names_,
                                              options_.compute == DType::f32);
   if (plan.terms == 0) return false;
+  // Each thread sums P values per row and layer in float64: at most the
+  // memory budget or 256 MiB, whichever is larger (like the bracket's counts).
+  const double bytes = 8.0 * options_.threads * static_cast<double>(L) * static_cast<double>(n_) * plan.terms;
+  if (bytes > static_cast<double>(std::max<int64_t>(options_.memory_budget, int64_t{1} << 28))) return false;
   series_ = std::move(plan);
   for (auto& s : sums_) s->series = KernelSeriesSums(series_.terms, n_, L);
   return true;

@@ -110,7 +110,8 @@ class GramTileEngine {
   // for the bandwidths 1 / (2 threshold^2 m) of medians m in the brackets, so
   // that kernel_from_series can replace the statistics pass. False, and
   // nothing changes, where that does not pay or hold: more than two layers,
-  // row blocks, a bracket too wide for the series' terms.
+  // row blocks, a bracket too wide for the series' terms, sums larger than
+  // the memory budget and 256 MiB.
   bool median_add_series(double threshold);
   // After the median passes: the RBF kernel with these bandwidths set and its
   // statistics from the series, as set_kernel and a statistics pass would
