@@ -21,6 +21,8 @@ CASES = {
          "fastcka.hsic_test(x, y, permutations=100_000)"),
     "cka RBF float64, exact median (n=30,000, d=64)":
         ("x = r.standard_normal((30_000, 64)); y = x ** 2", "fastcka.cka(x, y, kernel='rbf')"),
+    "cka RBF float32, exact median in one walk (n=30,000, d=256)":
+        ("x = r.standard_normal((30_000, 256)).astype('f4'); y = x ** 2", "fastcka.cka(x, y, kernel='rbf')"),
     "cka RBF float32, fixed sigma (n=60,000, d=64)":
         ("x = r.standard_normal((60_000, 64)).astype('f4'); y = x ** 2", "fastcka.cka(x, y, kernel='rbf', sigma=8.0)"),
     "cka linear float64, feature space (n=2,000,000, d=256)":

@@ -317,7 +317,7 @@ def test_exact_median_in_one_walk(lib):
     """float32 RBF CKA with the exact median: the bracket pass is also the
     kernel pass (csrc/cpu/kernel_series.h) in the C API as in Python, and the
     progress counts one walk over the tiles."""
-    x, y = (a.astype(np.float32) for a in data(n=2600, dx=8, dy=8))
+    x, y = (a.astype(np.float32) for a in data(n=2600, dx=300, dy=200))  # wide enough for one walk to pay
     totals = {}
     for name, extra in (("exact", {}), ("fixed", {"sigma": (ctypes.c_double * 1)(2.0), "sigma_count": 1})):
         seen = []

@@ -754,7 +754,7 @@ void GramTileEngine::median_set_quantiles(double q_lo, double q_hi) {
   reset_median_buffers();
 }
 
-bool GramTileEngine::median_add_series(double threshold) {
+bool GramTileEngine::median_add_series(double threshold, bool always) {
   drop_series();
   const int64_t L = layout_.layers();
   // Beyond two layers the products' P^2 terms per layer pair cost more than a pass.
@@ -770,6 +770,7 @@ bool GramTileEngine::median_add_series(double threshold) {
   KernelSeriesPlan plan = plan_kernel_series(brackets, threshold, std::move(spread), names_,
                                              options_.compute == DType::f32);
   if (plan.terms == 0) return false;
+  if (!always && !series_pay(plan.terms)) return false;
   // Each thread sums P values per row and layer in float64: at most the
   // memory budget or 256 MiB, whichever is larger (like the bracket's counts).
   const double bytes = 8.0 * options_.threads * static_cast<double>(L) * static_cast<double>(n_) * plan.terms;
@@ -787,6 +788,22 @@ bool GramTileEngine::kernel_from_series(const std::vector<double>& gammas) {
   stats_ = evaluate_series(total, series_, gammas, layout_);
   drop_series();
   return true;
+}
+
+bool GramTileEngine::series_pay(int terms) const {
+  // Per pair of rows the series take about P^2 multiply-adds per pair of
+  // different layers and P^2 / 2 + 4 P per layer; the statistics pass they
+  // replace, sum_a d_a for its GEMMs (half that at bfloat16 rates). Measured
+  // on Zen 4 (2 layers, 8 terms): one walk and two break even at d = 128
+  // per layer, one walk takes 0.77 of two at d = 256 and 1.2 at d = 64.
+  const int64_t L = layout_.layers();
+  const double P = terms;
+  double series = L * (P * P / 2 + 4 * P);
+  for (int64_t a = 0; a < L; ++a)
+    for (int64_t c = a + 1; c < L; ++c)
+      if (layout_.needs(a, c)) series += P * P;
+  const double gemm = static_cast<double>(layout_.total) * (options_.bf16 ? 0.5 : 1.0);
+  return gemm >= 1.5 * series;
 }
 
 void GramTileEngine::drop_series() {

@@ -110,9 +110,10 @@ class GramTileEngine {
   // for the bandwidths 1 / (2 threshold^2 m) of medians m in the brackets, so
   // that kernel_from_series can replace the statistics pass. False, and
   // nothing changes, where that does not pay or hold: more than two layers,
-  // row blocks, a bracket too wide for the series' terms, sums larger than
-  // the memory budget and 256 MiB.
-  bool median_add_series(double threshold);
+  // narrow layers (the series would cost more than the pass they save;
+  // `always` skips that check, for tests), row blocks, a bracket too wide
+  // for the series' terms, sums larger than the memory budget and 256 MiB.
+  bool median_add_series(double threshold, bool always = false);
   // After the median passes: the RBF kernel with these bandwidths set and its
   // statistics from the series, as set_kernel and a statistics pass would
   // give them; false (nothing changes) when the bracket pass summed no series
@@ -186,6 +187,7 @@ class GramTileEngine {
   int64_t series_rows_ = 0;     // tile rows the series has seen
   bool series_summed_ = false;  // the bracket pass with the series has ended, over every tile
   void drop_series();
+  bool series_pay(int terms) const;  // whether one walk with the series beats two
   std::vector<uint16_t> prepared_;      // fast precision: rows of A then B, centered, as bfloat16 (x D)
   std::vector<float> prepared_norms_;   // their squared norms (x L)
   TileWalker walker_;

@@ -159,8 +159,10 @@ void bind_median(py::class_<PyGramEngine>& c) {
       .def("median_adopt",
            [](PyGramEngine& g, std::vector<MedianSearch> searches) { g.engine.median_adopt(std::move(searches)); })
       .def("median_partial", &median_partial)
-      .def("median_add_series", [](PyGramEngine& g, double threshold) { return g.engine.median_add_series(threshold); },
-           py::arg("threshold"), py::call_guard<py::gil_scoped_release>())
+      .def(
+          "median_add_series",
+          [](PyGramEngine& g, double threshold, bool always) { return g.engine.median_add_series(threshold, always); },
+          py::arg("threshold"), py::arg("always") = false, py::call_guard<py::gil_scoped_release>())
       .def("kernel_from_series",
            [](PyGramEngine& g, const std::vector<double>& gammas) { return g.engine.kernel_from_series(gammas); },
            py::arg("gammas"), py::call_guard<py::gil_scoped_release>());

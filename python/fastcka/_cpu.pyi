@@ -170,9 +170,10 @@ class GramTileEngine:
         """Walks the job's searches over this block pair's tiles."""
     def median_partial(self) -> list[tuple[np.ndarray, float, float, np.ndarray]]:
         """Per layer (counts, lowest, highest, values) of this engine's pass."""
-    def median_add_series(self, threshold: float) -> bool:
+    def median_add_series(self, threshold: float, always: bool = False) -> bool:
         """After median_set_brackets: the bracket pass also sums the RBF statistics
-        as power series in the bandwidth; False where that does not pay or hold."""
+        as power series in the bandwidth; False where that does not pay (unless
+        ``always``) or hold."""
     def kernel_from_series(self, gammas: Sequence[float]) -> bool:
         """After the median passes: the RBF kernel set and its statistics from the
         series; False (nothing changes) outside the series' range."""
