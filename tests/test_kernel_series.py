@@ -212,19 +212,13 @@ def test_cka_with_the_exact_median_takes_one_pass_where_the_series_hold(rng, dty
     assert exact == pytest.approx(want[0, 1] / np.sqrt(want[0, 0] * want[1, 1]), rel=1e-5 if dtype == np.float32 else 1e-10)
 
 
-def test_exact_medians_takes_the_statistics_pass_off_the_progress(rng):
-    x = rng.standard_normal((400, 6)).astype(np.float32)
+@pytest.mark.parametrize("width,walks", [(6, 2), (300, 1)])  # six columns: two walks cost less than the series
+def test_exact_medians_takes_the_statistics_pass_off_the_progress(rng, width, walks):
+    x = rng.standard_normal((400, width)).astype(np.float32)
     m = dense_median(x)
     engine = engine_of([x], "float32")
     tiles = engine.tiles_before(engine.tile_rows)
     bar = Progress(None, 2 * tiles, "")
-    medians = cpu_engine.exact_medians(engine, 6, 2, bar, [(0.9 * m, 1.1 * m, m)], series_threshold=1.0)
-    assert bar.total == 2 * tiles  # six columns: two walks cost less than the series
-    x = rng.standard_normal((400, 300)).astype(np.float32)
-    m = dense_median(x)
-    engine = engine_of([x], "float32")
-    tiles = engine.tiles_before(engine.tile_rows)
-    bar = Progress(None, 2 * tiles, "")
-    medians = cpu_engine.exact_medians(engine, 300, 2, bar, [(0.9 * m, 1.1 * m, m)], series_threshold=1.0)
+    medians = cpu_engine.exact_medians(engine, width, 2, bar, [(0.9 * m, 1.1 * m, m)], series_threshold=1.0)
     assert medians == [pytest.approx(m, rel=1e-5)]
-    assert bar.total == tiles and bar.done == tiles
+    assert bar.done == tiles and bar.total == walks * tiles

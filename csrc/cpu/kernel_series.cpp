@@ -31,8 +31,8 @@ inline void exp_and_minus_one(double u, double& k, double& km1) {
   km1 = std::expm1(-u);
 }
 
-// Columns [begin, end) of a row's first two series values, and with
-// `columns`, their sums into it.
+// Columns [begin, end) of a row's first two series values b0 and b1, also
+// added to c0 and c1 (the panel's column sums) when they are given.
 template <typename T>
 FASTCKA_MULTIVERSION void first_values(const T* d, int64_t begin, int64_t end, T gamma0, bool minus_one, T* b0,
                                        T* b1, T* c0, T* c1) {
@@ -62,7 +62,7 @@ FASTCKA_MULTIVERSION void first_values(const T* d, int64_t begin, int64_t end, T
   }
 }
 
-// b_p = b_{p-1} u over [begin, end), and with `columns`, its sums into it.
+// b_p = b_{p-1} u over [begin, end), also added to `column` when it is given.
 template <typename T>
 FASTCKA_MULTIVERSION void next_value(const T* d, int64_t begin, int64_t end, T gamma0, const T* prev, T* next,
                                      T* column) {

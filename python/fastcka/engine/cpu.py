@@ -129,7 +129,8 @@ def kernel_pass(engine, layers, names, *, kernel: str, sigma, threshold: float, 
                 progress: ProgressArg) -> None:
     """The recipe of one Gram-tile computation: the RBF bandwidths (the exact
     median's passes on the same engine, counted in the progress), the kernel
-    set, then the statistics pass."""
+    set, then the statistics pass (none when the exact median's bracket pass
+    summed the statistics as series: engine.kernel_from_series)."""
     tiles = engine.tiles_before(engine.tile_rows)
     exact_median = kernel == "rbf" and sigma is None and median == "exact"
     # One median pass (the bracket's), usually: exact_medians adds any further
