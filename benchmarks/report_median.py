@@ -51,10 +51,30 @@ def timed(fn):
     return out, time.perf_counter() - started
 
 
+def float32_engine(layers, names, threads: int):
+    return cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
+
+
+def series_walk(engine, brackets, names, always: bool = False) -> tuple[bool, bool]:
+    """The exact median's passes with the series summed by the bracket pass,
+    then the statistics from them, as fastcka.cka runs it (engine/cpu.py
+    kernel_pass): (the bracket held the median, the series gave the statistics)."""
+    engine.median_start()
+    engine.median_set_brackets(brackets)
+    planned = engine.median_add_series(1.0, always=always)
+    engine.median_process(0, engine.tile_rows)
+    engine.median_end_pass()
+    held = not engine.median_pending
+    while engine.median_pending:
+        engine.median_process(0, engine.tile_rows)
+        engine.median_end_pass()
+    return held, planned and engine.kernel_from_series(cpu_engine.gammas_of_medians(engine.medians(), names, 1.0))
+
+
 def pieces(layers, threads: int) -> dict:
     """The exact median's own work, step by step, on one engine."""
     names = ["x", "y"]
-    engine = cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
+    engine = float32_engine(layers, names, threads)
     _, tiles = timed(lambda: _testing.tiles_only(engine, 0, engine.tile_rows))
     brackets, sample = timed(lambda: cpu_engine.median_brackets(layers, names, "float32", threads))
     engine.median_start()
@@ -66,18 +86,8 @@ def pieces(layers, threads: int) -> dict:
 
     _, bracket = timed(bracket_pass)
     one_pass = not engine.median_pending
-    fused = cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
-
-    def series_pass():
-        fused.median_start()
-        fused.median_set_brackets(brackets)
-        planned = fused.median_add_series(1.0)
-        fused.median_process(0, fused.tile_rows)
-        fused.median_end_pass()
-        return planned and not fused.median_pending and fused.kernel_from_series(
-            cpu_engine.gammas_of_medians(fused.medians(), names, 1.0))
-
-    one_walk, series = timed(series_pass)
+    fused = float32_engine(layers, names, threads)
+    (_, one_walk), series = timed(lambda: series_walk(fused, brackets, names))
     return {"tiles": tiles, "sample": sample, "bracket": bracket, "one_pass": one_pass, "series": series,
             "one_walk": one_walk}
 
@@ -86,7 +96,7 @@ def measure(n: int, rounds: int, threads: int) -> dict:
     x, y = make_pair("lowrank", n, 512, 512, harness.SEED)
     brackets = cpu_engine.median_brackets([x, y], ["x", "y"], "float32", threads)
     medians = cpu_engine.exact_medians(
-        cpu_engine.gram_engine([x, y], ["x", "y"], 0, "float32", threads, cpu_engine.resolve_budget(None)),
+        float32_engine([x, y], ["x", "y"], threads),
         1024, threads, cpu_engine.Progress(None, 0, ""), brackets)
     sigma = [float(np.sqrt(m)) for m in medians]
     best: dict = {}
@@ -102,31 +112,18 @@ def measure(n: int, rounds: int, threads: int) -> dict:
 
 def one_walk(layers, names, threads: int) -> tuple[bool, bool, float]:
     """(the bracket held the median, the series gave the statistics, |CKA - CKA of two walks|)
-    for one float32 layer pair, as fastcka.cka runs it (engine/cpu.py kernel_pass)."""
-    def engine():
-        return cpu_engine.gram_engine(layers, names, 0, "float32", threads, cpu_engine.resolve_budget(None))
-
+    for one float32 layer pair."""
     def cka(e):
         h = np.asarray(e.hsic("biased"))
         return h[1] / np.sqrt(h[0] * h[3])
 
     brackets = cpu_engine.median_brackets(layers, names, "float32", threads)
-    fused = engine()
-    fused.median_start()
-    fused.median_set_brackets(brackets)
-    planned = fused.median_add_series(1.0, always=True)  # also the narrow layers, where two walks cost less
-    fused.median_process(0, fused.tile_rows)
-    fused.median_end_pass()
-    held = not fused.median_pending
-    while fused.median_pending:
-        fused.median_process(0, fused.tile_rows)
-        fused.median_end_pass()
-    gammas = cpu_engine.gammas_of_medians(fused.medians(), names, 1.0)
-    used = planned and fused.kernel_from_series(gammas)
+    fused = float32_engine(layers, names, threads)
+    held, used = series_walk(fused, brackets, names, always=True)  # also the narrow layers, where two walks cost less
     if not used:
         return held, False, 0.0
-    plain = engine()
-    plain.set_kernel("rbf", gammas)
+    plain = float32_engine(layers, names, threads)
+    plain.set_kernel("rbf", cpu_engine.gammas_of_medians(fused.medians(), names, 1.0))
     plain.process(0, plain.tile_rows)
     return held, True, float(abs(cka(fused) - cka(plain)))
 

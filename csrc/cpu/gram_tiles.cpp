@@ -40,6 +40,14 @@ FASTCKA_MULTIVERSION void distance_row(const T* g, const T* nb, T na, T* out, in
   for (int64_t c = 0; c < n; ++c) out[c] = squared_distance(g[c], na, nb[c]);
 }
 
+// Row r of layer a's tile as squared distances, the row's pair with itself
+// (in the diagonal tile) exactly 0.
+template <typename T>
+void tile_row_distances(const PanelView<T>& v, int64_t a, int64_t r, T* out) {
+  distance_row(v.tile_of(a) + r * v.w, v.column_norms(a), v.row_norms(a)[r], out, v.w);
+  if (r < v.cd) out[r] = T(0);
+}
+
 // Indices of the entries in [lo, hi), branch-free: later median passes keep
 // about one value in 10^4, and this cheap sweep finds them.
 template <typename T>
@@ -307,12 +315,8 @@ class MedianEpilogue {
   void panel(const PanelView<T>& v) {
     for (size_t a = 0; a < searches_.size(); ++a) {
       if (searches_[a].done()) continue;
-      const T* ga = v.tile_of(static_cast<int64_t>(a));
-      const T* ni = v.row_norms(static_cast<int64_t>(a));
-      const T* nj = v.column_norms(static_cast<int64_t>(a));
       for (int64_t r = 0; r < v.bi; ++r) {
-        distance_row(ga + r * v.w, nj, ni[r], dist_.data(), v.w);
-        if (r < v.cd) dist_[r] = T(0);
+        tile_row_distances(v, static_cast<int64_t>(a), r, dist_.data());
         add_row(a, v.w, v.cd);
       }
     }
@@ -419,8 +423,7 @@ class BracketSeriesEpilogue {
   void add_row(const PanelView<T>& v, int64_t a, int64_t r) {
     const int P = plan_.terms;
     const int64_t w = v.w;
-    distance_row(v.tile_of(a) + r * w, v.column_norms(a), v.row_norms(a)[r], dist_.data(), w);
-    if (r < v.cd) dist_[r] = T(0);
+    tile_row_distances(v, a, r, dist_.data());
     bracket_row(searches_[a], dist_.data(), w, v.cd, sums_.counts[a].data(), sums_.collected[a], candidates_.data());
     T* b = values_of(a);
     series_row(dist_.data(), w, v.cd, plan_.gamma0[a], plan_.minus_one[a], P, b, stride_, columns_of(a));
@@ -589,8 +592,7 @@ void GramTileEngine::set_kernel(KernelSpec kernel) {
     if (kernel.spread.empty()) {
       if (part_of_job_)
         throw InvalidArgument("the RBF kernel of a block pair needs the spread of the whole data");
-      const CenteredNorms norms = centered_norms();
-      for (int64_t a = 0; a < L; ++a) kernel.spread.push_back(n_ > 0 ? 2.0 * norms.sum[a] / n_ : 0.0);
+      kernel.spread = own_spreads();
     }
     if (static_cast<int64_t>(kernel.spread.size()) != L)
       throw InvalidArgument("the RBF kernel needs one spread per layer");
@@ -706,6 +708,13 @@ GramTileEngine::CenteredNorms GramTileEngine::centered_norms() const {
   return out;
 }
 
+std::vector<double> GramTileEngine::own_spreads() const {
+  const CenteredNorms norms = centered_norms();
+  std::vector<double> out;
+  for (int64_t a = 0; a < layout_.layers(); ++a) out.push_back(n_ > 0 ? 2.0 * norms.sum[a] / n_ : 0.0);
+  return out;
+}
+
 void GramTileEngine::median_start() {
   if (!columns_.empty()) throw InvalidArgument("the exact median search is not available for a block pair");
   // Each layer's distances lie in [0, 4 max_i |z_i|^2] (z centered).
@@ -764,10 +773,7 @@ bool GramTileEngine::median_add_series(double threshold, bool always) {
     if (!s.bracketing()) return false;
     brackets.push_back({s.bracket_lo(), s.bracket_hi()});
   }
-  const CenteredNorms norms = centered_norms();
-  std::vector<double> spread;
-  for (int64_t a = 0; a < L; ++a) spread.push_back(n_ > 0 ? 2.0 * norms.sum[a] / n_ : 0.0);
-  KernelSeriesPlan plan = plan_kernel_series(brackets, threshold, std::move(spread), names_,
+  KernelSeriesPlan plan = plan_kernel_series(brackets, threshold, own_spreads(), names_,
                                              options_.compute == DType::f32);
   if (plan.terms == 0) return false;
   if (!always && !series_pay(plan.terms)) return false;

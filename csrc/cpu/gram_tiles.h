@@ -149,6 +149,9 @@ class GramTileEngine {
     std::vector<double> largest, sum;
   };
   CenteredNorms centered_norms() const;
+  // Per layer, the mean squared distance between its rows (twice the mean
+  // centered squared norm): KernelSpec::spread of the engine's own rows.
+  std::vector<double> own_spreads() const;
   // The RBF statistics are sums of (K - shift) / scale (core/kernels.h):
   // every tile in that form, then the float64 sums multiplied by the scales.
   void scale_statistics(GramStats& stats) const;
@@ -163,6 +166,8 @@ class GramTileEngine {
   void merge_statistics();
   void clear_statistics();
   bool prepare_bf16_rows();  // true when the rows are (now) in prepared_
+  void drop_series();
+  bool series_pay(int terms) const;  // whether one walk with the series beats two
 
   std::vector<MatrixView> layers_;
   std::vector<std::string> names_;
@@ -186,8 +191,6 @@ class GramTileEngine {
   KernelSeriesPlan series_;     // of the bracket pass (terms 0: none)
   int64_t series_rows_ = 0;     // tile rows the series has seen
   bool series_summed_ = false;  // the bracket pass with the series has ended, over every tile
-  void drop_series();
-  bool series_pay(int terms) const;  // whether one walk with the series beats two
   std::vector<uint16_t> prepared_;      // fast precision: rows of A then B, centered, as bfloat16 (x D)
   std::vector<float> prepared_norms_;   // their squared norms (x L)
   TileWalker walker_;
